@@ -1,0 +1,1 @@
+"""Benchmarks behind `mgvideo bench`; each module defines `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""One module per `mgvideo` subcommand; each defines `register(subparsers)`."""

@@ -1,0 +1,25 @@
+"""The project's exceptions. Every message names the file and line, or the config field, that is wrong."""
+
+
+class MgvideoError(Exception):
+    """Base class: the CLI prints these as one clean line and exits with status 2."""
+
+
+class ConfigError(MgvideoError, ValueError):
+    """A config value or command-line flag is invalid; the message names the field."""
+
+
+class ScheduleError(ConfigError):
+    """The multigrid schedule cannot be built from the given inputs."""
+
+
+class AnnotationError(MgvideoError, ValueError):
+    """A malformed annotation row or unknown label; the message names file and line."""
+
+
+class VideoDecodeError(MgvideoError, RuntimeError):
+    """A video is missing, empty, truncated, corrupt or shorter than the clip; names the file."""
+
+
+class CheckpointError(MgvideoError, RuntimeError):
+    """A checkpoint is unreadable, of the wrong architecture, or from a different run."""
