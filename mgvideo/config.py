@@ -1,0 +1,344 @@
+"""Run configuration: plain dataclasses loaded from YAML, with dotted `key=value` overrides.
+
+Every value is checked against its field's type and range before any work starts; a bad key or value
+raises ConfigError naming the key and, where known, the file and line. Nothing here is global: the
+trainer receives a `Config` and passes its sections down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mgvideo.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the videos are and what a full-size training clip is (the reference's T, S and rate)."""
+
+    dataset: Literal["kinetics", "ssv2", "charades", "synthetic"] = "kinetics"
+    root: str = "data/kinetics"
+    train_list: str = "train.csv"
+    val_list: str = "val.csv"
+    test_list: str = "val.csv"
+    num_classes: int = 400
+    frames: int = 8
+    crop: int = 224
+    sampling_rate: int = 8
+    mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
+    std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    workers: int = 4
+    synthetic_size: str = "default"  # for dataset=synthetic: what `synthetic.generate` makes if root is empty
+
+
+@dataclass
+class ModelConfig:
+    """Which zoo model to build, with keyword overrides passed to `build_model`."""
+
+    name: str = "i3d_r50"
+    options: dict[str, Any] = field(default_factory=dict)
+    bn_base_size: int = 8
+
+
+@dataclass
+class MultigridSection:
+    """The method's knobs (spec §1.1). Both cycles off gives the baseline: a one-stage schedule."""
+
+    long_cycle: bool = True
+    short_cycle: bool = True
+    epoch_factor: float = 1.5
+    long_cycle_factors: list[list[float]] = field(
+        default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
+    )
+    short_cycle_factors: list[float] = field(default_factory=lambda: [0.5, 0.5**0.5])
+    eval_freq: int = 3
+
+
+@dataclass
+class SolverConfig:
+    """Optimisation: the global batch (all devices), the LR schedule and SGD."""
+
+    batch_size: int = 64
+    base_lr: float = 0.1
+    lr_policy: Literal["steps", "cosine"] = "steps"
+    steps: list[int] = field(default_factory=lambda: [0, 94, 154, 196])
+    max_epoch: int = 239
+    gamma: float = 0.1
+    warmup_epochs: float = 34.0
+    warmup_start_lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    bn_weight_decay: bool = True  # False: no weight decay on BN and bias (the reference's ZERO_WD_1D_PARAM)
+    label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0  # 0: off
+
+
+@dataclass
+class TrainConfig:
+    """Run-time behaviour: device, precision, evaluation and checkpoint cadence."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = True
+    compile: bool = False
+    pin_memory: bool = True
+    precise_bn_batches: int = 200
+    eval_period_samples: int = 0  # 0: the reference cadence (eval_freq per stage)
+    eval_batch_size: int = 0  # 0: the solver's batch per device
+    checkpoint_minutes: float = 10.0
+    checkpoint_every_iters: int = 0  # 0: off; small values make resume tests fast
+    log_period: int = 10
+
+
+@dataclass
+class TestConfig:
+    """Multi-view testing (spec §6): `clips` temporal × `crops` spatial views per video."""
+
+    clips: int = 10
+    crops: int = 3
+    crop_size: int = 0  # 0: data.crop
+    ensemble: Literal["auto", "sum", "max"] = "auto"  # auto: max for multi-label data, else sum
+    batch_size: int = 8
+
+
+@dataclass
+class Config:
+    """A whole run. Sections mirror the YAML file's top-level keys."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    multigrid: MultigridSection = field(default_factory=MultigridSection)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    @property
+    def multi_label(self) -> bool:
+        """Charades is multi-label (sigmoid, mAP, max ensembling); the others are single-label."""
+        return self.data.dataset == "charades"
+
+
+# Keys that change how a run executes but not what it computes: excluded from the resume fingerprint.
+RUNTIME_KEYS = frozenset(
+    {
+        "data.workers", "train.device", "train.pin_memory", "train.compile", "train.checkpoint_minutes",
+        "train.checkpoint_every_iters", "train.log_period", "train.eval_batch_size",
+        "test.clips", "test.crops", "test.crop_size", "test.ensemble", "test.batch_size",
+    }
+)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML recipe (or the defaults if `path` is None), apply `key=value` overrides, validate."""
+    raw: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+        try:
+            raw = yaml.safe_load(text) or {}
+            lines = _key_lines(yaml.compose(text))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    cfg = Config()
+    for section, values in raw.items():
+        where = f"{source}:{lines.get(section, '?')}"
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section '{section}' must be a mapping")
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            _assign(cfg, dotted, value, f"{source}:{lines.get(dotted, '?')}")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. solver.base_lr=0.05")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': value is not valid YAML: {err}") from err
+        _assign(cfg, key.strip(), value, "command line")
+    validate(cfg, source)
+    return cfg
+
+
+def override(cfg: Config, **dotted: Any) -> Config:
+    """A copy of `cfg` with fields replaced, e.g. `override(cfg, **{"solver.max_epoch": 2})`; validated."""
+    new = from_dict(to_dict(cfg))
+    for key, value in dotted.items():
+        _assign(new, key, value, "override")
+    validate(new, "override")
+    return new
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (what `config.yaml` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Inverse of `to_dict` (also how checkpoints carry their config); validated."""
+    cfg = Config()
+    for section, values in raw.items():
+        for key, value in values.items():
+            _assign(cfg, f"{section}.{key}", value, "<dict>")
+    validate(cfg, "<dict>")
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the fully resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def fingerprint(cfg: Config, extra: Any = None) -> str:
+    """A short hash of everything that determines the run's result (runtime keys excluded).
+
+    `extra` (e.g. the schedule's steps and shapes) is hashed too, so that a code change that alters the
+    schedule is caught as well as a config change.
+    """
+    flat = {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS}
+    blob = json.dumps([flat, extra], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def validate(cfg: Config, source: str = "<config>") -> None:
+    """Range and consistency checks that types alone cannot express."""
+    d, s, m, t = cfg.data, cfg.solver, cfg.multigrid, cfg.train
+    positive = {
+        "data.num_classes": d.num_classes, "data.frames": d.frames, "data.crop": d.crop,
+        "data.sampling_rate": d.sampling_rate, "model.bn_base_size": cfg.model.bn_base_size,
+        "solver.batch_size": s.batch_size, "solver.base_lr": s.base_lr, "solver.max_epoch": s.max_epoch,
+        "multigrid.epoch_factor": m.epoch_factor, "multigrid.eval_freq": m.eval_freq,
+        "train.log_period": t.log_period, "test.clips": cfg.test.clips, "test.crops": cfg.test.crops,
+        "test.batch_size": cfg.test.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: {key} must be positive, got {value}")
+    non_negative = {
+        "data.workers": d.workers, "solver.warmup_epochs": s.warmup_epochs,
+        "solver.warmup_start_lr": s.warmup_start_lr, "solver.weight_decay": s.weight_decay,
+        "solver.clip_grad_norm": s.clip_grad_norm, "train.precise_bn_batches": t.precise_bn_batches,
+        "train.eval_period_samples": t.eval_period_samples, "train.eval_batch_size": t.eval_batch_size,
+        "train.checkpoint_minutes": t.checkpoint_minutes, "solver.momentum": s.momentum,
+        "train.checkpoint_every_iters": t.checkpoint_every_iters, "test.crop_size": cfg.test.crop_size,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{source}: {key} must be >= 0, got {value}")
+    if not 0.0 <= s.label_smoothing < 1.0:
+        raise ConfigError(f"{source}: solver.label_smoothing must be in [0, 1), got {s.label_smoothing}")
+    if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
+        raise ConfigError(f"{source}: data.mean and data.std need 3 values each (std > 0)")
+    if s.lr_policy == "steps":
+        if not s.steps or s.steps[0] != 0 or any(b <= a for a, b in zip(s.steps, s.steps[1:])):
+            raise ConfigError(f"{source}: solver.steps must start at 0 and increase, got {s.steps}")
+        if s.steps[-1] >= s.max_epoch:
+            raise ConfigError(f"{source}: solver.max_epoch ({s.max_epoch}) must exceed the last step")
+    for pair in m.long_cycle_factors:
+        if len(pair) != 2 or min(pair) <= 0:
+            raise ConfigError(f"{source}: multigrid.long_cycle_factors needs [t, s] pairs > 0, got {pair}")
+    if any(f <= 0 for f in m.short_cycle_factors):
+        raise ConfigError(f"{source}: multigrid.short_cycle_factors must be > 0")
+    if s.nesterov and s.momentum == 0:
+        raise ConfigError(f"{source}: solver.nesterov needs solver.momentum > 0")
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _assign(cfg: Config, dotted: str, value: Any, where: str) -> None:
+    section_name, _, key = dotted.partition(".")
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if section_name not in sections:
+        raise ConfigError(f"{where}: unknown section '{section_name}'{_suggest(section_name, sections)}")
+    section = getattr(cfg, section_name)
+    names = {f.name for f in dataclasses.fields(section)}
+    if key not in names:
+        raise ConfigError(f"{where}: unknown key '{dotted}'{_suggest(key, names, section_name + '.')}")
+    hint = typing.get_type_hints(type(section))[key]
+    setattr(section, key, _coerce(value, hint, dotted, where))
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Check `value` against a type hint, converting only where lossless (int -> float, tuple -> list)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
+
+    if origin is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad("a list")
+        return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    raise AssertionError(f"unsupported config type {hint} for {key}")
+
+
+def _suggest(word: str, options: set[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and not prefix:
+            out.update(_flatten(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _key_lines(node: yaml.Node | None) -> dict[str, int]:
+    """Map 'section' and 'section.key' to their 1-based line numbers in the YAML text."""
+    lines: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key_node, value_node in node.value:
+        section = str(key_node.value)
+        lines[section] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.MappingNode):
+            for sub_key, _ in value_node.value:
+                lines[f"{section}.{sub_key.value}"] = sub_key.start_mark.line + 1
+    return lines

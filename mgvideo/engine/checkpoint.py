@@ -1,0 +1,117 @@
+"""Checkpoints: atomic writes, `weights_only` loads, and the RNG state an exact resume needs.
+
+A checkpoint is a plain dict of tensors, containers, numbers and strings, so that
+`torch.load(weights_only=True)` can read it. It carries a fingerprint of the config and schedule;
+resuming from a checkpoint with a different fingerprint is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgvideo.errors import CheckpointError
+
+# Test hook: exit abruptly after a checkpoint's temp file is written but before it is renamed.
+CRASH_BEFORE_RENAME_ENV = "MGVIDEO_TEST_CRASH_BEFORE_RENAME"
+
+
+def save(state: dict[str, Any], path: str | Path) -> None:
+    """Write `state` to `path` atomically: temp file in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.environ.get(CRASH_BEFORE_RENAME_ENV):
+        os._exit(137)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; unreadable files raise CheckpointError."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no such checkpoint") from err
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a mgvideo checkpoint (top level is {type(state).__name__})")
+    return state
+
+
+def model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a full checkpoint or of a plain state dict such as `model_final.pt`."""
+    state = load(path)
+    weights = state.get("model", state)
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: no model weights found")
+    return weights
+
+
+def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly; a different architecture gets an error listing what does not match."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        raise CheckpointError(
+            f"{source}: checkpoint does not match this model's architecture ({'; '.join(parts)}); "
+            "check model.name and model.options"
+        )
+    model.load_state_dict(weights)
+
+
+def check_fingerprint(state: dict[str, Any], expected: str, source: str, force: bool) -> None:
+    """Refuse to resume a run whose config or schedule changed, unless `force`."""
+    found = state.get("fingerprint")
+    if found != expected and not force:
+        raise CheckpointError(
+            f"{source}: checkpoint fingerprint {found} differs from this run's {expected} "
+            "(the config or schedule changed); use a new --out, or --force to resume anyway"
+        )
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as tensors and plain lists (weights_only-safe)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

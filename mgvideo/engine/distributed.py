@@ -1,0 +1,91 @@
+"""torch.distributed plumbing for `torchrun`: env:// init, rank queries and metric all-reduce.
+
+One process per device. Without torchrun's variables everything degrades to a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: global rank, world size, and its device index on the node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device: torch.device) -> DistInfo:
+    """Join the process group torchrun described in the environment (gloo on CPU, NCCL on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, init_method="env://", timeout=timedelta(minutes=10))
+    return DistInfo(rank, world_size, local_rank)
+
+
+def local_device(device: torch.device, info: DistInfo) -> torch.device:
+    """This process's device: `cuda:local_rank` under torchrun on CUDA, else `device` unchanged."""
+    if device.type == "cuda" and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
+    """Sum a few numbers over all ranks (identity in a single process)."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate equal-shaped tensors from all ranks along dim 0 (identity in a single process)."""
+    if not info.enabled:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def broadcast_flag(flag: bool, device: torch.device, info: DistInfo) -> bool:
+    """Rank 0's decision, shared (e.g. 'checkpoint now', which depends on rank 0's clock)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    """Leave the process group cleanly."""
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

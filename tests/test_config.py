@@ -1,0 +1,75 @@
+"""Config loading: YAML + overrides, type and range checks, errors that name the key and file."""
+
+import pytest
+
+from mgvideo.config import Config, fingerprint, from_dict, load_config, override, save_config, to_dict
+from mgvideo.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides_apply(tmp_path):
+    path = write(tmp_path, "solver:\n  base_lr: 0.2\n  steps: [0, 5]\n  max_epoch: 8\ndata:\n  frames: 4\n")
+    cfg = load_config(path, ["solver.momentum=0.5", "train.amp=bf16", "multigrid.short_cycle=false"])
+    assert cfg.solver.base_lr == 0.2 and cfg.solver.steps == [0, 5] and cfg.data.frames == 4
+    assert cfg.solver.momentum == 0.5 and cfg.train.amp == "bf16" and cfg.multigrid.short_cycle is False
+
+
+def test_int_is_accepted_for_float_and_converted(tmp_path):
+    cfg = load_config(None, ["solver.base_lr=1"])
+    assert isinstance(cfg.solver.base_lr, float)
+
+
+def test_unknown_key_names_file_line_and_suggestion(tmp_path):
+    path = write(tmp_path, "solver:\n  base_lr: 0.1\n  base_lrr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml:3: unknown key 'solver\.base_lrr'.*solver\.base_lr"):
+        load_config(path)
+
+
+def test_unknown_section_and_override_key():
+    with pytest.raises(ConfigError, match="unknown section 'solvr'"):
+        load_config(None, ["solvr.base_lr=1"])
+    with pytest.raises(ConfigError, match="command line: unknown key 'train.sed'"):
+        load_config(None, ["train.sed=1"])
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("solver.batch_size=abc", "solver.batch_size must be an integer"),
+        ("solver.nesterov=2", "solver.nesterov must be true or false"),
+        ("train.amp=fp8", "train.amp must be one of"),
+        ("solver.steps=[0, x]", r"solver.steps\[1\] must be an integer"),
+        ("solver.batch_size=0", "solver.batch_size must be positive"),
+        ("solver.steps=[0, 300]", "max_epoch"),
+        ("solver.label_smoothing=1.5", "label_smoothing"),
+        ("noequals", "expected key=value"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_the_key(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [item])
+
+
+def test_bad_value_in_file_names_line(tmp_path):
+    path = write(tmp_path, "data:\n  frames: 8\n  crop: big\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml:3: data\.crop must be an integer"):
+        load_config(path)
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    cfg = load_config(None, ["model.options={width: 8}", "solver.base_lr=0.3"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert to_dict(again) == to_dict(cfg) and from_dict(to_dict(cfg)) == cfg
+
+
+def test_fingerprint_ignores_runtime_keys_only():
+    cfg = Config()
+    assert fingerprint(cfg) == fingerprint(override(cfg, **{"data.workers": 0, "train.log_period": 3}))
+    assert fingerprint(cfg) != fingerprint(override(cfg, **{"solver.base_lr": 0.2}))
+    assert fingerprint(cfg, [1, 2]) != fingerprint(cfg, [1, 3])
