@@ -1,0 +1,27 @@
+"""The multigrid method as pieces for any PyTorch training loop: schedule, batch sampler, LR rule, BN."""
+
+from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
+from mgvideo.multigrid.sampler import (
+    FixedShapeBatchSampler,
+    MultigridBatchSampler,
+    count_batches,
+    iterations_per_epoch,
+)
+from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule, Slot, Stage
+
+__all__ = [
+    "ClipShape",
+    "FixedShapeBatchSampler",
+    "LRConfig",
+    "MultigridBatchSampler",
+    "MultigridConfig",
+    "MultigridSchedule",
+    "Slot",
+    "Stage",
+    "count_batches",
+    "iterations_per_epoch",
+    "lr_at",
+    "set_lr",
+]
+
+# batchnorm.py exports follow below.
