@@ -1,0 +1,221 @@
+"""Annotation readers: Kinetics-style lists, Something-Something V2 JSON, Charades frame lists, and a generic
+multi-label list. Each returns an `Annotations` of `VideoRecord`s; a bad row raises AnnotationError naming
+file and line, or, when an `errors` list is passed (for `mgvideo data check`), is appended there instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mgvideo.errors import AnnotationError
+
+FORMATS = ("kinetics", "ssv2", "charades", "multilabel")
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video: its file, label(s) and the annotation line it came from."""
+
+    path: str
+    label: int | tuple[int, ...]  # a class id, or the class ids of a multi-label video
+    source: str = ""
+    line: int = 0
+    frame_labels: tuple[tuple[int, ...], ...] | None = None  # Charades: labels of each frame
+    frame_paths: tuple[str, ...] | None = None  # Charades: the video stored as image files
+
+
+@dataclass
+class Annotations:
+    records: list[VideoRecord]
+    num_classes: int
+    multi_label: bool = False
+    class_names: list[str] = field(default_factory=list)
+
+
+def _fail(errors: list | None, err: AnnotationError) -> None:
+    if errors is None:
+        raise err
+    errors.append(err)
+
+
+def _join(root: str | os.PathLike, path: str) -> str:
+    return path if os.path.isabs(path) or not root else os.path.join(root, path)
+
+
+def _split(line: str, sep: str | None) -> list[str]:
+    """'path label' -> [path, label]: on the last `sep`, or by default the last whitespace run (last comma
+    when there is no whitespace), so paths may contain the separator."""
+    if sep is None:
+        sep = None if any(ch.isspace() for ch in line) else ","
+    parts = line.rsplit(sep, 1)
+    return [p.strip() for p in parts]
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """A class-list file: one name per line in id order (a trailing ' id' or ',id' column is allowed)."""
+    names = []
+    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = _split(line, None)
+        if len(parts) == 2 and parts[1].isdigit():
+            if int(parts[1]) != len(names):
+                raise AnnotationError(f"{path}:{n}: class id {parts[1]} out of order (expected {len(names)})")
+            line = parts[0]
+        names.append(line)
+    if not names:
+        raise AnnotationError(f"{path}: class list is empty")
+    return names
+
+
+def read_kinetics(path: str | os.PathLike, root: str | os.PathLike = "", sep: str | None = None,
+                  classes: str | os.PathLike | list[str] | None = None,
+                  errors: list | None = None) -> Annotations:
+    """A `path label` list; labels are ids, or names resolved by `classes` (a file or list), else by the
+    sorted names in the file itself (give `classes` so train and val agree)."""
+    rows = []
+    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = _split(line, sep)
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            _fail(errors, AnnotationError(f"{path}:{n}: expected 'path{sep or ' '}label', got {raw!r}"))
+            continue
+        rows.append((n, parts[0], parts[1]))
+    names = read_class_names(classes) if isinstance(classes, (str, os.PathLike)) else classes
+    by_id = all(label.lstrip("-").isdigit() for _, _, label in rows) and names is None
+    if names is None and not by_id:
+        names = sorted({label for _, _, label in rows})
+    lookup = {name: i for i, name in enumerate(names or [])}
+    records = []
+    for n, video, label in rows:
+        if label.isdigit() and (by_id or label not in lookup):
+            cid = int(label)
+        elif label in lookup:
+            cid = lookup[label]
+        else:
+            _fail(errors, AnnotationError(f"{path}:{n}: unknown label {label!r} (not in the class list)"))
+            continue
+        if names is not None and not 0 <= cid < len(names):
+            _fail(errors, AnnotationError(f"{path}:{n}: label id {cid} outside 0..{len(names) - 1}"))
+            continue
+        records.append(VideoRecord(_join(root, video), cid, str(path), n))
+    num_classes = len(names) if names is not None else max((r.label for r in records), default=-1) + 1
+    return Annotations(records, num_classes, False, list(names or []))
+
+
+def read_multilabel(path: str | os.PathLike, root: str | os.PathLike = "", sep: str | None = None,
+                    num_classes: int | None = None, errors: list | None = None) -> Annotations:
+    """A `path id,id,...` list of multi-label videos (an empty label column means no class)."""
+    records = []
+    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = _split(line, sep) if (sep or any(c.isspace() for c in line)) else [line, ""]
+        ids = _parse_ids(parts[1] if len(parts) == 2 else None)
+        if len(parts) != 2 or ids is None:
+            _fail(errors, AnnotationError(f"{path}:{n}: expected 'path id,id,...', got {raw!r}"))
+            continue
+        records.append(VideoRecord(_join(root, parts[0]), ids, str(path), n))
+    return Annotations(records, _num_classes(path, records, num_classes, errors), True)
+
+
+def _parse_ids(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    text = text.strip().strip('"')
+    if not text:
+        return ()
+    items = [t.strip() for t in text.split(",")]
+    return tuple(int(t) for t in items) if all(t.isdigit() for t in items) else None
+
+
+def _num_classes(path, records: list[VideoRecord], given: int | None, errors: list | None) -> int:
+    seen = max((max(r.label) for r in records if r.label), default=-1) + 1
+    if given is not None and seen > given:
+        _fail(errors, AnnotationError(f"{path}: label id {seen - 1} outside 0..{given - 1}"))
+    return given if given is not None else seen
+
+
+def read_ssv2(split: str | os.PathLike, labels: str | os.PathLike, root: str | os.PathLike = "",
+              ext: str = ".webm", errors: list | None = None) -> Annotations:
+    """Something-Something V2: a split JSON (entries with id and template) and the labels JSON mapping
+    template (brackets stripped) to class id. Errors name the entry number as the line."""
+    classes, entries = _load_json(labels), _load_json(split)
+    if not isinstance(classes, dict) or not isinstance(entries, list):
+        raise AnnotationError(f"{labels} must hold a {{template: id}} object and {split} a list of entries")
+    lookup = {name: int(cid) for name, cid in classes.items()}
+    names = [name for name, _ in sorted(lookup.items(), key=lambda kv: kv[1])]
+    records = []
+    for n, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+            _fail(errors, AnnotationError(f"{split}: entry {n}: needs 'id' and 'template'"))
+            continue
+        template = entry["template"].replace("[", "").replace("]", "")
+        if template not in lookup:
+            err = AnnotationError(f"{split}: entry {n}: unknown label {template!r} (not in {labels})")
+            _fail(errors, err)
+            continue
+        records.append(VideoRecord(_join(root, f"{entry['id']}{ext}"), lookup[template], str(split), n))
+    return Annotations(records, len(names), False, names)
+
+
+def _load_json(path: str | os.PathLike):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+
+
+def read_charades(path: str | os.PathLike, root: str | os.PathLike = "", num_classes: int | None = None,
+                  errors: list | None = None) -> Annotations:
+    """Charades frame lists: a header, then `original_vido_id video_id frame_id path labels` per frame.
+    Rows of one video either name image files (one per frame) or all name the same video file. A video's
+    label is the union of its frames' labels; the dataset narrows it to the sampled span."""
+    videos: OrderedDict[str, list] = OrderedDict()
+    lines = Path(path).read_text().splitlines()
+    for n, raw in enumerate(lines, 1):
+        parts = raw.split()
+        if n == 1 and parts and not parts[-1][:1].isdigit() and "original_vido_id" in raw:
+            continue  # the header
+        if not parts:
+            continue
+        ids = _parse_ids(parts[4] if len(parts) == 5 else ("" if len(parts) == 4 else None))
+        if len(parts) not in (4, 5) or ids is None or not parts[2].isdigit():
+            _fail(errors, AnnotationError(f"{path}:{n}: expected 'original_vido_id video_id frame_id path "
+                                          f"labels', got {raw!r}"))
+            continue
+        videos.setdefault(parts[0], []).append((n, int(parts[2]), _join(root, parts[3]), ids))
+    records = []
+    for rows in videos.values():
+        rows.sort(key=lambda r: r[1])
+        frame_labels = tuple(r[3] for r in rows)
+        union = tuple(sorted({c for labels in frame_labels for c in labels}))
+        paths = [r[2] for r in rows]
+        single_file = len(set(paths)) == 1
+        records.append(VideoRecord(paths[0], union, str(path), rows[0][0], frame_labels,
+                                   None if single_file else tuple(paths)))
+    return Annotations(records, _num_classes(path, records, num_classes, errors), True)
+
+
+def read_annotations(fmt: str, path: str | os.PathLike, root: str | os.PathLike = "",
+                     errors: list | None = None, **options) -> Annotations:
+    """Dispatch on `fmt` (one of FORMATS); `options` go to the reader (ssv2 needs `labels=`)."""
+    if fmt == "kinetics":
+        return read_kinetics(path, root, errors=errors, **options)
+    if fmt == "multilabel":
+        return read_multilabel(path, root, errors=errors, **options)
+    if fmt == "charades":
+        return read_charades(path, root, errors=errors, **options)
+    if fmt == "ssv2":
+        if "labels" not in options:
+            raise AnnotationError(f"{path}: the ssv2 format needs the labels JSON (labels=...)")
+        return read_ssv2(path, options.pop("labels"), root, errors=errors, **options)
+    raise AnnotationError(f"{path}: unknown annotation format {fmt!r}; choose one of {FORMATS}")

@@ -1,0 +1,175 @@
+"""`VideoClipDataset`: receives `(index, ClipShape)` and returns exactly the clip that shape asks for.
+
+Bad videos never stop training: a video that cannot be decoded is logged once, counted, and replaced by
+another (seeded) index; only after `max_retries` bad videos in a row does it raise VideoDecodeError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mgvideo.data import sampling as S
+from mgvideo.data.annotations import Annotations, VideoRecord
+from mgvideo.data.decode import FrameListReader, VideoReader, open_video, select_backend
+from mgvideo.errors import ConfigError, VideoDecodeError
+
+if TYPE_CHECKING:
+    from mgvideo.multigrid.schedule import ClipShape
+
+log = logging.getLogger(__name__)
+MODES = ("train", "val", "test")
+REFERENCE_JITTER = (256 / 224, 320 / 224)  # the reference's short-side range at crop 224, as crop ratios
+
+
+@dataclass
+class Sample:
+    """One clip: uint8 (C, T, H, W), an int label (or float multi-hot), the video index actually used, and
+    how many bad videos were skipped to produce it."""
+
+    clip: torch.Tensor
+    label: int | torch.Tensor
+    index: int
+    skipped: int = 0
+
+
+class VideoClipDataset(Dataset):
+    """Clips from annotated videos, at whatever shape the batch sampler asks for.
+
+    mode 'train': random rate in [shape.min_rate, shape.max_rate], random start, short-side jitter whose
+    lower bound scales with shape.crop / shape.base_crop, random crop, optional flip.
+    mode 'val': one deterministic centre clip (rate shape.min_rate, short side at the jitter's lower bound).
+    mode 'test': `test_clips` x `test_crops` views per video at `test_size`; item i is view i % views of
+    video i // views, and `Sample.index` is the video index, for aggregation.
+    `sampling='segment'` takes T segments over the whole video instead (Something-Something).
+    Call `set_epoch` before each epoch: randomness derives from (seed, epoch, item), also in workers.
+    """
+
+    def __init__(self, annotations: Annotations, shape: ClipShape, *, mode: str = "train",
+                 sampling: str = "rate", flip: bool = True, jitter: tuple[int, int] | None = None,
+                 test_clips: int = 10, test_crops: int = 3, test_size: int | None = None,
+                 decoder_resize: bool = True, seed: int = 0, max_retries: int = 10,
+                 backend: str = "pyav") -> None:
+        if mode not in MODES:
+            raise ConfigError(f"data.mode: {mode!r} is not one of {MODES}")
+        if sampling not in ("rate", "segment"):
+            raise ConfigError(f"data.sampling: {sampling!r} is not 'rate' or 'segment'")
+        if test_crops not in (1, 3) or test_clips < 1:
+            raise ConfigError(f"test views: need test_clips >= 1 and test_crops 1 or 3, got "
+                              f"{test_clips} x {test_crops}")
+        if not annotations.records:
+            raise ConfigError("dataset: the annotation file lists no videos")
+        self.records: list[VideoRecord] = annotations.records
+        self.num_classes, self.multi_label = annotations.num_classes, annotations.multi_label
+        self.shape, self.mode, self.sampling, self.flip = shape, mode, sampling, flip
+        base = shape.base_crop
+        self.jitter = jitter or (round(base * REFERENCE_JITTER[0]), round(base * REFERENCE_JITTER[1]))
+        self.test_clips, self.test_crops = test_clips, test_crops
+        self.test_size = test_size or base
+        self.decoder_resize, self.seed, self.max_retries = decoder_resize, seed, max_retries
+        self.backend = select_backend(backend)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
+        self._logged: set[str] = set()
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.records)
+
+    @property
+    def views(self) -> int:
+        return self.test_clips * self.test_crops if self.mode == "test" else 1
+
+    def __len__(self) -> int:
+        return self.num_videos * self.views
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws the next items use (shared with the worker processes)."""
+        self._epoch.fill_(epoch)
+
+    def __getitem__(self, item: int | tuple[int, Any]) -> Sample:
+        index, shape = item if isinstance(item, tuple) else (item, self.shape)
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} outside a dataset of {len(self)}")
+        video, view = divmod(int(index), self.views)
+        rng = np.random.default_rng([self.seed, int(self._epoch), int(index)])
+        bad: list[str] = []
+        while len(bad) <= self.max_retries:
+            record = self.records[video]
+            try:
+                clip, label = self._load(record, shape, rng, view)
+                return Sample(clip, label, video, len(bad))
+            except (VideoDecodeError, av.error.FFmpegError, OSError, EOFError) as err:
+                self._report(record, err)
+                bad.append(record.path)
+            video = int(rng.integers(self.num_videos))
+        raise VideoDecodeError(f"{len(bad)} unreadable videos in a row (max_retries={self.max_retries}): "
+                               + ", ".join(bad))
+
+    def _report(self, record: VideoRecord, err: Exception) -> None:
+        """Warn once per bad file (per process)."""
+        if record.path not in self._logged:
+            self._logged.add(record.path)
+            log.warning("skipping unreadable video %s (%s:%d): %s", record.path, record.source,
+                        record.line, err)
+
+    def _open(self, record: VideoRecord) -> VideoReader:
+        if record.frame_paths is not None:
+            return FrameListReader(record.frame_paths)
+        return open_video(record.path, self.backend)
+
+    def _load(self, record: VideoRecord, shape: ClipShape, rng: np.random.Generator,
+              view: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        reader = self._open(record)
+        try:
+            indices = self._indices(reader.num_frames, shape, rng, view // self.test_crops)
+            short = self._short_side(shape, rng)
+            frames = reader.read(indices, short if self.decoder_resize else None)
+        finally:
+            reader.close()
+        if not self.decoder_resize:
+            frames = S.resize_short_side(frames, short)
+        frames = self._crop(frames, shape, rng, view % self.test_crops)
+        return S.to_tensor(frames), self._label(record, indices)
+
+    def _indices(self, num_frames: int, shape: ClipShape, rng: np.random.Generator, clip: int) -> np.ndarray:
+        train = self.mode == "train"
+        if self.sampling == "segment":
+            return S.segment_indices(num_frames, shape.frames, rng if train else None)
+        if train:
+            return S.random_clip_indices(rng, num_frames, shape.frames, shape.min_rate, shape.max_rate)
+        if self.mode == "val":
+            return S.uniform_clip_indices(num_frames, shape.frames, shape.min_rate, 0, 1)
+        return S.uniform_clip_indices(num_frames, shape.frames, shape.min_rate, clip, self.test_clips)
+
+    def _short_side(self, shape: ClipShape, rng: np.random.Generator) -> int:
+        if self.mode == "train":
+            return S.random_short_side(rng, shape.crop, shape.base_crop, self.jitter)
+        if self.mode == "val":
+            return S.scale_range(shape.crop, shape.base_crop, self.jitter)[0]
+        return self.test_size
+
+    def _crop(self, frames: np.ndarray, shape: ClipShape, rng: np.random.Generator, pos: int) -> np.ndarray:
+        if self.mode == "train":
+            return S.maybe_flip(rng, S.random_crop(rng, frames, shape.crop), self.flip)
+        if self.mode == "val":
+            return S.spatial_crop(frames, shape.crop, 1)
+        return S.spatial_crop(frames, self.test_size, pos if self.test_crops == 3 else 1)
+
+    def _label(self, record: VideoRecord, indices: Sequence[int]) -> int | torch.Tensor:
+        if not self.multi_label:
+            return int(record.label)
+        classes = record.label
+        if record.frame_labels:  # Charades: the union over the sampled span only
+            last = len(record.frame_labels) - 1
+            lo, hi = min(int(min(indices)), last), min(int(max(indices)), last)
+            classes = {c for labels in record.frame_labels[lo:hi + 1] for c in labels}
+        target = torch.zeros(self.num_classes, dtype=torch.float32)
+        target[list(classes)] = 1.0
+        return target

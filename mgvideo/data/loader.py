@@ -1,0 +1,80 @@
+"""The training loader: built once, persistent workers, batch sizes and shapes from the batch sampler,
+uint8 all the way to the device, where `to_device` converts and normalises."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mgvideo.data.datasets import Sample
+
+
+@dataclass
+class Batch:
+    """A collated batch: uint8 clips (B, C, T, H, W), labels (B,) int64 or (B, K) float, the video indices
+    used, and how many bad videos were skipped to fill it."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: int = 0
+
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader's pinning thread when pin_memory is on."""
+        pinned = (t.pin_memory() for t in (self.clips, self.labels, self.indices))
+        return Batch(*pinned, self.skipped)
+
+    def __len__(self) -> int:
+        return self.clips.shape[0]
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Stack samples of one shape; keeps the clips uint8."""
+    labels = [s.label for s in samples]
+    stacked = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels)
+    return Batch(torch.stack([s.clip for s in samples]), stacked,
+                 torch.tensor([s.index for s in samples], dtype=torch.int64), sum(s.skipped for s in samples))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed each worker's global generators from torch's per-worker seed (itself from the loader seed);
+    the dataset's own draws come from explicit generators and do not depend on this."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(dataset: Dataset, batch_sampler: Iterable, workers: int = 0, pin_memory: bool = False,
+                 seed: int = 0, prefetch_factor: int = 2, multiprocessing_context: str | None = None,
+                 ) -> DataLoader:
+    """The one loader of a run: `batch_sampler` yields lists of `(index, ClipShape)` (or indices) and
+    decides every batch's size and shape; workers stay alive across epochs (call `set_epoch` on the
+    sampler and the dataset before each epoch)."""
+    extra = {}
+    if workers > 0:
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor,
+                 "worker_init_fn": _seed_worker, "multiprocessing_context": multiprocessing_context}
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed), **extra)
+
+
+def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], std: Sequence[float],
+              channels_last: bool = False) -> Batch:
+    """Move a batch to `device`, then convert the clips to float and normalise there: (x/255 - mean) / std
+    per channel. Non-blocking copies when the batch is pinned and the device is CUDA."""
+    device = torch.device(device)
+    non_blocking = device.type == "cuda" and batch.clips.is_pinned()
+    clips = batch.clips.to(device, non_blocking=non_blocking)
+    shape = (1, -1, 1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(shape) * 255
+    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(shape) * 255
+    clips = (clips.float() - m) / s
+    if channels_last:
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    return Batch(clips, batch.labels.to(device, non_blocking=non_blocking),
+                 batch.indices.to(device, non_blocking=non_blocking), batch.skipped)
