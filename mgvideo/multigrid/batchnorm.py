@@ -1,0 +1,367 @@
+"""Batch norm over groups of clips, as multigrid needs it, and precise BN.
+
+Multigrid keeps the number of clips that share BN statistics near ``bn_base_size`` (8) while the batch
+grows and shrinks with the clip shape. ``SubBatchNorm3d`` is a ``BatchNorm3d`` (same state dict) whose
+training-mode forward normalises each of ``groups`` groups of this device's batch with its own statistics,
+or pools statistics over ``sync_size`` ranks when a device holds fewer clips than a group.
+
+Per iteration the trainer calls ``plan = bn_groups_for(...)`` (pure) and ``set_bn_groups(model, plan)``
+(sets two ints per module; process groups are created once and cached).
+
+Running statistics. The reference (PySlowFast ``SubBatchNorm3d``) keeps one running mean/var per split and
+folds them with ``aggregate_stats`` at the end of every epoch: mean of the split running means, and mean
+of the split running vars plus the variance of the split running means. Our group count changes from one
+iteration to the next, so we keep only ``BatchNorm3d``'s buffers and fold at every step instead: a training
+forward updates them (same momentum rule as ``BatchNorm3d``) with
+
+    mean = mean_j(m_j)        var = (mean_j(s_j) + var_j(m_j)) * n / (n - 1)
+
+where m_j, s_j are the mean and biased variance of group j, and n the batch's values per channel. With
+equal groups this is, by the law of total variance, exactly what ``BatchNorm3d`` would record for the whole
+batch. It differs from the reference's fold only in when the between-group term is taken: per batch here;
+of the time-averaged split means there, where it shrinks as the averages converge, so the reference's eval
+variance comes out close to the within-group variance, a little below ours. Precise BN
+(``update_bn_stats``) recomputes the buffers exactly either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from mgvideo.errors import ConfigError
+
+__all__ = [
+    "BNPlan",
+    "SubBatchNorm3d",
+    "bn_groups_for",
+    "convert_model",
+    "set_bn_groups",
+    "sync_group",
+    "update_bn_stats",
+]
+
+
+def _check_positive(value: object, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+@dataclass(frozen=True)
+class BNPlan:
+    """How training-mode BN groups clips in one iteration.
+
+    ``groups`` > 1 splits this device's batch into that many equal groups, clip i going to group
+    i % groups (the reference's split). ``sync_size`` > 1 pools statistics over that many consecutive
+    ranks instead. Both 1 is plain BN.
+    """
+
+    groups: int = 1
+    sync_size: int = 1
+
+    def __post_init__(self) -> None:
+        _check_positive(self.groups, "BNPlan.groups")
+        _check_positive(self.sync_size, "BNPlan.sync_size")
+        if self.groups > 1 and self.sync_size > 1:
+            raise ConfigError(
+                f"BNPlan: groups={self.groups} and sync_size={self.sync_size} cannot both be above 1")
+
+    @property
+    def plain(self) -> bool:
+        """True when the plan is ordinary per-device batch norm."""
+        return self.groups == 1 and self.sync_size == 1
+
+
+def bn_groups_for(
+    batch: int,
+    stage_batch: int,
+    bn_base_size: int = 8,
+    world_size: int = 1,
+    fixed_group_size: bool = False,
+) -> BNPlan:
+    """Decide how BN groups this device's ``batch`` clips (pure; identical on every rank).
+
+    By default the group count follows the stage's long-cycle batch, as the reference does:
+    ``stage_batch // bn_base_size`` local groups (so a short-cycle batch 2-4x larger puts 2-4x more clips in
+    each group), or, when ``stage_batch < bn_base_size``, statistics pooled over ``bn_base_size //
+    stage_batch`` ranks. With ``fixed_group_size`` the same rule is applied to ``batch`` instead, so groups
+    stay near ``bn_base_size`` clips in short-cycle iterations too.
+
+    Fallbacks (documented, never silent crashes): a ``batch`` the group count does not divide (a last,
+    partial batch) is split into the largest number of equal groups not above it; a sync size that does not
+    divide ``world_size`` becomes its largest divisor not above it (1 on a single device: plain BN).
+    In sync mode every rank must pass the same arguments, or the ranks' collectives will not match.
+    """
+    for value, field in ((batch, "batch"), (stage_batch, "stage_batch"), (bn_base_size, "bn_base_size"),
+                         (world_size, "world_size")):
+        _check_positive(value, field)
+    clips = batch if fixed_group_size else stage_batch
+    if clips >= bn_base_size:
+        return BNPlan(groups=_largest_divisor_at_most(batch, clips // bn_base_size))
+    return BNPlan(sync_size=_largest_divisor_at_most(world_size, bn_base_size // clips))
+
+
+_SYNC_GROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
+
+
+def sync_group(size: int) -> dist.ProcessGroup:
+    """The process group of ``size`` consecutive ranks that holds this rank, created once and cached.
+
+    The first call for a given size is collective: every rank must make it, in the same order, because
+    ``new_group`` is called on every rank for every block of ranks.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ConfigError(f"cross-device BN over {size} ranks needs torch.distributed to be initialised")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    key = (size, world)
+    if key not in _SYNC_GROUPS:
+        if world % size:
+            raise ConfigError(f"BN sync_size={size} does not divide world_size={world}")
+        if size == world:
+            _SYNC_GROUPS[key] = dist.group.WORLD
+        else:
+            for start in range(0, world, size):
+                group = dist.new_group(list(range(start, start + size)))
+                if start <= rank < start + size:
+                    _SYNC_GROUPS[key] = group
+    return _SYNC_GROUPS[key]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over a process group; the gradient of every rank's input is the summed output gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class SubBatchNorm3d(nn.BatchNorm3d):
+    """``BatchNorm3d`` that, in training, normalises groups of clips (or pools ranks) with their own stats.
+
+    ``groups`` and ``sync_size`` are plain attributes (set them with ``set_bn_groups``), not state, so the
+    state dict is ``BatchNorm3d``'s and checkpoints load either way. Eval mode is plain ``BatchNorm3d``.
+    """
+
+    def __init__(self, num_features: int, *args, bn_base_size: int = 8, **kwargs) -> None:
+        super().__init__(num_features, *args, **kwargs)
+        self.bn_base_size = bn_base_size  # recorded for repr; the plan carries the grouping
+        self.groups = 1
+        self.sync_size = 1
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm3d, bn_base_size: int = 8) -> SubBatchNorm3d:
+        """Wrap ``bn``'s own parameter and buffer tensors, so optimisers holding them keep working."""
+        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                  device="meta", bn_base_size=bn_base_size)
+        for name, param in bn.named_parameters(recurse=False):
+            setattr(new, name, param)
+        for name, buf in bn.named_buffers(recurse=False):
+            setattr(new, name, buf)
+        return new.train(bn.training)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, groups={self.groups}, sync_size={self.sync_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or (self.groups == 1 and self.sync_size == 1):
+            return super().forward(x)
+        self._check_input_dim(x)
+        factor = self._update_factor()
+        if self.sync_size > 1:
+            return self._forward_sync(x, factor)
+        return self._forward_groups(x, factor)
+
+    def _update_factor(self) -> float | None:
+        """BatchNorm's running-average weight for this step; None when no running stats are kept."""
+        if not self.track_running_stats or self.running_mean is None:
+            return None
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
+    def _forward_groups(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
+        k, (n, c) = self.groups, x.shape[:2]
+        if n % k:
+            raise ConfigError(
+                f"SubBatchNorm3d: a batch of {n} clips cannot be split into {k} equal BN groups; plan the "
+                "groups with bn_groups_for() (it falls back to a divisor of the batch)")
+        mean = var = None
+        if factor is not None:  # momentum 1 makes batch_norm leave each group's stats in these buffers
+            mean = torch.zeros(c * k, device=x.device, dtype=self.running_mean.dtype)
+            var = torch.ones(c * k, device=x.device, dtype=self.running_var.dtype)
+        # Viewing (N, C, ...) as (N/k, k*C, ...) puts clip i's channels in block i % k: one fused call.
+        weight = None if self.weight is None else self.weight.repeat(k)
+        bias = None if self.bias is None else self.bias.repeat(k)
+        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), mean, var, weight, bias, True, 1.0, self.eps)
+        if factor is not None:
+            per_group = x.numel() // (c * k)
+            self._update_running(mean.view(k, c), var.view(k, c) * ((per_group - 1) / per_group),
+                                 per_group * k, factor)
+        return y.reshape(x.shape)
+
+    def _forward_sync(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        local_var, local_mean = torch.var_mean(xs, dim=dims, correction=0)
+        count = local_mean.new_full((1,), x.numel() // c)
+        # Sums of x and x^2 (and the count) over the group; the reduction is differentiable.
+        sums = torch.cat([local_mean * count, (local_var + local_mean * local_mean) * count, count])
+        sums = _AllReduceSum.apply(sums, sync_group(self.sync_size))
+        total = sums[-1]
+        mean = sums[:c] / total
+        var = (sums[c:2 * c] / total - mean * mean).clamp_min(0)
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        y = torch.addcmul(shift.view(shape), x, scale.view(shape)).to(x.dtype)
+        if factor is not None:
+            self._update_running(mean.detach()[None], var.detach()[None], total.detach(), factor)
+        return y
+
+    @torch.no_grad()
+    def _update_running(self, means: torch.Tensor, variances: torch.Tensor, count, factor: float) -> None:
+        """Fold per-group (k, C) means and biased variances into the buffers (law of total variance)."""
+        mean = means.mean(0)
+        var = (variances.mean(0) + means.var(0, correction=0)) * (count / (count - 1))
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(var.to(self.running_var.dtype), factor)
+
+
+def convert_model(model: nn.Module, bn_base_size: int = 8) -> nn.Module:
+    """Swap every ``nn.BatchNorm3d`` in ``model`` for a ``SubBatchNorm3d`` sharing its weights and stats.
+
+    Works in place and returns the model (or the replacement, if ``model`` itself is a ``BatchNorm3d``).
+    New modules start as plain BN; ``set_bn_groups`` turns grouping on.
+    """
+    _check_positive(bn_base_size, "bn_base_size")
+    if type(model) is nn.BatchNorm3d:
+        return SubBatchNorm3d.from_batchnorm(model, bn_base_size)
+    for name, child in model.named_children():
+        new = convert_model(child, bn_base_size)
+        if new is not child:
+            setattr(model, name, new)
+    return model
+
+
+def set_bn_groups(model: nn.Module, plan: BNPlan) -> int:
+    """Apply ``plan`` to every ``SubBatchNorm3d`` in ``model``; returns how many modules it set.
+
+    Cheap enough to call every iteration. A sync plan's process group is created at its first use, so
+    that call must happen on every rank.
+    """
+    if plan.sync_size > 1:
+        sync_group(plan.sync_size)
+    count = 0
+    for module in model.modules():
+        if isinstance(module, SubBatchNorm3d):
+            module.groups, module.sync_size = plan.groups, plan.sync_size
+            count += 1
+    if count == 0 and not plan.plain:
+        raise ConfigError(f"set_bn_groups: the model has no SubBatchNorm3d to apply {plan} to; "
+                          "call convert_model(model) first")
+    return count
+
+
+class _Moments:
+    """Exact per-channel count, mean and sum of squared deviations, merged batch by batch (Chan et al.)."""
+
+    def __init__(self, channels: int, device: torch.device) -> None:
+        self.count = 0.0
+        self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    def add(self, x: torch.Tensor) -> None:
+        dims = [0, *range(2, x.dim())]
+        var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
+        n = x.numel() / x.shape[1]
+        mean, m2 = mean.double(), var.double() * n
+        delta, total = mean - self.mean, self.count + n
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
+        self.count = total
+
+    def all_reduce(self) -> None:
+        """Merge every rank's moments into the moments of all ranks' values together (collective)."""
+        sums = torch.cat([self.mean.new_full((1,), self.count), self.mean * self.count])
+        dist.all_reduce(sums)
+        total = float(sums[0])
+        mean = sums[1:] / max(total, 1.0)
+        m2 = self.m2 + self.count * (self.mean - mean) ** 2
+        dist.all_reduce(m2)
+        self.count, self.mean, self.m2 = total, mean, m2
+
+
+def _record_input(moments: _Moments, module: nn.Module, inputs: tuple) -> None:
+    moments.add(inputs[0].detach())
+
+
+@torch.no_grad()
+def update_bn_stats(
+    model: nn.Module,
+    batches: Iterable,
+    num_batches: int = 200,
+    *,
+    average_across_ranks: bool = False,
+) -> int:
+    """Precise BN: set every BN layer's running mean/var to the exact statistics of what it saw.
+
+    Runs the model in training mode (so each layer normalises in whatever grouping the model is set to,
+    as in training) over up to ``num_batches`` items of ``batches``, each a ready model input, and gives
+    every BN layer the mean and unbiased variance of all its input values over those batches, whatever
+    their sizes. fvcore's ``update_bn_stats`` (the reference) averages per-batch variances instead, which
+    leaves out the spread of the batch means. Only ``running_mean`` and ``running_var`` change. Returns
+    the number of batches used.
+
+    ``average_across_ranks`` merges the statistics of all ranks (a collective: every rank must call it);
+    the reference keeps each rank's own and checkpoints rank 0's.
+    """
+    _check_positive(num_batches, "num_batches")
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    moments = [_Moments(m.num_features, m.running_mean.device) for m in layers]
+    tracked = [m.num_batches_tracked.clone() for m in layers]
+    hooks = [m.register_forward_pre_hook(partial(_record_input, s)) for m, s in zip(layers, moments)]
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        for _, inputs in zip(range(num_batches), batches):  # range first: no extra batch is drawn
+            model(inputs)
+            used += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    if used == 0:
+        raise ConfigError("update_bn_stats: `batches` yielded no batch to compute BN statistics from")
+    for layer, stats, n in zip(layers, moments, tracked):
+        if average_across_ranks:
+            stats.all_reduce()
+        if stats.count:
+            layer.running_mean.copy_(stats.mean)
+            layer.running_var.copy_(stats.m2 / max(stats.count - 1, 1))
+        layer.num_batches_tracked.copy_(n)
+    return used
