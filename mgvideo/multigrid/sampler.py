@@ -89,8 +89,13 @@ class _ShardedBatchSampler(Sampler[Batch]):
         return count_batches(self._rank_count(), [size for size, _ in self._cycle()], self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        indices, cycle = self._rank_indices(), self._cycle()
+        # Not a generator itself, so that a new pass resets the position as soon as it is requested.
         start, self._start = self._start, 0
+        self._position = start
+        return self._batches(start)
+
+    def _batches(self, start: int) -> Iterator[Batch]:
+        indices, cycle = self._rank_indices(), self._cycle()
         offset = count = 0
         while offset < len(indices):
             size, shape = cycle[count % len(cycle)]
