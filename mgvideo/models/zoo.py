@@ -1,0 +1,121 @@
+"""Named model presets (the PySlowFast model-zoo architectures plus tiny CPU models) and `build_model`."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from mgvideo.errors import ConfigError
+from mgvideo.models.resnet3d import ResNet3D
+from mgvideo.models.slowfast import SlowFast
+from mgvideo.models.x3d import X3D, X3D_SIZES
+
+FAMILIES: dict[str, type[nn.Module]] = {"resnet": ResNet3D, "slowfast": SlowFast, "x3d": X3D}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model and its clip: `frames` (for SlowFast the fast pathway's T), `crop`, `sampling_rate`."""
+
+    family: str
+    frames: int
+    crop: int
+    sampling_rate: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+def _x3d(size: str, frames: int, crop: int, rate: int) -> Preset:
+    width, depth = X3D_SIZES[size]
+    spatial = -(-crop // 32)  # the reference's test-time pooling window: ceil(crop / 32)
+    return Preset(
+        "x3d",
+        frames,
+        crop,
+        rate,
+        {"width_factor": width, "depth_factor": depth, "head_pool_size": (frames, spatial, spatial)},
+        f"configs/Kinetics/X3D_{size.upper()}.yaml",
+    )
+
+
+_NLN = {"nonlocal_location": ((), (1, 3), (1, 3, 5), ()), "nonlocal_instantiation": "softmax"}
+_TINY = {"width_per_group": 8, "stage_depths": (1, 1, 1, 1), "dropout": 0.2}
+
+PRESETS: dict[str, Preset] = {
+    "c2d_r50_8x8": Preset(
+        "resnet", 8, 224, 8, {"arch": "c2d", "depth": 50}, "configs/Kinetics/C2D_8x8_R50.yaml"
+    ),
+    "i3d_r50_8x8": Preset(
+        "resnet", 8, 224, 8, {"arch": "i3d", "depth": 50}, "configs/Kinetics/c2/I3D_8x8_R50.yaml"
+    ),
+    "i3d_nl_r50_8x8": Preset(
+        "resnet", 8, 224, 8, {"arch": "i3d", "depth": 50, **_NLN}, "configs/Kinetics/c2/I3D_NLN_8x8_R50.yaml"
+    ),
+    "slow_r50_8x8": Preset(
+        "resnet", 8, 224, 8, {"arch": "slow", "depth": 50}, "configs/Kinetics/c2/SLOW_8x8_R50.yaml"
+    ),
+    "slowfast_r50_4x16": Preset(
+        "slowfast",
+        32,
+        224,
+        2,
+        {"depth": 50, "alpha": 8, "fusion_kernel": 5},
+        "configs/Kinetics/c2/SLOWFAST_4x16_R50.yaml",
+    ),
+    "slowfast_r50_8x8": Preset(
+        "slowfast",
+        32,
+        224,
+        2,
+        {"depth": 50, "alpha": 4, "fusion_kernel": 7},
+        "configs/Kinetics/SLOWFAST_8x8_R50_stepwise_multigrid.yaml",
+    ),
+    "slowfast_r50_16x8": Preset(
+        "slowfast",
+        64,
+        224,
+        2,
+        {"depth": 50, "alpha": 4, "fusion_kernel": 7},
+        "configs/Charades/SLOWFAST_16x8_R50_multigrid.yaml",
+    ),
+    "x3d_xs": _x3d("xs", 4, 160, 12),
+    "x3d_s": _x3d("s", 13, 160, 6),
+    "x3d_m": _x3d("m", 16, 224, 5),
+    "x3d_l": _x3d("l", 16, 312, 5),
+    # CPU models: I3D temporal kernels (5 in the stem, 3 in res2-res4), no temporal pooling: T=4 works.
+    "r3d_tiny": Preset("resnet", 16, 64, 2, {"arch": "i3d_nopool", **_TINY}, "ours"),
+    "slowfast_tiny": Preset(
+        "slowfast", 16, 64, 2, {"alpha": 4, "beta_inv": 4, "fusion_kernel": 5, **_TINY}, "ours"
+    ),
+}
+
+
+def model_fields(family: str) -> list[str]:
+    """The override names a model family accepts (its constructor arguments)."""
+    params = inspect.signature(FAMILIES[family].__init__).parameters
+    return [name for name in params if name != "self"]
+
+
+def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
+    """Build preset `name` for `num_classes`; `overrides` replace constructor arguments (e.g. dropout=0.0)."""
+    if name not in PRESETS:
+        raise ConfigError(f"model: unknown preset {name!r}; valid choices: {', '.join(sorted(PRESETS))}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
+    preset = PRESETS[name]
+    valid = model_fields(preset.family)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown or "num_classes" in overrides:
+        bad = unknown[0] if unknown else "num_classes"
+        raise ConfigError(
+            f"model override {bad!r} is not valid for {name}; valid choices: "
+            f"{', '.join(v for v in valid if v != 'num_classes')}"
+        )
+    kwargs = {**preset.kwargs, **overrides}
+    try:
+        return FAMILIES[preset.family](num_classes=num_classes, **kwargs)
+    except (ValueError, KeyError, IndexError) as err:
+        raise ConfigError(f"model {name} with overrides {overrides}: {err}") from err
