@@ -25,3 +25,22 @@ __all__ = [
 ]
 
 # batchnorm.py exports follow below.
+from mgvideo.multigrid.batchnorm import (  # noqa: E402
+    BNPlan,
+    SubBatchNorm3d,
+    bn_groups_for,
+    convert_model,
+    set_bn_groups,
+    sync_group,
+    update_bn_stats,
+)
+
+__all__ += [
+    "BNPlan",
+    "SubBatchNorm3d",
+    "bn_groups_for",
+    "convert_model",
+    "set_bn_groups",
+    "sync_group",
+    "update_bn_stats",
+]
