@@ -22,7 +22,8 @@ PAIRS = {
     "mov/prores": ("mov", "prores_ks", "yuv422p10le"),
     "ogv/vp8": ("ogv", "libvpx", "yuv420p"),  # this FFmpeg build has a theora decoder but no encoder
 }
-QUIET = {"libx265": {"x265-params": "log-level=none"}, "libsvtav1": {"svtav1-params": "log-level=0"}}
+QUIET = {"libx265": {"x265-params": "log-level=none:pools=none"},
+         "libsvtav1": {"svtav1-params": "log-level=0"}}
 
 
 def level(i: int) -> int:
@@ -39,6 +40,8 @@ def write_video(path: str | Path, *, codec: str = "libx264", frames: int = 20, w
                 height: int = 32, fps: int = 25, pix_fmt: str = "yuv420p", audio: bool = False,
                 pts_ms: list[int] | None = None, rotation: int | None = None, gray: bool = False) -> Path:
     """Write a video; `pts_ms` gives per-frame timestamps (variable frame rate)."""
+    if codec == "libx265" and width < 64:  # this build's x265 corrupts the heap below one 64-pixel CTU
+        raise ValueError("libx265 needs width >= 64")
     path = Path(path)
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps, options=QUIET.get(codec, {}))
@@ -50,7 +53,8 @@ def write_video(path: str | Path, *, codec: str = "libx264", frames: int = 20, w
         sound = out.add_stream("aac", rate=16000) if audio else None
         for i in range(frames):
             rgb = np.full((height, width, 3), level(i), np.uint8)
-            frame = av.VideoFrame.from_ndarray(rgb[..., 0] if gray else rgb, format="gray" if gray else "rgb24")
+            pixels, fmt = (rgb[..., 0], "gray") if gray else (rgb, "rgb24")
+            frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
             if pts_ms is not None:
                 frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
             out.mux(stream.encode(frame))
@@ -66,8 +70,9 @@ def write_video(path: str | Path, *, codec: str = "libx264", frames: int = 20, w
 
 
 def write_pair(directory: Path, name: str, **kwargs) -> Path:
-    """Write the container/codec pair `name` (a key of PAIRS)."""
+    """Write the container/codec pair `name` (a key of PAIRS), 64x48 unless told otherwise."""
     ext, codec, pix_fmt = PAIRS[name]
+    kwargs = {"width": 64, "height": 48, **kwargs}
     return write_video(directory / f"{name.replace('/', '_')}.{ext}", codec=codec, pix_fmt=pix_fmt, **kwargs)
 
 

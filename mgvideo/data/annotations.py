@@ -36,7 +36,9 @@ class Annotations:
     class_names: list[str] = field(default_factory=list)
 
 
-def _fail(errors: list | None, err: AnnotationError) -> None:
+def _fail(errors: list | None, err: AnnotationError, line: int = 0) -> None:
+    """Raise `err`, or collect it (with its line, 0 for the whole file) when `errors` is a list."""
+    err.line = line
     if errors is None:
         raise err
     errors.append(err)
@@ -85,7 +87,7 @@ def read_kinetics(path: str | os.PathLike, root: str | os.PathLike = "", sep: st
             continue
         parts = _split(line, sep)
         if len(parts) != 2 or not parts[0] or not parts[1]:
-            _fail(errors, AnnotationError(f"{path}:{n}: expected 'path{sep or ' '}label', got {raw!r}"))
+            _fail(errors, AnnotationError(f"{path}:{n}: expected 'path{sep or ' '}label', got {raw!r}"), n)
             continue
         rows.append((n, parts[0], parts[1]))
     names = read_class_names(classes) if isinstance(classes, (str, os.PathLike)) else classes
@@ -100,10 +102,10 @@ def read_kinetics(path: str | os.PathLike, root: str | os.PathLike = "", sep: st
         elif label in lookup:
             cid = lookup[label]
         else:
-            _fail(errors, AnnotationError(f"{path}:{n}: unknown label {label!r} (not in the class list)"))
+            _fail(errors, AnnotationError(f"{path}:{n}: unknown label {label!r} (not in the class list)"), n)
             continue
         if names is not None and not 0 <= cid < len(names):
-            _fail(errors, AnnotationError(f"{path}:{n}: label id {cid} outside 0..{len(names) - 1}"))
+            _fail(errors, AnnotationError(f"{path}:{n}: label id {cid} outside 0..{len(names) - 1}"), n)
             continue
         records.append(VideoRecord(_join(root, video), cid, str(path), n))
     num_classes = len(names) if names is not None else max((r.label for r in records), default=-1) + 1
@@ -121,7 +123,7 @@ def read_multilabel(path: str | os.PathLike, root: str | os.PathLike = "", sep: 
         parts = _split(line, sep) if (sep or any(c.isspace() for c in line)) else [line, ""]
         ids = _parse_ids(parts[1] if len(parts) == 2 else None)
         if len(parts) != 2 or ids is None:
-            _fail(errors, AnnotationError(f"{path}:{n}: expected 'path id,id,...', got {raw!r}"))
+            _fail(errors, AnnotationError(f"{path}:{n}: expected 'path id,id,...', got {raw!r}"), n)
             continue
         records.append(VideoRecord(_join(root, parts[0]), ids, str(path), n))
     return Annotations(records, _num_classes(path, records, num_classes, errors), True)
@@ -156,12 +158,12 @@ def read_ssv2(split: str | os.PathLike, labels: str | os.PathLike, root: str | o
     records = []
     for n, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
-            _fail(errors, AnnotationError(f"{split}: entry {n}: needs 'id' and 'template'"))
+            _fail(errors, AnnotationError(f"{split}: entry {n}: needs 'id' and 'template'"), n)
             continue
         template = entry["template"].replace("[", "").replace("]", "")
         if template not in lookup:
             err = AnnotationError(f"{split}: entry {n}: unknown label {template!r} (not in {labels})")
-            _fail(errors, err)
+            _fail(errors, err, n)
             continue
         records.append(VideoRecord(_join(root, f"{entry['id']}{ext}"), lookup[template], str(split), n))
     return Annotations(records, len(names), False, names)
@@ -190,7 +192,7 @@ def read_charades(path: str | os.PathLike, root: str | os.PathLike = "", num_cla
         ids = _parse_ids(parts[4] if len(parts) == 5 else ("" if len(parts) == 4 else None))
         if len(parts) not in (4, 5) or ids is None or not parts[2].isdigit():
             _fail(errors, AnnotationError(f"{path}:{n}: expected 'original_vido_id video_id frame_id path "
-                                          f"labels', got {raw!r}"))
+                                          f"labels', got {raw!r}"), n)
             continue
         videos.setdefault(parts[0], []).append((n, int(parts[2]), _join(root, parts[3]), ids))
     records = []

@@ -117,10 +117,10 @@ class PyAVReader:
             raise VideoDecodeError(f"{self.path}: no frame indices requested")
         try:
             times, frames = self._decode_window(idx.min() / self.fps, idx.max() / self.fps, short_side)
-            if not frames:  # the metadata overstated the length: fall back to the real last frames
+            if not frames:  # the window is past the real end: fall back to the real last frames
                 times, frames = self._decode_window(0.0, math.inf, short_side)
-                if frames:
-                    self.num_frames = len(frames)
+            if frames and times[-1] * self.fps < idx.max() - 0.5:  # the stream ended early: learn its length
+                self.num_frames = int(round(times[-1] * self.fps)) + 1
         except av.error.FFmpegError as err:
             raise VideoDecodeError(f"{self.path}: decoding failed ({err})") from err
         if not frames:
