@@ -18,10 +18,12 @@ forward updates them (same momentum rule as ``BatchNorm3d``) with
 
 where m_j, s_j are the mean and biased variance of group j, and n the batch's values per channel. With
 equal groups this is, by the law of total variance, exactly what ``BatchNorm3d`` would record for the whole
-batch. It differs from the reference's fold only in when the between-group term is taken: per batch here;
-of the time-averaged split means there, where it shrinks as the averages converge, so the reference's eval
-variance comes out close to the within-group variance, a little below ours. Precise BN
-(``update_bn_stats``) recomputes the buffers exactly either way.
+batch. It is the reference's formula applied per batch rather than to the running averages. The two differ
+in the between-group term: the reference takes the spread of the split *running* means, which the moving
+average shrinks (to about momentum / (2 - momentum) of the per-batch spread, ~5% at 0.1), so its eval
+variance is nearly the within-group one, below ours by most of the variance of group means. The reference
+also corrects each split's variance for bias (n_g / (n_g - 1)) where we correct the total (n / (n - 1)).
+Precise BN (``update_bn_stats``) replaces the buffers with exact population statistics either way.
 """
 
 from __future__ import annotations
@@ -275,9 +277,11 @@ def set_bn_groups(model: nn.Module, plan: BNPlan) -> int:
     if plan.sync_size > 1:
         sync_group(plan.sync_size)
     count = 0
+    groups, sync_size = plan.groups, plan.sync_size
     for module in model.modules():
         if isinstance(module, SubBatchNorm3d):
-            module.groups, module.sync_size = plan.groups, plan.sync_size
+            if module.groups != groups or module.sync_size != sync_size:  # Module.__setattr__ is slow
+                module.groups, module.sync_size = groups, sync_size
             count += 1
     if count == 0 and not plan.plain:
         raise ConfigError(f"set_bn_groups: the model has no SubBatchNorm3d to apply {plan} to; "
