@@ -274,7 +274,12 @@ class MultigridSchedule:
         return index
 
     def relative_lr(self, epoch: float) -> float:
-        """LR relative to the base LR at a fractional epoch, before warmup."""
+        """LR relative to the base LR at a fractional epoch, before warmup.
+
+        'steps': the reference's rewritten LRs (γ^step × long-cycle batch multiplier). 'cosine' (our
+        variant, docs/multigrid.md): the stage's batch multiplier × a cosine over this run's epochs,
+        annealing from 1 to `cosine_end`; the fine-tuning stage (multiplier 1) takes the cosine's tail.
+        """
         rel = self.lrs[self.step_index(epoch)]
         if self.cfg.lr_policy == "cosine":
             progress = min(max(epoch / self.max_epoch, 0.0), 1.0)
