@@ -30,12 +30,14 @@ class DataConfig:
     train_list: str = "train.csv"
     val_list: str = "val.csv"
     test_list: str = "val.csv"
+    labels_file: str = ""  # SSv2: the labels JSON; Kinetics: optional class-name list so splits agree
     num_classes: int = 400
     frames: int = 8
     crop: int = 224
     sampling_rate: int = 8
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    flip: bool = True  # random horizontal flip in training (off for SSv2, whose labels say left/right)
     workers: int = 4
     synthetic_size: str = "default"  # for dataset=synthetic: what `synthetic.generate` makes if root is empty
 
@@ -60,6 +62,7 @@ class MultigridSection:
         default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
     )
     short_cycle_factors: list[float] = field(default_factory=lambda: [0.5, 0.5**0.5])
+    short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (spec §9, #429)
     eval_freq: int = 3
 
 
@@ -75,6 +78,7 @@ class SolverConfig:
     gamma: float = 0.1
     warmup_epochs: float = 34.0
     warmup_start_lr: float = 0.01
+    rescale_warmup: bool = False  # True: stretch the warmup by the multigrid epoch factor
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
@@ -342,3 +346,16 @@ def _key_lines(node: yaml.Node | None) -> dict[str, int]:
             for sub_key, _ in value_node.value:
                 lines[f"{section}.{sub_key.value}"] = sub_key.start_mark.line + 1
     return lines
+
+
+def resolve_recipe(name: str | Path) -> Path:
+    """A recipe path as given, or a name such as 'synthetic/tiny' found among the shipped recipes."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = Path(__file__).parent / "configs"
+    for candidate in (shipped / name, shipped / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{name}: no such config file, nor a shipped recipe of that name "
+                      f"(see {shipped})")

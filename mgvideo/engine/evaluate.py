@@ -1,0 +1,124 @@
+"""Evaluation loops: precise BN, single-view validation during training, and multi-view testing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mgvideo.data.loader import Batch, to_device
+from mgvideo.engine.distributed import DistInfo
+from mgvideo.engine.metrics import (
+    ViewEnsemble,
+    average_precision,
+    mean_average_precision,
+    per_class_accuracy,
+    topk_correct,
+)
+from mgvideo.multigrid.batchnorm import update_bn_stats
+
+
+@dataclass
+class Inputs:
+    """How raw batches become model inputs: the device, normalisation and memory format."""
+
+    device: torch.device
+    mean: list[float]
+    std: list[float]
+    channels_last: bool = False
+
+    def __call__(self, batch: Batch) -> Batch:
+        return to_device(batch, self.device, self.mean, self.std, self.channels_last)
+
+
+def precise_bn(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, num_batches: int,
+               info: DistInfo) -> int:
+    """Recompute BN running statistics exactly over `num_batches` training batches (spec §4).
+
+    Under DDP the statistics of all ranks are merged, so every rank (and the checkpoint) holds the same.
+    """
+    clips: Iterator[torch.Tensor] = (inputs(batch).clips for batch in loader)
+    return update_bn_stats(model, clips, num_batches, average_across_ranks=info.enabled)
+
+
+@torch.no_grad()
+def collect_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs,
+                   info: DistInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the model in eval mode; return (scores, labels, video indices) of every rank, on CPU."""
+    was_training = model.training
+    model.eval()
+    scores, labels, indices = [], [], []
+    try:
+        for batch in loader:
+            batch = inputs(batch)
+            scores.append(model(batch.clips).float().cpu())
+            labels.append(batch.labels.cpu())
+            indices.append(batch.indices.cpu())
+    finally:
+        model.train(was_training)
+    local = (torch.cat(scores), torch.cat(labels), torch.cat(indices))
+    if not info.enabled:
+        return local
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, local)  # ranks may hold one batch more or less; objects allow that
+    return tuple(torch.cat([g[i] for g in gathered]) for i in range(3))  # type: ignore[return-value]
+
+
+def summarize(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> dict[str, float]:
+    """top-1 / top-5 accuracy in percent, or mAP in percent for multi-label data."""
+    if multi_label:
+        return {"mAP": 100.0 * mean_average_precision(scores, labels), "count": len(scores)}
+    hits = topk_correct(scores, labels, (1, 5))
+    n = len(scores)
+    return {"top1": 100.0 * hits[1] / n, "top5": 100.0 * hits[5] / n, "count": n}
+
+
+def validate(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
+             multi_label: bool) -> dict[str, float]:
+    """Single-view validation: one centre clip per video at the full shape."""
+    scores, labels, _ = collect_scores(model, loader, inputs, info)
+    return summarize(scores, labels, multi_label)
+
+
+def test_views(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo, num_videos: int,
+               num_classes: int, ensemble: str, multi_label: bool) -> tuple[dict[str, float], torch.Tensor,
+                                                                             torch.Tensor]:
+    """Multi-view testing: ensemble every view of a video (sum or max of scores), then score the videos.
+
+    Returns the summary, the per-video scores and the per-video labels.
+    """
+    scores, labels, videos = collect_scores(model, loader, inputs, info)
+    combined = ViewEnsemble(num_videos, num_classes, "max" if ensemble == "max" else "sum")
+    combined.add(scores, videos)
+    if multi_label:  # a video's target is the union of what its views saw
+        video_labels = torch.zeros((num_videos, num_classes))
+        video_labels.index_reduce_(0, videos, labels.float(), "amax")
+    else:
+        video_labels = torch.zeros(num_videos, dtype=torch.long)
+        video_labels[videos] = labels
+    video_scores = combined.result()
+    summary = summarize(video_scores, video_labels, multi_label)
+    summary["views"] = int(combined.views.max())
+    return summary, video_scores, video_labels
+
+
+def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool,
+                   class_names: list[str]) -> list[dict]:
+    """One row per class for the test CSV: top-1 accuracy (or AP) and support."""
+    num_classes = scores.shape[1]
+    if multi_label:
+        values = average_precision(scores, labels)
+        support = labels.sum(0)
+        metric = "AP"
+    else:
+        values = per_class_accuracy(scores, labels, num_classes)
+        support = torch.bincount(labels, minlength=num_classes)
+        metric = "top1"
+    return [
+        {"class": c, "name": class_names[c] if c < len(class_names) else str(c),
+         metric: round(100.0 * float(values[c]), 3), "support": int(support[c])}
+        for c in range(num_classes)
+    ]

@@ -1,0 +1,91 @@
+"""What a run reports: `metrics.jsonl` (one record per iteration or evaluation), TensorBoard when
+installed, and a progress bar. Only rank 0 writes; the other ranks get a silent log."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class RunLog:
+    """Appends JSON records to `metrics.jsonl`; on resume, first cuts the file back to the records that
+    the checkpoint had seen, so that a crashed segment leaves no duplicates."""
+
+    def __init__(self, out_dir: Path, enabled: bool, keep_records: int, total_iterations: int,
+                 done_iterations: int) -> None:
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.records = keep_records
+        self._tb = None
+        self._bar = None
+        if not enabled:
+            return
+        lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
+        self.path.write_text("".join(lines[:keep_records]))
+        self._file = open(self.path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            pass
+        self._bar = tqdm(total=total_iterations, initial=done_iterations, unit="it", dynamic_ncols=True,
+                         mininterval=1.0)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (also counted when disabled, so every rank agrees on `records`)."""
+        self.records += 1
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        if record["kind"] == "eval":
+            self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+
+    def progress(self, stage: int, shape: str, clips_per_s: float) -> None:
+        """Advance the bar by one iteration and show the stage, shape and throughput."""
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(f"stage {stage} {shape} {clips_per_s:.1f} clips/s", refresh=False)
+
+    def message(self, text: str) -> None:
+        """A line above the bar."""
+        if self.enabled:
+            tqdm.write(text)
+
+    def flush(self) -> None:
+        """Make the records durable before a checkpoint refers to them."""
+        if self.enabled:
+            self._file.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        self._file.close()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a `metrics.jsonl`."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Stopwatch:
+    """Wall-clock time of the run, carried over across resumes."""
+
+    def __init__(self, elapsed: float = 0.0) -> None:
+        self.offset = elapsed
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.offset + time.perf_counter() - self.start

@@ -1,0 +1,193 @@
+"""The training loop. `train` reads top to bottom: build once, then for each epoch train, refresh BN
+statistics at stage ends, evaluate, checkpoint. Shapes change through the batch sampler alone; nothing is
+rebuilt at a stage change. The plumbing lives in engine/run.py and engine/builders.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgvideo.config import Config, override
+from mgvideo.data.loader import Batch
+from mgvideo.engine import builders, checkpoint
+from mgvideo.engine import distributed as D
+from mgvideo.engine.evaluate import precise_bn, validate
+from mgvideo.engine.plots import plot_run
+from mgvideo.engine.run import Run, build_run, crash_hook, plan_batches, save_state
+from mgvideo.errors import MgvideoError
+from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
+from mgvideo.multigrid.lr import lr_at, set_lr
+from mgvideo.multigrid.sampler import iterations_per_epoch
+from mgvideo.multigrid.schedule import ClipShape, Stage
+
+
+class NonFiniteLossError(MgvideoError, FloatingPointError):
+    """The loss became NaN or infinite; the message names the iteration and the clip shape."""
+
+
+def train(cfg: Config, out_dir: str | Path, force: bool = False) -> dict[str, Any]:
+    """Train (or resume) the run in `out_dir`; returns the summary also written to `summary.json`."""
+    run = build_run(cfg, Path(out_dir), force)
+    schedule, state = run.schedule, run.state
+    state.next_eval = state.next_eval or cfg.train.eval_period_samples
+    try:
+        for epoch in range(state.epoch, schedule.max_epoch):
+            train_epoch(run, epoch)
+            state.epoch, state.iteration = epoch + 1, 0
+            stage = schedule.stage_at(epoch)
+            if stage.end_epoch == epoch + 1:  # end of a long-cycle stage: BN statistics at its shape
+                refresh_bn(run, *stage_shape(run, stage), epoch)
+                save_state(run, f"stage_{stage.index:02d}.pt")
+            if cfg.train.eval_period_samples == 0 and schedule.is_eval_epoch(epoch):
+                evaluate(run, epoch)
+            save_state(run)
+        return finish(run)
+    finally:
+        run.log.close()
+        D.shutdown(run.info)
+
+
+def train_epoch(run: Run, epoch: int) -> None:
+    """One pass over the training set, at the shapes and batch sizes the sampler picks per iteration."""
+    state = run.state
+    run.sampler.set_epoch(epoch)
+    run.train_set.set_epoch(epoch)
+    iterations = len(run.sampler)
+    run.model.train()
+    waited = time.perf_counter()
+    for batch in run.loader:
+        started = time.perf_counter()
+        lr = lr_at(epoch + state.iteration / iterations, run.schedule, run.lr_cfg)
+        set_lr(run.optimizer, lr)
+        loss, skipped = train_step(run, batch, epoch)
+        state.iteration, state.step = state.iteration + 1, state.step + 1
+        state.samples += len(batch) * run.info.world_size
+        state.skipped += skipped
+        log_iteration(run, batch, epoch + state.iteration / iterations, loss, lr, started - waited)
+        if run.cfg.train.eval_period_samples and state.samples >= state.next_eval:
+            evaluate(run, epoch)
+            while state.next_eval <= state.samples:
+                state.next_eval += run.cfg.train.eval_period_samples
+        if checkpoint_due(run):
+            save_state(run)
+        crash_hook(run)
+        waited = time.perf_counter()
+
+
+def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
+    """Forward, loss, backward and SGD step on one batch; returns the mean loss over all devices and the
+    number of bad videos skipped to fill the batch."""
+    x = run.inputs(batch)
+    stage_batch = run.batch * run.sampler.stage.batch_factor
+    set_bn_groups(run.net, bn_groups_for(len(batch), stage_batch, run.cfg.model.bn_base_size,
+                                         run.info.world_size))
+    torch.manual_seed(run.cfg.train.seed * 1_000_003 + run.state.step)  # dropout: a function of the step
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        logits = run.model(x.clips)
+    loss = run.loss_fn(logits.float(), x.labels)
+    total, count, skipped = D.all_reduce_sum([loss.item() * len(batch), len(batch), batch.skipped],
+                                             run.device, run.info)
+    mean = total / count
+    if not math.isfinite(mean):
+        _, _, frames, crop, _ = x.clips.shape
+        raise NonFiniteLossError(
+            f"non-finite loss ({mean}) at epoch {epoch}, iteration {run.state.iteration} "
+            f"(step {run.state.step}), clip shape {frames}x{crop}x{crop}, batch {len(batch)}; stopping. "
+            f"The last good checkpoint is {run.out_dir / 'checkpoints' / 'last.pt'}"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.solver.clip_grad_norm > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), run.cfg.solver.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return mean, int(skipped)
+
+
+def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
+    """Precise BN: exact BN statistics over training batches at `shape` (spec §4)."""
+    num = plan_batches(run, shape, batch, run.cfg.train.precise_bn_batches, epoch)
+    if num == 0:
+        return
+    set_bn_groups(run.net, bn_groups_for(batch, shape.stage_batch, run.cfg.model.bn_base_size,
+                                         run.info.world_size))
+    precise_bn(run.net, run.precise_loader, run.inputs, num, run.info)
+
+
+def evaluate(run: Run, epoch: int) -> dict[str, float]:
+    """Validation at the full shape, after precise BN at that shape so the statistics match it."""
+    full = builders.eval_shape(run.cfg, run.batch)
+    refresh_bn(run, run.batch, full, epoch)
+    result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label)
+    state = run.state
+    state.last_eval = result
+    run.log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1 if state.iteration == 0 else epoch,
+                   "samples": state.samples, "time": run.clock(), **result})
+    metric = f"mAP {result['mAP']:.2f}" if "mAP" in result else f"top-1 {result['top1']:.2f}"
+    run.log.message(f"eval after step {state.step} ({run.clock() / 60:.1f} min): {metric}")
+    return result
+
+
+def stage_shape(run: Run, stage: Stage) -> tuple[int, ClipShape]:
+    """The long-cycle shape of a stage (its last short-cycle slot) and its per-device batch."""
+    return run.schedule.shapes(stage, run.batch)[-1]
+
+
+def checkpoint_due(run: Run) -> bool:
+    """Every `checkpoint_every_iters` steps, or every `checkpoint_minutes` (rank 0's clock decides)."""
+    t = run.cfg.train
+    if t.checkpoint_every_iters and run.state.step % t.checkpoint_every_iters == 0:
+        return True
+    late = t.checkpoint_minutes > 0 and run.clock() - run.last_save >= 60 * t.checkpoint_minutes
+    return D.broadcast_flag(late, run.device, run.info)
+
+
+def log_iteration(run: Run, batch: Batch, epoch: float, loss: float, lr: float, data_wait: float) -> None:
+    """One metrics record and a progress-bar tick."""
+    now = time.perf_counter()
+    seconds = max(now - run.last_tick, 1e-9) if run.last_tick else float("nan")
+    run.last_tick = now
+    clips = len(batch) * run.info.world_size
+    _, _, frames, crop, _ = batch.clips.shape
+    stage = run.sampler.stage.index
+    run.log.write({
+        "kind": "train", "step": run.state.step, "epoch": round(epoch, 5), "stage": stage,
+        "frames": frames, "crop": crop, "batch": clips, "loss": loss, "lr": lr,
+        "clips_per_s": clips / seconds, "data_wait": min(data_wait / seconds, 1.0), "time": run.clock(),
+    })
+    run.log.progress(stage, f"{frames}x{crop}", clips / seconds)
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Final weights (`model_final.pt`, a plain state dict), `summary.json` and the plots."""
+    state = run.state
+    summary = {
+        "val": state.last_eval, "wall_clock_s": round(run.clock(), 1), "iterations": state.step,
+        "epochs": run.schedule.max_epoch, "samples": state.samples, "skipped_videos": state.skipped,
+        "baseline_iterations": baseline_iterations(run.cfg, len(run.train_set), run.info.world_size),
+        "schedule_iteration_saving": round(run.schedule.speedup(), 3),
+    }
+    summary["iteration_saving"] = round(summary["baseline_iterations"] / max(state.step, 1), 3)
+    if run.info.is_main:
+        checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
+        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_run(run.out_dir)
+        if state.skipped:
+            run.log.message(f"skipped {state.skipped} unreadable videos in total")
+    D.barrier(run.info)
+    return summary
+
+
+def baseline_iterations(cfg: Config, dataset_size: int, world_size: int) -> int:
+    """Iterations the baseline schedule (no long or short cycle) would take on the same data."""
+    base = override(cfg, **{"multigrid.long_cycle": False, "multigrid.short_cycle": False})
+    schedule = builders.build_schedule(base)
+    batch = builders.per_device_batch(base, world_size)
+    return schedule.max_epoch * iterations_per_epoch(dataset_size, batch, world_size)
