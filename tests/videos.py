@@ -88,3 +88,15 @@ def write_broken(directory: Path, good: Path) -> dict[str, Path]:
     files["text"].write_text("this is not a video\n")
     files["too_short"].write_bytes(data[:200])
     return files
+
+
+def write_image(path: str | Path, value: int, width: int = 48, height: int = 32) -> Path:
+    """A one-frame JPEG of flat grey `value` (as Charades stores frames)."""
+    path = Path(path)
+    with av.open(str(path), "w", format="image2") as out:
+        stream = out.add_stream("mjpeg", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), value, np.uint8), format="rgb24")
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path

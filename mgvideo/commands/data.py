@@ -27,10 +27,12 @@ def register(subparsers) -> None:
 
     check = sub.add_parser("check", help="open and decode every listed video", description=CHECK_HELP)
     check.add_argument("annotation", help="annotation file (list, split JSON or frame-list CSV)")
-    check.add_argument("--root", default="", help="directory the listed paths are relative to")
+    check.add_argument("--root", help="directory the listed paths are relative to (default: the "
+                       "annotation file's folder)")
     check.add_argument("--format", choices=FORMATS, default="kinetics")
     check.add_argument("--labels", help="ssv2 only: the labels JSON (template -> id)")
     check.add_argument("--classes", help="kinetics only: class-list file for label names")
+    check.add_argument("--ext", default=".webm", help="ssv2 only: video file extension (default .webm)")
     check.add_argument("--full", action="store_true", help="decode every frame, not only the first")
     check.add_argument("--json", action="store_true", help='print {"ok": N, "bad": [...]} and nothing else')
     check.set_defaults(func=run_check)
@@ -63,7 +65,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.format == "ssv2":
         if not args.labels:
             raise AnnotationError(f"{args.annotation}: --format ssv2 needs --labels LABELS_JSON")
-        options["labels"] = args.labels
+        options["labels"], options["ext"] = args.labels, args.ext
     if args.format == "kinetics" and args.classes:
         options["classes"] = args.classes
     errors: list[AnnotationError] = []

@@ -1,6 +1,7 @@
 """Annotation readers: Kinetics-style lists, Something-Something V2 JSON, Charades frame lists, and a generic
 multi-label list. Each returns an `Annotations` of `VideoRecord`s; a bad row raises AnnotationError naming
 file and line, or, when an `errors` list is passed (for `mgvideo data check`), is appended there instead.
+Relative video paths resolve against `root`, or by default against the annotation file's folder.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def _fail(errors: list | None, err: AnnotationError, line: int = 0) -> None:
     errors.append(err)
 
 
-def _join(root: str | os.PathLike, path: str) -> str:
+def _join(root: str | os.PathLike | None, path: str, listing: str | os.PathLike = "") -> str:
+    """Resolve a listed path: against `root`, or when root is None against the listing file's folder."""
+    if root is None:
+        root = os.path.dirname(os.path.abspath(listing)) if listing else ""
     return path if os.path.isabs(path) or not root else os.path.join(root, path)
 
 
@@ -75,7 +79,7 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def read_kinetics(path: str | os.PathLike, root: str | os.PathLike = "", sep: str | None = None,
+def read_kinetics(path: str | os.PathLike, root: str | os.PathLike | None = None, sep: str | None = None,
                   classes: str | os.PathLike | list[str] | None = None,
                   errors: list | None = None) -> Annotations:
     """A `path label` list; labels are ids, or names resolved by `classes` (a file or list), else by the
@@ -107,12 +111,12 @@ def read_kinetics(path: str | os.PathLike, root: str | os.PathLike = "", sep: st
         if names is not None and not 0 <= cid < len(names):
             _fail(errors, AnnotationError(f"{path}:{n}: label id {cid} outside 0..{len(names) - 1}"), n)
             continue
-        records.append(VideoRecord(_join(root, video), cid, str(path), n))
+        records.append(VideoRecord(_join(root, video, path), cid, str(path), n))
     num_classes = len(names) if names is not None else max((r.label for r in records), default=-1) + 1
     return Annotations(records, num_classes, False, list(names or []))
 
 
-def read_multilabel(path: str | os.PathLike, root: str | os.PathLike = "", sep: str | None = None,
+def read_multilabel(path: str | os.PathLike, root: str | os.PathLike | None = None, sep: str | None = None,
                     num_classes: int | None = None, errors: list | None = None) -> Annotations:
     """A `path id,id,...` list of multi-label videos (an empty label column means no class)."""
     records = []
@@ -125,7 +129,7 @@ def read_multilabel(path: str | os.PathLike, root: str | os.PathLike = "", sep: 
         if len(parts) != 2 or ids is None:
             _fail(errors, AnnotationError(f"{path}:{n}: expected 'path id,id,...', got {raw!r}"), n)
             continue
-        records.append(VideoRecord(_join(root, parts[0]), ids, str(path), n))
+        records.append(VideoRecord(_join(root, parts[0], path), ids, str(path), n))
     return Annotations(records, _num_classes(path, records, num_classes, errors), True)
 
 
@@ -146,7 +150,7 @@ def _num_classes(path, records: list[VideoRecord], given: int | None, errors: li
     return given if given is not None else seen
 
 
-def read_ssv2(split: str | os.PathLike, labels: str | os.PathLike, root: str | os.PathLike = "",
+def read_ssv2(split: str | os.PathLike, labels: str | os.PathLike, root: str | os.PathLike | None = None,
               ext: str = ".webm", errors: list | None = None) -> Annotations:
     """Something-Something V2: a split JSON (entries with id and template) and the labels JSON mapping
     template (brackets stripped) to class id. Errors name the entry number as the line."""
@@ -165,7 +169,8 @@ def read_ssv2(split: str | os.PathLike, labels: str | os.PathLike, root: str | o
             err = AnnotationError(f"{split}: entry {n}: unknown label {template!r} (not in {labels})")
             _fail(errors, err, n)
             continue
-        records.append(VideoRecord(_join(root, f"{entry['id']}{ext}"), lookup[template], str(split), n))
+        video = _join(root, f"{entry['id']}{ext}", split)
+        records.append(VideoRecord(video, lookup[template], str(split), n))
     return Annotations(records, len(names), False, names)
 
 
@@ -176,8 +181,8 @@ def _load_json(path: str | os.PathLike):
         raise AnnotationError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
 
 
-def read_charades(path: str | os.PathLike, root: str | os.PathLike = "", num_classes: int | None = None,
-                  errors: list | None = None) -> Annotations:
+def read_charades(path: str | os.PathLike, root: str | os.PathLike | None = None,
+                  num_classes: int | None = None, errors: list | None = None) -> Annotations:
     """Charades frame lists: a header, then `original_vido_id video_id frame_id path labels` per frame.
     Rows of one video either name image files (one per frame) or all name the same video file. A video's
     label is the union of its frames' labels; the dataset narrows it to the sampled span."""
@@ -194,7 +199,7 @@ def read_charades(path: str | os.PathLike, root: str | os.PathLike = "", num_cla
             _fail(errors, AnnotationError(f"{path}:{n}: expected 'original_vido_id video_id frame_id path "
                                           f"labels', got {raw!r}"), n)
             continue
-        videos.setdefault(parts[0], []).append((n, int(parts[2]), _join(root, parts[3]), ids))
+        videos.setdefault(parts[0], []).append((n, int(parts[2]), _join(root, parts[3], path), ids))
     records = []
     for rows in videos.values():
         rows.sort(key=lambda r: r[1])
@@ -207,7 +212,7 @@ def read_charades(path: str | os.PathLike, root: str | os.PathLike = "", num_cla
     return Annotations(records, _num_classes(path, records, num_classes, errors), True)
 
 
-def read_annotations(fmt: str, path: str | os.PathLike, root: str | os.PathLike = "",
+def read_annotations(fmt: str, path: str | os.PathLike, root: str | os.PathLike | None = None,
                      errors: list | None = None, **options) -> Annotations:
     """Dispatch on `fmt` (one of FORMATS); `options` go to the reader (ssv2 needs `labels=`)."""
     if fmt == "kinetics":

@@ -100,6 +100,7 @@ class VideoClipDataset(Dataset):
         video, view = divmod(int(index), self.views)
         rng = np.random.default_rng([self.seed, int(self._epoch), int(index)])
         bad: list[str] = []
+        tried = {video}
         while len(bad) <= self.max_retries:
             record = self.records[video]
             try:
@@ -109,6 +110,9 @@ class VideoClipDataset(Dataset):
                 self._report(record, err)
                 bad.append(record.path)
             video = int(rng.integers(self.num_videos))
+            while video in tried and len(tried) < self.num_videos:  # prefer a video not yet tried
+                video = int(rng.integers(self.num_videos))
+            tried.add(video)
         raise VideoDecodeError(f"{len(bad)} unreadable videos in a row (max_retries={self.max_retries}): "
                                + ", ".join(bad))
 
