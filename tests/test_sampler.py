@@ -179,3 +179,14 @@ def test_resume_refuses_a_different_run():
         MultigridBatchSampler(SCHEDULES["k400"], 100, 2, seed=1).load_state_dict(state)
     with pytest.raises(ConfigError, match="position"):
         sampler.load_state_dict(state | {"position": 10_000})
+
+
+def test_stage_batch_follows_the_long_cycle_stage():
+    schedule = MultigridSchedule(MultigridConfig())
+    sampler = MultigridBatchSampler(schedule, dataset_size=1000, batch_size=8)
+    seen = {}
+    for epoch in (0, 80, 120, 150, 340):
+        sampler.set_epoch(epoch)
+        seen[epoch] = sampler.stage_batch
+        assert all(shape.stage_batch == sampler.stage_batch for batch in sampler for _, shape in batch[:1])
+    assert seen == {0: 64, 80: 32, 120: 16, 150: 8, 340: 8}

@@ -152,6 +152,11 @@ class MultigridBatchSampler(_ShardedBatchSampler):
         """The long-cycle stage of the current epoch."""
         return self.schedule.stage_at(self.epoch)
 
+    @property
+    def stage_batch(self) -> int:
+        """This device's long-cycle batch in the current epoch (what BN groups follow by default)."""
+        return self.stage.batch_factor * self.batch_size
+
     def _cycle(self) -> list[tuple[int, ClipShape]]:
         return self.schedule.shapes(self.stage, self.batch_size)
 
