@@ -1,0 +1,106 @@
+"""The loader: uint8 collation, variable batch sizes and shapes, persistent seeded workers, to_device."""
+
+import pytest
+import torch
+from videos import write_video
+
+from mgvideo.data.annotations import read_kinetics
+from mgvideo.data.datasets import Sample, VideoClipDataset
+from mgvideo.data.loader import Batch, build_loader, collate, to_device
+from mgvideo.multigrid.schedule import ClipShape
+
+
+def shape(frames, crop):
+    return ClipShape(frames=frames, crop=crop, min_rate=1, max_rate=2, base_crop=16, stage_batch=2,
+                     stage=0, slot=0)
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loader")
+    for i in range(6):
+        write_video(root / f"v{i}.mp4", frames=16)
+    (root / "train.txt").write_text("".join(f"v{i}.mp4 {i % 3}\n" for i in range(6)))
+    return VideoClipDataset(read_kinetics(root / "train.txt"), shape(4, 16), seed=5)
+
+
+class ListBatchSampler:
+    """A stand-in batch sampler: fixed batches of (index, ClipShape) with different sizes and shapes."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+BATCHES = [[(0, shape(2, 8)), (1, shape(2, 8)), (2, shape(2, 8)), (3, shape(2, 8))],
+           [(4, shape(4, 16)), (5, shape(4, 16))],
+           [(1, shape(3, 12))]]
+
+
+def test_collate_keeps_uint8_and_stacks_labels():
+    clips = [torch.full((3, 2, 4, 4), i, dtype=torch.uint8) for i in range(3)]
+    batch = collate([Sample(c, i, 10 + i, i % 2) for i, c in enumerate(clips)])
+    assert batch.clips.dtype == torch.uint8 and batch.clips.shape == (3, 3, 2, 4, 4)
+    assert batch.labels.tolist() == [0, 1, 2] and batch.indices.tolist() == [10, 11, 12]
+    assert batch.skipped == 1
+    hot = torch.eye(2)
+    multi = collate([Sample(clips[0], hot[0], 0), Sample(clips[1], hot[1], 1)])
+    assert multi.labels.shape == (2, 2) and multi.labels.dtype == torch.float32
+
+
+def run_epochs(loader, dataset, epochs):
+    out = []
+    for epoch in epochs:
+        dataset.set_epoch(epoch)
+        out.append([batch for batch in loader])
+    return out
+
+
+@pytest.mark.slow
+def test_workers_follow_the_sampler_and_the_epoch(ds):
+    inline = build_loader(ds, ListBatchSampler(BATCHES), workers=0, seed=1)
+    pooled = build_loader(ds, ListBatchSampler(BATCHES), workers=2, seed=1)
+    assert pooled.persistent_workers and not inline.persistent_workers
+    a = run_epochs(inline, ds, [0, 1])
+    b = run_epochs(pooled, ds, [0, 1])
+    for epoch_a, epoch_b in zip(a, b):
+        shapes = [tuple(x.clips.shape) for x in epoch_b]
+        assert shapes == [(4, 3, 2, 8, 8), (2, 3, 4, 16, 16), (1, 3, 3, 12, 12)]
+        for x, y in zip(epoch_a, epoch_b):
+            assert isinstance(y, Batch) and y.clips.dtype == torch.uint8
+            assert torch.equal(x.clips, y.clips) and torch.equal(x.labels, y.labels)
+    # set_epoch reaches the persistent workers: epoch 1 differs from epoch 0 in both loaders alike
+    assert any(not torch.equal(x.clips, y.clips) for x, y in zip(b[0], b[1]))
+    assert b[1][1].labels.tolist() == [1, 2]
+
+
+def test_to_device_normalises_on_the_device():
+    clips = torch.tensor([0, 255, 51], dtype=torch.uint8).view(1, 3, 1, 1, 1).expand(2, 3, 2, 2, 2)
+    batch = Batch(clips.contiguous(), torch.tensor([0, 1]), torch.tensor([4, 5]), 2)
+    out = to_device(batch, "cpu", mean=(0.5, 0.5, 0.2), std=(0.5, 0.25, 0.2))
+    assert out.clips.dtype == torch.float32
+    assert out.clips[0, :, 0, 0, 0].tolist() == pytest.approx([-1.0, 2.0, 0.0])
+    assert out.labels.tolist() == [0, 1] and out.skipped == 2
+    last = to_device(batch, "cpu", mean=(0.5,) * 3, std=(0.5,) * 3, channels_last=True)
+    assert last.clips.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_a_multigrid_epoch_through_the_loader(ds):
+    from mgvideo.multigrid import MultigridBatchSampler, MultigridConfig, MultigridSchedule
+
+    cfg = MultigridConfig(frames=4, crop=16, steps=(0, 4), max_epoch=6, sampling_rate=1)
+    schedule = MultigridSchedule(cfg)
+    sampler = MultigridBatchSampler(schedule, len(ds), 1, seed=0, drop_last=False)
+    loader = build_loader(ds, sampler, workers=0, seed=0)
+    for epoch in (0, 6):
+        sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)
+        wanted = [(len(b), b[0][1]) for b in sampler]
+        got = [batch for batch in loader]
+        assert [tuple(b.clips.shape) for b in got] == [(n, 3, s.frames, s.crop, s.crop) for n, s in wanted]
+        assert sorted(i for b in got for i in b.indices.tolist()) == list(range(len(ds)))
