@@ -1,0 +1,58 @@
+"""`mgvideo data check` reports good and bad rows exactly; `mgvideo data synth` calls the generator."""
+
+import json
+import sys
+import types
+
+from videos import write_broken, write_video
+
+from mgvideo.cli import main
+
+
+def test_check_reports_every_good_and_bad_row(tmp_path, capsys):
+    good = write_video(tmp_path / "good.mp4")
+    write_video(tmp_path / "other.webm", codec="libvpx-vp9")
+    broken = write_broken(tmp_path, good)
+    rows = ["good.mp4 0", "other.webm 1", f"{broken['missing'].name} 0", "no-label-here",
+            f"{broken['truncated'].name} 1", f"{broken['garbage'].name} 0", f"{broken['empty'].name} 1"]
+    (tmp_path / "list.txt").write_text("\n".join(rows) + "\n")
+    assert main(["data", "check", str(tmp_path / "list.txt"), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] == 2
+    assert [b["line"] for b in report["bad"]] == [3, 4, 5, 6, 7]
+    paths = [b["path"] for b in report["bad"]]
+    assert paths[0] == str(broken["missing"]) and paths[1] == str(tmp_path / "list.txt")
+    assert "not found" in report["bad"][0]["reason"] and "list.txt:4" in report["bad"][1]["reason"]
+    assert "empty" in report["bad"][4]["reason"]
+
+
+def test_check_exits_zero_when_all_rows_read(tmp_path, capsys):
+    write_video(tmp_path / "a.mp4")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'a.mp4'} 0\n")
+    assert main(["data", "check", str(tmp_path / "list.txt"), "--root", "/elsewhere", "--full"]) == 0
+    assert "1 readable, 0 bad" in capsys.readouterr().out
+
+
+def test_check_ssv2_and_charades_formats(tmp_path, capsys):
+    write_video(tmp_path / "11.mp4")
+    (tmp_path / "labels.json").write_text(json.dumps({"Holding something": "0"}))
+    (tmp_path / "val.json").write_text(json.dumps([{"id": "11", "template": "Holding [something]"},
+                                                   {"id": "12", "template": "Holding [something]"}]))
+    args = ["data", "check", str(tmp_path / "val.json"), "--format", "ssv2", "--labels",
+            str(tmp_path / "labels.json"), "--ext", ".mp4", "--json"]
+    assert main(args) == 1
+    assert json.loads(capsys.readouterr().out)["bad"][0]["line"] == 2
+    (tmp_path / "c.csv").write_text('original_vido_id video_id frame_id path labels\nA 0 0 11.mp4 "0"\n')
+    assert main(["data", "check", str(tmp_path / "c.csv"), "--format", "charades"]) == 0
+    assert main(["data", "check", str(tmp_path / "val.json"), "--format", "ssv2"]) == 2  # needs --labels
+
+
+def test_synth_calls_the_generator(tmp_path, monkeypatch, capsys):
+    calls = []
+    fake = types.ModuleType("mgvideo.data.synthetic")
+    fake.generate = lambda out_dir, seed=0, size="default": calls.append((out_dir, seed, size)) or {"n": 3}
+    monkeypatch.setitem(sys.modules, "mgvideo.data.synthetic", fake)
+    monkeypatch.setattr("mgvideo.data.synthetic", fake, raising=False)
+    assert main(["data", "synth", "--out", str(tmp_path), "--seed", "4", "--size", "small"]) == 0
+    assert calls == [(str(tmp_path), 4, "small")]
+    assert json.loads(capsys.readouterr().out) == {"n": 3}
