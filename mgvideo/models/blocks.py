@@ -276,6 +276,8 @@ def resnet_transform_factory(name: str, stride_1x1: bool, dilation: int):
 
 def init_weights(model: nn.Module, fc_init_std: float = 0.01, zero_init_final_bn: bool = True) -> None:
     """The reference's init: MSRA-fill convs, unit BNs (zero for marked final BNs), N(0, std) FCs."""
+    if any(p.is_meta for p in model.parameters()):
+        return  # meta tensors hold no values (and meta normal_ costs a slow one-off import)
     for m in model.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
