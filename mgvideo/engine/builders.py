@@ -129,7 +129,7 @@ def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset
 def ensure_synthetic_data(cfg: Config) -> None:
     """For `data.dataset: synthetic`, generate the videos into `data.root` if they are not there yet."""
     d = cfg.data
-    if d.dataset != "synthetic" or (Path(d.root) / d.train_list).exists():
+    if d.dataset != "synthetic" or (Path(d.root) / "meta.json").exists():  # meta.json is written last
         return
     from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from mgvideo.data.loader import Batch, to_device
+from mgvideo.config import Config, override
+from mgvideo.data.loader import Batch, build_loader, to_device
+from mgvideo.engine import distributed as D
 from mgvideo.engine.distributed import DistInfo
 from mgvideo.engine.metrics import (
     ViewEnsemble,
@@ -19,6 +25,7 @@ from mgvideo.engine.metrics import (
     topk_correct,
 )
 from mgvideo.multigrid.batchnorm import update_bn_stats
+from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 
 
 @dataclass
@@ -122,3 +129,49 @@ def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool
          metric: round(100.0 * float(values[c]), 3), "support": int(support[c])}
         for c in range(num_classes)
     ]
+
+
+def test_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Path,
+                    views: int | None = None) -> dict[str, Any]:
+    """Multi-view test of saved weights (`model_final.pt` or a full checkpoint): `views` clips × crops
+    per video; writes `test_summary.json` and `per_class.csv` into `out_dir` and returns the summary."""
+    from mgvideo.engine import builders, checkpoint  # builders pulls in the data and model stacks
+
+    if views is not None:
+        cfg = override(cfg, **{"test.clips": views})
+    device = builders.select_device(cfg.train.device)
+    info = D.init(device)
+    device = D.local_device(device, info)
+    weights = checkpoint.model_state(weights_path)  # read first: a bad file fails before any decoding
+    net = builders.build_network(cfg, cfg.data.num_classes)
+    checkpoint.load_model_weights(net, weights, str(weights_path))
+    net.to(device)
+    shape = builders.eval_shape(cfg, cfg.test.batch_size)
+    dataset = builders.build_dataset(cfg, "test", shape)
+    sampler = FixedShapeBatchSampler(shape, len(dataset), cfg.test.batch_size, rank=info.rank,
+                                     world_size=info.world_size)
+    loader = build_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.train.seed)
+    ensemble = cfg.test.ensemble if cfg.test.ensemble != "auto" else ("max" if cfg.multi_label else "sum")
+    inputs = Inputs(device, cfg.data.mean, cfg.data.std)
+    summary, scores, labels = test_views(net, loader, inputs, info, dataset.num_videos, cfg.data.num_classes,
+                                         ensemble, cfg.multi_label)
+    summary.update({"clips": cfg.test.clips, "crops": cfg.test.crops, "ensemble": ensemble,
+                    "test_size": cfg.test.crop_size or cfg.data.crop, "weights": str(weights_path)})
+    if info.is_main:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "test_summary.json").write_text(json.dumps(summary, indent=2))
+        names = _class_names(cfg)
+        rows = per_class_rows(scores, labels, cfg.multi_label, names)
+        with open(out / "per_class.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    D.shutdown(info)
+    return summary
+
+
+def _class_names(cfg: Config) -> list[str]:
+    """Class names from `classes.txt` in the data root when present (the synthetic set writes one)."""
+    path = Path(cfg.data.root) / "classes.txt"
+    return path.read_text().split("\n") if path.exists() else []

@@ -87,7 +87,6 @@ class Run:
     clock: Stopwatch
     log: RunLog
     last_save: float = 0.0
-    last_tick: float = 0.0  # perf_counter of the previous iteration's end (throughput)
     crash_at: int = -1
 
 
@@ -156,6 +155,7 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     """Write the full resumable state to `checkpoints/<name>` (rank 0 only; others wait)."""
     path = run.out_dir / "checkpoints" / name
     run.state.elapsed = run.clock()
+    run.state.records = run.log.records
     run.log.flush()
     if run.info.is_main:
         checkpoint.save(

@@ -69,7 +69,7 @@ def train_epoch(run: Run, epoch: int) -> None:
         state.iteration, state.step = state.iteration + 1, state.step + 1
         state.samples += len(batch) * run.info.world_size
         state.skipped += skipped
-        log_iteration(run, batch, epoch + state.iteration / iterations, loss, lr, started - waited)
+        log_iteration(run, batch, epoch + state.iteration / iterations, loss, lr, waited, started)
         if run.cfg.train.eval_period_samples and state.samples >= state.next_eval:
             evaluate(run, epoch)
             while state.next_eval <= state.samples:
@@ -149,18 +149,20 @@ def checkpoint_due(run: Run) -> bool:
     return D.broadcast_flag(late, run.device, run.info)
 
 
-def log_iteration(run: Run, batch: Batch, epoch: float, loss: float, lr: float, data_wait: float) -> None:
-    """One metrics record and a progress-bar tick."""
-    now = time.perf_counter()
-    seconds = max(now - run.last_tick, 1e-9) if run.last_tick else float("nan")
-    run.last_tick = now
+def log_iteration(run: Run, batch: Batch, epoch: float, loss: float, lr: float, waited: float,
+                  started: float) -> None:
+    """One metrics record and a progress-bar tick; `waited` is when the loop began waiting for this
+    batch and `started` when it arrived."""
+    seconds = max(time.perf_counter() - waited, 1e-9)
+    data_wait = started - waited
     clips = len(batch) * run.info.world_size
     _, _, frames, crop, _ = batch.clips.shape
     stage = run.sampler.stage.index
     run.log.write({
         "kind": "train", "step": run.state.step, "epoch": round(epoch, 5), "stage": stage,
         "frames": frames, "crop": crop, "batch": clips, "loss": loss, "lr": lr,
-        "clips_per_s": clips / seconds, "data_wait": min(data_wait / seconds, 1.0), "time": run.clock(),
+        "clips_per_s": round(clips / seconds, 2), "data_wait": round(data_wait / seconds, 4),
+        "time": round(run.clock(), 3),
     })
     run.log.progress(stage, f"{frames}x{crop}", clips / seconds)
 

@@ -1,0 +1,34 @@
+"""`mgvideo test CONFIG CHECKPOINT [--views K] [--out DIR]`: multi-view testing of trained weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mgvideo.config import load_config, resolve_recipe
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "test", help="multi-view test: K clips x 3 crops per video, top-1/top-5 (or mAP)",
+        description="Ensembles K temporal clips x test.crops spatial crops per video (sum of softmax "
+                    "scores; max for Charades) and writes test_summary.json and per_class.csv.")
+    parser.add_argument("config", help="the run's YAML (e.g. RUN/config.yaml) or a recipe name")
+    parser.add_argument("checkpoint", type=Path, help="model_final.pt or a checkpoint such as last.pt")
+    parser.add_argument("--views", type=int, default=None, help="temporal clips per video (test.clips)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: the checkpoint's run directory / test)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgvideo.engine.evaluate import test_checkpoint  # torch-heavy: only imported when testing
+
+    cfg = load_config(resolve_recipe(args.config), args.overrides)
+    run_dir = args.checkpoint.parent.parent if args.checkpoint.parent.name == "checkpoints" else \
+        args.checkpoint.parent
+    summary = test_checkpoint(cfg, args.checkpoint, args.out or run_dir / "test", args.views)
+    print(json.dumps(summary, indent=2))
+    return 0
