@@ -240,7 +240,7 @@ def from_pyslowfast(
                 f"{path}: Caffe2 checkpoints carry no config; pass cfg= (the PySlowFast YAML)"
             )
         config = read_config(cfg)
-        raw, unknown = None, []
+        raw = None
     else:
         raw = _load_pyth(path)
         if cfg is None and not raw.get("cfg"):
@@ -253,6 +253,7 @@ def from_pyslowfast(
         config["MODEL"]["NUM_CLASSES"] = num_classes
         ignore = ("head.projection.",)
     model = model_from_config(config, str(path))
+    unknown: list[str] = []
     if raw is None:
         state, unknown = caffe2_state_dict(path, model.state_dict())
     else:
