@@ -97,14 +97,31 @@ def test_decoder_resize_sets_the_short_side(tmp_path):
     assert scaled_size(32, 48, 16) == (16, 24) and scaled_size(48, 32, 20) == (30, 20)
 
 
-def test_decodes_only_the_window(tmp_path, monkeypatch):
+class CountingContainer:
+    """Wraps a PyAV container and counts the frames its decoder produces."""
+
+    def __init__(self, container):
+        self.container, self.decoded = container, 0
+
+    def decode(self, *args):
+        for frame in self.container.decode(*args):
+            self.decoded += 1
+            yield frame
+
+    def __getattr__(self, name):
+        return getattr(self.container, name)
+
+
+def test_decodes_only_the_window_and_converts_only_the_picked_frames(tmp_path, monkeypatch):
     path = write_video(tmp_path / "long.mkv", codec="mjpeg", pix_fmt="yuvj420p", frames=200, fps=25)
     converted = []
     original = PyAVReader._to_rgb
     monkeypatch.setattr(PyAVReader, "_to_rgb", lambda self, f, s: converted.append(1) or original(self, f, s))
     with PyAVReader(str(path)) as reader:
+        reader._container = counting = CountingContainer(reader._container)
         assert frames_of(reader.read([150, 152, 154, 156])) == [level_index(i) for i in (150, 152, 154, 156)]
-    assert len(converted) <= 10  # seeks near frame 150 and stops after 156, never decodes all 200
+    assert counting.decoded <= 12  # seeks near frame 150 and stops after 156, never decodes all 200
+    assert len(converted) == 4
 
 
 def level_index(i: int) -> int:

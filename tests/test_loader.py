@@ -104,3 +104,18 @@ def test_a_multigrid_epoch_through_the_loader(ds):
         got = [batch for batch in loader]
         assert [tuple(b.clips.shape) for b in got] == [(n, 3, s.frames, s.crop, s.crop) for n, s in wanted]
         assert sorted(i for b in got for i in b.indices.tolist()) == list(range(len(ds)))
+
+
+def test_bench_helpers_cover_every_distinct_shape_and_time_a_loader(ds):
+    from mgvideo.bench.data import distinct_shapes, loader_rate
+    from mgvideo.multigrid import MultigridConfig, MultigridSchedule
+
+    schedule = MultigridSchedule(MultigridConfig(frames=16, crop=64, sampling_rate=2))
+    shapes = distinct_shapes(schedule, 2)
+    every = {(s.frames, s.crop) for st in schedule.stages for _, s in schedule.shapes(st, 2)}
+    assert {(s.frames, s.crop) for _, s in shapes} == every and len(shapes) == len(every)
+    costs = [s.frames * s.crop**2 for _, s in shapes]
+    assert costs == sorted(costs) and shapes[0][0] == 32 and shapes[-1][0] == 2
+    small = ClipShape(frames=2, crop=8, min_rate=1, max_rate=2, base_crop=16, stage_batch=2, stage=0, slot=0)
+    ann = read_kinetics(ds.records[0].path.rsplit("/", 1)[0] + "/train.txt")
+    assert loader_rate(ann, small, batch=2, workers=0, resize=True, clips=4) > 0

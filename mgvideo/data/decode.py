@@ -9,7 +9,6 @@ duration or rate are handled by estimating, and by clamping to the frames that r
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -109,46 +108,51 @@ class PyAVReader:
         return max(1, count)
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
-        """Decode the frames at `indices` (any order, repeats allowed), clamped to the video."""
+        """Decode the frames at `indices` (any order, repeats allowed), clamped to the video. Index i shows
+        the last frame that starts at or before time (i + 0.5) / fps, so variable frame rates work."""
         import av
 
         idx = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1)
         if idx.size == 0:
             raise VideoDecodeError(f"{self.path}: no frame indices requested")
+        targets, where = np.unique((idx + 0.5) / self.fps, return_inverse=True)
         try:
-            times, frames = self._decode_window(idx.min() / self.fps, idx.max() / self.fps, short_side)
-            if not frames:  # the window is past the real end: fall back to the real last frames
-                times, frames = self._decode_window(0.0, math.inf, short_side)
-            if frames and times[-1] * self.fps < idx.max() - 0.5:  # the stream ended early: learn its length
-                self.num_frames = int(round(times[-1] * self.fps)) + 1
+            picked, last, ended = self._decode_targets(targets, short_side, seek=True)
+            if picked is None:  # nothing from the seek point on: the window is past the real end
+                picked, last, ended = self._decode_targets(targets, short_side, seek=False)
         except av.error.FFmpegError as err:
             raise VideoDecodeError(f"{self.path}: decoding failed ({err})") from err
-        if not frames:
+        if picked is None:
             raise VideoDecodeError(f"{self.path}: no decodable frames")
-        # For each wanted time, the last frame that starts at or before it (half a frame of tolerance).
-        wanted = np.clip(idx, 0, self.num_frames - 1) / self.fps + 0.5 / self.fps
-        pick = np.clip(np.searchsorted(np.asarray(times), wanted, side="right") - 1, 0, len(frames) - 1)
-        return np.stack([frames[i] for i in pick])
+        if ended and last * self.fps < idx.max() - 0.5:  # the stream ended early: learn its real length
+            self.num_frames = int(round(last * self.fps)) + 1
+        return np.stack([picked[k] for k in where.reshape(-1)])
 
-    def _decode_window(self, t0: float, t1: float, short_side: int | None):
-        """Seek to the keyframe before t0 and decode until past t1; returns (times, rgb arrays)."""
+    def _decode_targets(self, targets: np.ndarray, short_side: int | None, seek: bool):
+        """Seek to the keyframe before the first target and decode until past the last; only the frames
+        picked are converted to RGB. Returns (one array per target, last frame time, reached the end)."""
         stream, tb = self._stream, self._stream.time_base
-        if t0 > 0 and tb:
-            self._container.seek(int((t0 + self._start) / tb), stream=stream, backward=True, any_frame=False)
+        start = targets[0] - 1.0 / self.fps
+        if seek and start > 0 and tb:
+            self._container.seek(int((start + self._start) / tb), stream=stream, backward=True)
         else:
             self._container.seek(0)
-        times: list[float] = []
-        frames: list[np.ndarray] = []
+        picked: list[np.ndarray] = [None] * len(targets)
+        prev, prev_rgb, last, j = None, None, 0.0, 0
         for n, frame in enumerate(self._container.decode(stream)):
             t = (float(frame.pts * tb) - self._start) if frame.pts is not None else n / self.fps
-            if t + 0.5 / self.fps < t0 and times:
-                frames.pop(), times.pop()  # keep only the latest frame before the window
-            times.append(t)
-            frames.append(self._to_rgb(frame, short_side))
-            if t > t1:
-                break
-        order = np.argsort(times, kind="stable")  # B-frames may come out of display order
-        return [times[i] for i in order], [frames[i] for i in order]
+            while j < len(targets) and targets[j] < t:  # this frame starts after target j: prev is its pick
+                if prev_rgb is None:
+                    prev_rgb = self._to_rgb(prev if prev is not None else frame, short_side)
+                picked[j], j = prev_rgb, j + 1
+            if j == len(targets):
+                return picked, t, False
+            prev, prev_rgb, last = frame, None, t
+        if prev is None:
+            return None, 0.0, True
+        rgb = self._to_rgb(prev, short_side)
+        picked[j:] = [rgb] * (len(targets) - j)
+        return picked, last, True
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
