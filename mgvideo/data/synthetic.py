@@ -49,7 +49,7 @@ class SizeSpec:
 
 
 SIZES = {
-    "small": SizeSpec(2, 1, 20, 10, 6, 4),
+    "small": SizeSpec(2, 1, 10, 5, 3, 2),
     "default": SizeSpec(120, 25, 40, 20, 16, 8),
 }
 _SPLIT_CODES = {"train": 0, "val": 1, "ssv2_train": 2, "ssv2_val": 3, "charades_train": 4, "charades_val": 5}
