@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 row[f"{'dec' if resize else 'post'}_w{w}"] = loader_rate(annotations, shape, size, w, resize,
                                                                          args.clips)
         best = max(row[f"dec_w{w}"] for w in workers)
-        row["resize_speedup"] = row[f"dec_w{workers[0]}"] / row[f"post_w{workers[0]}"]
+        row["resize_speedup"] = float(np.mean([row[f"dec_w{w}"] / row[f"post_w{w}"] for w in workers]))
         row["bottleneck"] = "data" if best < row["model"] else "model"
         rows.append(row)
         if not args.json:
@@ -132,7 +132,7 @@ def _print_row(row: dict, workers: list[int], header: bool) -> None:
         print("loader clips/s (dec_wN: resized in the decoder, N workers; post_wN: decoded at full size, "
               "then resized)")
         print(f"{'T':>3} {'crop':>4} {'rate':>5} {'batch':>5} " + " ".join(f"{c:>9}" for c in cols)
-              + f" {'resize x':>8} {'model':>8} bottleneck")
+              + f" {'resize x':>8} {'model':>8} bottleneck   (resize x: dec/post, mean over worker counts)")
     print(f"{row['T']:>3} {row['crop']:>4} {row['rate']:>5} {row['batch']:>5} "
           + " ".join(f"{row[c]:>9.1f}" for c in cols)
           + f" {row['resize_speedup']:>8.2f} {row['model']:>8.1f} {'<- ' + row['bottleneck']}", flush=True)
