@@ -34,8 +34,9 @@ def expand_temporal_kernels(basis: Sequence[int], num_blocks: int, num_temporal:
 
     PySlowFast's RESNET.NUM_BLOCK_TEMP_KERNEL rule: basis [3, 1] over 4 blocks gives [3, 1, 3, 1].
     """
+    num_temporal = min(num_temporal, num_blocks)  # the reference asserts this; shallow nets clamp instead
     kernels = (list(basis) * num_blocks)[:num_temporal]
-    return kernels + [1] * (num_blocks - len(kernels))
+    return kernels + [1] * (num_blocks - num_temporal)
 
 
 class BasicStem(nn.Module):

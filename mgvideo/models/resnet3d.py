@@ -59,7 +59,8 @@ class ResNet3D(nn.Module):
     """C2D / I3D / Slow ResNet (`arch`), any depth, width, groups, strides, dilations and non-local layout.
 
     `forward` takes a clip `(B, 3, T, H, W)` or a one-element list; it returns logits in train mode and
-    the head activation averaged over positions in eval mode. `stage_depths` overrides `depth` (tiny models).
+    the head activation averaged over positions in eval mode. `stage_depths` overrides `depth` and
+    `temporal_kernels` (bases for stem, res2..res5) the arch's temporal kernels, for tiny models.
     Per-stage arguments (`nonlocal_location`, `spatial_strides`, ...) have one entry per stage res2..res5.
     """
 
@@ -73,6 +74,7 @@ class ResNet3D(nn.Module):
         stride_1x1: bool = False,
         trans_func: str = "bottleneck",
         stage_depths: Sequence[int] | None = None,
+        temporal_kernels: Sequence[Sequence[int]] | None = None,
         num_block_temp_kernel: Sequence[int] = (3, 4, 6, 3),
         spatial_strides: Sequence[int] = (1, 2, 2, 2),
         spatial_dilations: Sequence[int] = (1, 1, 1, 1),
@@ -91,7 +93,7 @@ class ResNet3D(nn.Module):
         if arch not in RESNET_ARCHS:
             raise ValueError(f"arch must be one of {RESNET_ARCHS}, got {arch!r}")
         depths = tuple(stage_depths) if stage_depths is not None else stage_depths_for(depth)
-        kernels = TEMPORAL_KERNELS[arch]
+        kernels = [[list(k)] for k in temporal_kernels] if temporal_kernels else TEMPORAL_KERNELS[arch]
         w, inner = width_per_group, num_groups * width_per_group
         t0 = kernels[0][0][0]
         self.s1 = VideoStem([BasicStem(in_channels, w, (t0, 7, 7), (1, 2, 2), (t0 // 2, 3, 3))])

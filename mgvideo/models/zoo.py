@@ -85,8 +85,16 @@ PRESETS: dict[str, Preset] = {
     "x3d_s": _x3d("s", 13, 160, 6),
     "x3d_m": _x3d("m", 16, 224, 5),
     "x3d_l": _x3d("l", 16, 312, 5),
-    # CPU models: I3D temporal kernels (5 in the stem, 3 in res2-res4), no temporal pooling: T=4 works.
-    "r3d_tiny": Preset("resnet", 16, 64, 2, {"arch": "i3d_nopool", **_TINY}, "ours"),
+    # CPU models. r3d_tiny: temporal kernels 3 in every stage (a 1x7x7 stem, the cost of a 5x7x7 one would
+    # dominate), no temporal pooling, so T=4 works.
+    "r3d_tiny": Preset(
+        "resnet",
+        16,
+        64,
+        2,
+        {"arch": "i3d_nopool", "temporal_kernels": ((1,), (3,), (3,), (3,), (3,)), **_TINY},
+        "ours",
+    ),
     "slowfast_tiny": Preset(
         "slowfast", 16, 64, 2, {"alpha": 4, "beta_inv": 4, "fusion_kernel": 5, **_TINY}, "ours"
     ),
