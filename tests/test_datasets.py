@@ -175,7 +175,7 @@ def test_an_error_in_the_middle_of_decoding_is_skipped(videos, monkeypatch):
 
 def test_charades_label_is_the_union_over_the_sampled_span(tmp_path):
     video = write_video(tmp_path / "c.mp4", frames=22)
-    frames = [write_image(tmp_path / f"f{i}.jpg", level(i)) for i in range(22)]
+    frames = [write_image(tmp_path / f"F-{i + 1:06d}.jpg", level(i)) for i in range(22)]  # FFmpeg's image2
     labels = [0 if i < 10 else 1 for i in range(22)]
     rows = ["original_vido_id video_id frame_id path labels"]
     rows += [f'V 0 {i} {video.name} "{labels[i]}"' for i in range(22)]

@@ -3,7 +3,7 @@
 import av
 import numpy as np
 import pytest
-from videos import PAIRS, frame_of, write_broken, write_pair, write_video
+from videos import PAIRS, frame_of, write_broken, write_image, write_pair, write_video
 
 from mgvideo.data import decode
 from mgvideo.data.decode import PyAVReader, open_video, scaled_size, select_backend
@@ -134,6 +134,13 @@ def test_broken_files_raise_video_decode_error_naming_the_file(tmp_path, kind):
     with pytest.raises(VideoDecodeError, match=files[kind].name):
         with open_video(str(files[kind])) as reader:
             reader.read([0, 1, 2])
+
+
+def test_image_files_read_repeatedly(tmp_path):
+    # a numbered name makes FFmpeg pick its image2 demuxer, which cannot seek back to the start
+    with PyAVReader(str(write_image(tmp_path / "V-000001.jpg", 70))) as reader:
+        assert reader.num_frames == 1
+        assert frames_of(reader.read([0])) == [6] and frames_of(reader.read([0, 0], short_side=16)) == [6, 6]
 
 
 def test_backend_selection_falls_back_cleanly():

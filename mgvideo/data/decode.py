@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import av
 import numpy as np
 
 from mgvideo.errors import ConfigError, VideoDecodeError
@@ -61,10 +62,16 @@ class PyAVReader:
     """
 
     def __init__(self, path: str) -> None:
-        import av
-
         self.path = str(path)
         _check_file(self.path)
+        self._open()
+        self.height, self.width = self._stream.height, self._stream.width
+        self.fps = self._guess_fps()
+        self.duration, self.num_frames = self._guess_length()
+        self._start = float(self._stream.start_time * self._stream.time_base) if (
+            self._stream.start_time is not None) else 0.0
+
+    def _open(self) -> None:
         try:
             self._container = av.open(self.path)
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
@@ -74,11 +81,14 @@ class PyAVReader:
             raise VideoDecodeError(f"{self.path}: no video stream")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        self.height, self.width = self._stream.height, self._stream.width
-        self.fps = self._guess_fps()
-        self.duration, self.num_frames = self._guess_length()
-        self._start = float(self._stream.start_time * self._stream.time_base) if (
-            self._stream.start_time is not None) else 0.0
+        self._fresh = True  # nothing read yet: decoding can start without a seek
+
+    def _rewind(self) -> None:
+        """Back to the start; reopening is the one way that works for every demuxer (image2 cannot
+        seek to 0), and costs about as much as a seek."""
+        if not self._fresh:
+            self._container.close()
+            self._open()
 
     def _guess_fps(self) -> float:
         for rate in (self._stream.average_rate, self._stream.guessed_rate, self._stream.base_rate):
@@ -103,15 +113,14 @@ class PyAVReader:
 
     def _count_packets(self) -> int:
         """The frame count by demuxing (no decoding); only for files that state neither count nor length."""
+        self._fresh = False
         count = sum(1 for p in self._container.demux(self._stream) if p.size > 0)
-        self._container.seek(0)
+        self._rewind()
         return max(1, count)
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         """Decode the frames at `indices` (any order, repeats allowed), clamped to the video. Index i shows
         the last frame that starts at or before time (i + 0.5) / fps, so variable frame rates work."""
-        import av
-
         idx = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1)
         if idx.size == 0:
             raise VideoDecodeError(f"{self.path}: no frame indices requested")
@@ -136,7 +145,9 @@ class PyAVReader:
         if seek and start > 0 and tb:
             self._container.seek(int((start + self._start) / tb), stream=stream, backward=True)
         else:
-            self._container.seek(0)
+            self._rewind()
+            stream, tb = self._stream, self._stream.time_base
+        self._fresh = False
         picked: list[np.ndarray] = [None] * len(targets)
         prev, prev_rgb, last, j = None, None, 0.0, 0
         for n, frame in enumerate(self._container.decode(stream)):
