@@ -1,0 +1,70 @@
+"""`mgvideo models` and `mgvideo profile` through the real command line."""
+
+import json
+
+import pytest
+
+from mgvideo.cli import main
+from mgvideo.models import PRESETS
+from mgvideo.models.flops import preset_costs
+
+
+def test_models_json_lists_every_preset_with_its_costs(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(PRESETS)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name["slowfast_r50_8x8"]) == {"name", "params", "gflops", "frames", "crop"}
+    assert by_name["slowfast_r50_8x8"]["params"] == 34_566_488  # PyTorchVideo zoo: 34.57 M
+    assert by_name["x3d_m"]["frames"] == 16 and by_name["x3d_m"]["crop"] == 224
+    assert by_name["slowfast_tiny"] == preset_costs("slowfast_tiny")
+    # Cost grows with the clip: SlowFast 16x8 sees twice the frames of 8x8 with the same network.
+    assert by_name["slowfast_r50_16x8"]["gflops"] == pytest.approx(
+        2 * by_name["slowfast_r50_8x8"]["gflops"], 0.01
+    )
+
+
+def test_profile_covers_every_multigrid_shape(capsys):
+    assert main(["profile", "r3d_tiny", "--iters", "1", "--batch-size", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    shapes = [(r["batch"], r["frames"], r["crop"]) for r in rows]
+    assert (
+        len(shapes) == len(set(shapes)) == 8
+    )  # K400 default factors: 3 short-cycle shapes x 4 stages, distinct
+    assert shapes[-1] == (1, 16, 64) and rows[-1]["time_ratio"] == 1.0
+    assert (16, 4, 32) in shapes  # stage 0, first short-cycle slot: 8x long cycle x 2x short cycle
+    for r in rows:
+        assert r["sec_per_iter"] > 0 and r["clips_per_sec"] == pytest.approx(r["batch"] / r["sec_per_iter"])
+        assert r["peak_mb"] > 0
+
+
+def test_profile_channels_last_prints_a_table(capsys, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "data: {frames: 4, crop: 32, sampling_rate: 2}\nmultigrid: {long_cycle: false}\n"
+        "model: {name: slowfast_tiny}\n"
+    )
+    assert (
+        main(
+            [
+                "profile",
+                "slowfast_tiny",
+                "--config",
+                str(config),
+                "--iters",
+                "1",
+                "--batch-size",
+                "2",
+                "--channels-last",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "channels_last_3d" in out and "clips/s" in out
+    assert len([line for line in out.splitlines() if line.strip().startswith(("2 ", "4 ", "8 "))]) == 3
+
+
+def test_profile_rejects_unknown_model(capsys):
+    assert main(["profile", "resnet9000"]) == 2
+    assert "resnet9000" in capsys.readouterr().err
