@@ -77,36 +77,42 @@ def model_rate(model: torch.nn.Module, shape: ClipShape, batch: int, iters: int 
     return batch * iters / (time.perf_counter() - start)
 
 
-def _setup(args: argparse.Namespace) -> tuple[MultigridSchedule, Annotations, str, int]:
-    """Schedule, training annotations, model name and base batch, from --config or the flags."""
+def _setup(args: argparse.Namespace, scratch: str) -> tuple[MultigridSchedule, Annotations, dict, int]:
+    """Schedule, training annotations, model (name and options) and base batch, from --config or flags."""
     if args.config:  # the trainer's YAML: the same builders the trainer uses
         from mgvideo.config import load_config
         from mgvideo.engine import builders
 
         cfg = load_config(args.config)
         builders.ensure_synthetic_data(cfg)
-        return (builders.build_schedule(cfg), builders.read_split(cfg, cfg.data.train_list), cfg.model.name,
-                cfg.solver.batch_size)
+        model = {"name": cfg.model.name, **cfg.model.options}
+        return builders.build_schedule(cfg), builders.read_split(cfg, cfg.data.train_list), model, \
+            cfg.solver.batch_size
     schedule = MultigridSchedule(MultigridConfig(frames=args.frames, crop=args.crop, sampling_rate=args.rate))
-    root = Path(args.data) if args.data else _small_synthetic()
-    return schedule, read_kinetics(root / "train.csv", classes=root / "classes.txt"), args.model, args.batch
+    root = Path(args.data) if args.data else _small_synthetic(scratch)
+    annotations = read_kinetics(root / "train.csv", classes=root / "classes.txt")
+    return schedule, annotations, {"name": args.model}, args.batch
 
 
-def _small_synthetic() -> Path:
+def _small_synthetic(scratch: str) -> Path:
     from mgvideo.data import synthetic
 
-    root = Path(tempfile.mkdtemp(prefix="mgvideo-bench-data-"))
-    synthetic.generate(str(root), seed=0, size="small")
-    return root
+    synthetic.generate(scratch, seed=0, size="small")
+    return Path(scratch)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure and print one row per shape."""
+    """Measure and print one row per shape (a generated dataset is deleted afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="mgvideo-bench-data-") as scratch:
+        return _measure(args, scratch)
+
+
+def _measure(args: argparse.Namespace, scratch: str) -> int:
     from mgvideo.models import build_model
 
-    schedule, annotations, model_name, batch = _setup(args)
+    schedule, annotations, model_args, batch = _setup(args, scratch)
     workers = [int(w) for w in args.workers.split(",")]
-    model = build_model(model_name, annotations.num_classes)
+    model = build_model(model_args.pop("name"), annotations.num_classes, **model_args)
     rows = []
     for size, shape in distinct_shapes(schedule, batch):
         row = {"T": shape.frames, "crop": shape.crop, "rate": f"{shape.min_rate}-{shape.max_rate}",
