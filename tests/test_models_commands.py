@@ -68,3 +68,11 @@ def test_profile_channels_last_prints_a_table(capsys, tmp_path):
 def test_profile_rejects_unknown_model(capsys):
     assert main(["profile", "resnet9000"]) == 2
     assert "resnet9000" in capsys.readouterr().err
+
+
+def test_profile_reports_a_shape_the_model_cannot_train_on(capsys, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data: {frames: 4, crop: 32}\nmultigrid: {long_cycle: false}\n")
+    # Batch 1 at crop 32: res5 is 1x1x1, and training-mode BN cannot normalise a single value.
+    assert main(["profile", "slowfast_tiny", "--config", str(config), "--iters", "1"]) == 2
+    assert "fails at batch 1, T=4, S=32" in capsys.readouterr().err

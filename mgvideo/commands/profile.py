@@ -130,10 +130,12 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.num_classes).to(device).train()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    rows = [
-        time_shape(model, b, t, s, args.iters, device, args.channels_last)
-        for b, t, s in schedule_shapes(args.model, args.config, args.batch_size)
-    ]
+    rows = []
+    for b, t, s in schedule_shapes(args.model, args.config, args.batch_size):
+        try:
+            rows.append(time_shape(model, b, t, s, args.iters, device, args.channels_last))
+        except ValueError as err:  # e.g. BN over a single value: batch 1 at a clip the net pools to 1x1x1
+            raise ConfigError(f"profile: {args.model} fails at batch {b}, T={t}, S={s}: {err}") from err
     base = rows[-1]["sec_per_iter"]
     for row in rows:
         row["time_ratio"] = row["sec_per_iter"] / base

@@ -125,5 +125,5 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     kwargs = {**preset.kwargs, **overrides}
     try:
         return FAMILIES[preset.family](num_classes=num_classes, **kwargs)
-    except (ValueError, KeyError, IndexError) as err:
+    except (ValueError, KeyError, IndexError, TypeError) as err:
         raise ConfigError(f"model {name} with overrides {overrides}: {err}") from err
