@@ -8,6 +8,7 @@ clips/s and peak memory. Figures depend on the machine and on its load.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import time
 from pathlib import Path
@@ -63,6 +64,10 @@ def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    try:  # glibc keeps freed heap mapped; hand it back so the previous shape's peak does not linger
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
