@@ -7,6 +7,8 @@ to the PySlowFast module names our models use (`s3.pathway0_res1.branch2.a.weigh
 
 from __future__ import annotations
 
+import _codecs
+import collections
 import pickle
 import re
 from pathlib import Path
@@ -94,11 +96,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
+    """The only callables a checkpoint pickle may name: numpy array and scalar reconstruction, containers."""
     multiarray = getattr(np, "_core", None)
     multiarray = multiarray.multiarray if multiarray is not None else np.core.multiarray
-    import _codecs
-    import collections
-
     table = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -133,7 +133,7 @@ def caffe2_state_dict(path: str | Path, model_state: dict[str, torch.Tensor]) ->
         if _SKIPPED.search(blob_name):
             continue
         key = caffe2_to_pyslowfast_name(blob_name)
-        if key is None or not isinstance(blob, np.ndarray):
+        if key is None or not isinstance(blob, np.ndarray) or blob.dtype.hasobject:
             unknown.append(blob_name)
             continue
         tensor = torch.from_numpy(np.ascontiguousarray(blob)).clone()
