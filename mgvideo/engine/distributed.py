@@ -41,8 +41,25 @@ def init(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend, init_method="env://", timeout=timedelta(minutes=10))
+        dist.init_process_group(backend, store=_attempt_store(rank, world_size), rank=rank,
+                                world_size=world_size, timeout=_TIMEOUT)
     return DistInfo(rank, world_size, local_rank)
+
+
+_TIMEOUT = timedelta(minutes=10)
+
+
+def _attempt_store(rank: int, world_size: int) -> dist.Store:
+    """torchrun's key-value store (env:// variables), namespaced by restart attempt.
+
+    After `--max-restarts` relaunches the workers, the store still holds the dead attempt's addresses;
+    a fresh prefix per attempt keeps the new process group from dialling them.
+    """
+    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=rank == 0 and not agent_hosts_store, timeout=_TIMEOUT)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"mgvideo/attempt{attempt}", store)
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import os
 import signal
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
-# Test hook: SIGKILL this process once it has finished this many iterations (any rank, any moment).
+# Test hooks: SIGKILL this process once it has finished this many iterations; under torchrun only on
+# the rank named by CRASH_RANK_ENV (if set) and only in the first attempt, so that a restart can finish.
 CRASH_AT_STEP_ENV = "MGVIDEO_TEST_CRASH_AT_ITER"
+CRASH_RANK_ENV = "MGVIDEO_TEST_CRASH_RANK"
 
 
 @dataclass
@@ -175,7 +178,9 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
 
 def crash_hook(run: Run) -> None:
     """For resume tests: die abruptly (SIGKILL) at the configured step."""
-    if run.state.step == run.crash_at:
+    if run.state.step != run.crash_at or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    if os.environ.get(CRASH_RANK_ENV, str(run.info.rank)) == str(run.info.rank):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -199,8 +204,10 @@ def _wrap(net: nn.Module, info: D.DistInfo, device: torch.device) -> nn.Module:
     if not info.enabled:
         return net
     ids = [device.index] if device.type == "cuda" else None
+    # channels_last 1x1x1 kernels have ambiguous strides; DDP then copies their grads (harmless, noisy).
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # BN buffers stay per rank during training; precise BN merges them before they are used.
-    return nn.parallel.DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
 
 
 def _epoch_sampler(sampler: MultigridBatchSampler, epoch: int) -> MultigridBatchSampler:

@@ -87,7 +87,8 @@ def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
     stage_batch = run.batch * run.sampler.stage.batch_factor
     set_bn_groups(run.net, bn_groups_for(len(batch), stage_batch, run.cfg.model.bn_base_size,
                                          run.info.world_size))
-    torch.manual_seed(run.cfg.train.seed * 1_000_003 + run.state.step)  # dropout: a function of the step
+    # Dropout draws depend only on (seed, step, rank), so a resumed run makes the same draws.
+    torch.manual_seed((run.cfg.train.seed * 1_000_003 + run.state.step) * 1031 + run.info.rank)
     with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         logits = run.model(x.clips)
     loss = run.loss_fn(logits.float(), x.labels)
