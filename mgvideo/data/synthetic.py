@@ -60,15 +60,38 @@ def clip_seed(seed: int, split: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, _SPLIT_CODES[split], index]).generate_state(1)[0])
 
 
+def to_yuv420p(rgb: np.ndarray, full_range: bool = False) -> np.ndarray:
+    """BT.601 YUV 4:2:0 planes of one uint8 (H, W, 3) frame, stacked as FFmpeg's (3H/2, W) layout.
+
+    Done here rather than by swscale, whose result can depend on the input buffer's memory alignment, which
+    would make the videos differ from run to run."""
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.float32)
+    y = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    cb = x @ np.array([-0.168736, -0.331264, 0.5], np.float32)
+    cr = x @ np.array([0.5, -0.418688, -0.081312], np.float32)
+    if not full_range:  # studio swing: Y in 16..235, chroma in 16..240
+        y, cb, cr = 16 + y * (219 / 255), cb * (224 / 255), cr * (224 / 255)
+    cb, cr = (c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) + 128 for c in (cb, cr))
+    planes = [y.reshape(-1), cb.reshape(-1), cr.reshape(-1)]
+    return np.clip(np.round(np.concatenate(planes)), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
+def _encode_all(container, stream, frames: np.ndarray, pix_fmt: str) -> None:
+    for frame in frames:
+        yuv = to_yuv420p(frame, full_range=pix_fmt == "yuvj420p")
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(yuv, format=pix_fmt)))
+    container.mux(stream.encode())
+
+
 def write_mp4(path: str, frames: np.ndarray, fps: int) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames as h264 (yuv420p) in mp4, single-threaded so bytes are stable."""
+    """Encode uint8 (T, H, W, 3) RGB frames as h264 (yuv420p) in mp4, reproducibly: single-threaded, and
+    without x264's macroblock tree, whose output was seen to depend on the previously encoded video."""
     with av.open(path, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+        stream.options = {"preset": "veryfast", "crf": "25", "threads": "1", "x264-params": "mbtree=0"}
+        _encode_all(container, stream, frames, "yuv420p")
 
 
 def write_jpegs(pattern: str, frames: np.ndarray, fps: int) -> None:
@@ -77,9 +100,7 @@ def write_jpegs(pattern: str, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream("mjpeg", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuvj420p"
         stream.options = {"q:v": "3"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+        _encode_all(container, stream, frames, "yuvj420p")
 
 
 def _single_label_job(job: tuple[str, str, int, int]) -> list[str]:
@@ -94,7 +115,7 @@ def charades_clip(seed: int) -> tuple[np.ndarray, int, list[list[int]]]:
     """A longer clip with one to three actions over sub-intervals: frames, fps and each frame's label ids."""
     rng = np.random.default_rng(seed)
     width, height, fps, length = sample_geometry(rng, (72, 96))
-    scene = new_scene(rng, width, height, length, seed)
+    scene = new_scene(rng, width, height, length)
     labels: list[list[int]] = [[] for _ in range(length)]
     for _ in range(int(rng.integers(1, 3, endpoint=True))):
         label, span = int(rng.integers(len(CLASSES))), int(rng.integers(32, 56, endpoint=True))

@@ -63,7 +63,9 @@ RADIUS = (0.055, 0.075)  # object radius
 DOT_RADIUS = 0.022
 JITTER = 0.018  # stationary std of every object's wander
 SPIN_JITTER = 0.03  # rad per frame random walk of every object's angle
-NOISE = (3.0, 8.0)  # per-pixel luma noise std, grey levels
+NOISE = (2.0, 6.0)  # per-pixel luma noise std, grey levels
+NOISE_SHIFT = 24  # each frame's noise is a randomly shifted window of one noise field (cheap, and any frame
+# can be drawn alone)
 CLUTTER = (10, 22)  # static background blobs per clip
 
 
@@ -88,9 +90,9 @@ class Scene:
     width: int
     height: int
     num_frames: int
-    seed: int
-    noise: float
     background: np.ndarray  # (H, W, 3) float32
+    noise_field: np.ndarray  # (H + NOISE_SHIFT, W + NOISE_SHIFT, 1) float32, scaled
+    noise_shift: np.ndarray  # (num_frames, 2): where each frame's noise window starts in the field
     tracks: list[Track] = field(default_factory=list)
     claimed: set = field(default_factory=set)  # indices of tracks an action already drives
 
@@ -117,13 +119,15 @@ def _wander(rng: np.random.Generator, n: int, std: float, rho: float = 0.92) -> 
     return out
 
 
-def new_scene(rng: np.random.Generator, width: int, height: int, num_frames: int, seed: int) -> Scene:
+def new_scene(rng: np.random.Generator, width: int, height: int, num_frames: int) -> Scene:
     """A scene with background clutter and the idle cast (every object wandering in place)."""
     s = float(min(width, height))
     base = rng.uniform(70, 180) + rng.uniform(-15, 15, size=3)
     bg = np.empty((height, width, 3), np.float32)
     bg[:] = base
-    scene = Scene(width, height, num_frames, seed, float(rng.uniform(*NOISE)), bg)
+    field_shape = (height + NOISE_SHIFT, width + NOISE_SHIFT, 1)
+    noise = rng.standard_normal(field_shape, np.float32) * np.float32(rng.uniform(*NOISE))
+    scene = Scene(width, height, num_frames, bg, noise, rng.integers(0, NOISE_SHIFT, (num_frames, 2)))
     _draw_clutter(rng, scene, base)
     textures = list(rng.permutation(TEXTURES))
     cast = [(shape, tex, rng.uniform(*RADIUS) * s) for shape, tex in zip(SHAPES, textures)]
@@ -141,7 +145,7 @@ def new_scene(rng: np.random.Generator, width: int, height: int, num_frames: int
 
 def _draw_clutter(rng: np.random.Generator, scene: Scene, base: np.ndarray) -> None:
     """Static low-contrast shapes in the background, some of them copies of the cast's shapes."""
-    s = scene.short
+    s, clutter = scene.short, []
     for _ in range(int(rng.integers(*CLUTTER, endpoint=True))):
         shape = str(rng.choice(SHAPES + ("blob", "blob")))
         radius = rng.uniform(0.04, 0.2) * s if shape == "blob" else rng.uniform(*RADIUS) * s
@@ -150,7 +154,11 @@ def _draw_clutter(rng: np.random.Generator, scene: Scene, base: np.ndarray) -> N
         track = Track("disk" if shape == "blob" else shape, str(rng.choice(TEXTURES)), color, radius,
                       one * rng.uniform(0, scene.width), one * rng.uniform(0, scene.height),
                       one * rng.uniform(0, 2 * np.pi))
-        _composite(scene.background, track, 0)
+        clutter.append(track)
+    h, w, pad = scene.height, scene.width, _pad_for(clutter)
+    canvas = np.pad(scene.background, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    _blend(canvas, _placed_sprites(clutter, np.zeros(1, np.int64), h, w, pad), 0)
+    scene.background = np.ascontiguousarray(canvas[pad:pad + h, pad:pad + w])
 
 
 # --------------------------------------------------------------------------------------------- drawing
@@ -184,41 +192,65 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray
     return np.where(a ^ b, 1.0, 0.35)
 
 
-def _composite(img: np.ndarray, track: Track, t: int) -> None:
-    """Alpha-blend one object at frame t into img (H, W, 3) float32, anti-aliased at sub-pixel positions."""
-    h, w = img.shape[:2]
-    x, y, a = float(track.x[t]), float(track.y[t]), float(track.angle[t])
-    if track.wrap:
-        m = track.radius * 2
-        x = (x + m) % (w + 2 * m) - m
-        y = (y + m) % (h + 2 * m) - m
-    half = int(np.ceil(track.radius * 1.2)) + 1
-    x0, y0 = int(np.floor(x)) - half, int(np.floor(y)) - half
-    xs0, ys0, xs1, ys1 = max(x0, 0), max(y0, 0), min(x0 + 2 * half + 1, w), min(y0 + 2 * half + 1, h)
-    if xs0 >= xs1 or ys0 >= ys1:
-        return
-    dx = (np.arange(xs0, xs1) + 0.5 - x)[None, :]
-    dy = (np.arange(ys0, ys1) + 0.5 - y)[:, None]
-    c, s = np.cos(a), np.sin(a)
+def _sprites(track: Track, ts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The object at frames `ts` as size x size patches, anti-aliased at sub-pixel positions: each patch's
+    top-left pixel (N, 2: x, y), alpha (N, size, size, 1) and colour (N, size, size, 3)."""
+    x, y, a = track.x[ts], track.y[ts], track.angle[ts]
+    corner = np.stack([np.floor(x), np.floor(y)], 1).astype(np.int64) - size // 2
+    grid = np.arange(size) + 0.5
+    dx = (corner[:, 0, None] + grid - x[:, None])[:, None, :]
+    dy = (corner[:, 1, None] + grid - y[:, None])[:, :, None]
+    c, s = np.cos(a)[:, None, None], np.sin(a)[:, None, None]
     u, v = c * dx + s * dy, -s * dx + c * dy
-    alpha = np.clip(0.5 - _sdf(track.shape, u, v, track.radius), 0.0, 1.0)[..., None]
-    shade = _texture(track.texture, u, v, track.radius)[..., None]
-    patch = img[ys0:ys1, xs0:xs1]
-    patch += alpha * (track.color * shade - patch)
+    alpha = np.clip(0.5 - _sdf(track.shape, u, v, track.radius), 0.0, 1.0)[..., None].astype(np.float32)
+    shade = _texture(track.texture, u, v, track.radius)[..., None].astype(np.float32)
+    return corner, alpha, track.color * shade
+
+
+def _placed_sprites(tracks: list[Track], ts: np.ndarray, height: int, width: int, pad: int) -> list:
+    """For each track, its patches at frames `ts` placed on a canvas padded by `pad` on every side: the
+    padding takes the parts of objects outside the frame (positions further out are clamped, out of view)."""
+    placed = []
+    for track in tracks:
+        size = 2 * int(np.ceil(track.radius * 1.2)) + 3
+        if track.wrap:  # steady motion leaving the frame comes back on the other side
+            m = 2 * track.radius
+            x, y = (track.x + m) % (width + 2 * m) - m, (track.y + m) % (height + 2 * m) - m
+            track = Track(track.shape, track.texture, track.color, track.radius, x, y, track.angle)
+        corner, alpha, color = _sprites(track, ts, size)
+        x0 = np.clip(corner[:, 0] + pad, 0, width + 2 * pad - size)
+        y0 = np.clip(corner[:, 1] + pad, 0, height + 2 * pad - size)
+        placed.append((size, x0, y0, alpha, color))
+    return placed
+
+
+def _blend(canvas: np.ndarray, placed: list, k: int) -> None:
+    """Alpha-blend the k-th patch of every placed sprite into canvas (H + 2 pad, W + 2 pad, 3)."""
+    for size, x0, y0, alpha, color in placed:
+        patch = canvas[y0[k]:y0[k] + size, x0[k]:x0[k] + size]
+        patch += alpha[k] * (color[k] - patch)
+
+
+def _pad_for(tracks: list[Track]) -> int:
+    return int(np.ceil(max(t.radius for t in tracks) * 1.2)) + 3
 
 
 def render_frames(scene: Scene, indices: list[int] | np.ndarray | range) -> np.ndarray:
-    """Frames `indices` of the scene as uint8 (N, H, W, 3). Each frame's noise is seeded by (seed, index), so
-    drawing a subset gives the same pixels as drawing them all."""
-    out = np.empty((len(indices), scene.height, scene.width, 3), np.uint8)
-    for k, t in enumerate(indices):
-        img = scene.background.copy()
-        for track in scene.tracks:
-            _composite(img, track, int(t))
-        noise = np.random.default_rng([scene.seed, int(t)]).standard_normal(img.shape[:2], np.float32)
-        img += (noise * scene.noise)[..., None]
-        np.clip(img, 0, 255, out=img)
-        out[k] = img
+    """Frames `indices` of the scene as uint8 (N, H, W, 3); drawing a subset gives the same pixels as drawing
+    them all."""
+    ts = np.asarray(indices, dtype=np.int64).reshape(-1)
+    h, w, pad = scene.height, scene.width, _pad_for(scene.tracks)
+    background = np.pad(scene.background, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    placed = _placed_sprites(scene.tracks, ts, h, w, pad)
+    out = np.empty((len(ts), h, w, 3), np.uint8)
+    for k, t in enumerate(ts):
+        canvas = background.copy()
+        _blend(canvas, placed, k)
+        frame = canvas[pad:pad + h, pad:pad + w]
+        oy, ox = scene.noise_shift[t]
+        frame += scene.noise_field[oy:oy + h, ox:ox + w]
+        np.clip(frame, 0, 255, out=frame)
+        out[k] = frame
     return out
 
 
@@ -326,6 +358,6 @@ def make_clip(seed: int, label: int, frames: tuple[int, int] = (48, 72)) -> tupl
     arguments."""
     rng = np.random.default_rng(seed)
     width, height, fps, length = sample_geometry(rng, frames)
-    scene = new_scene(rng, width, height, length, seed)
+    scene = new_scene(rng, width, height, length)
     names = add_action(rng, scene, CLASSES[label], 0, length)
     return scene, fps, names
