@@ -141,6 +141,13 @@ solver:
 """
 
 
+def test_bad_override_is_blamed_on_the_command_line(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(BENCH_YAML)
+    with pytest.raises(ConfigError, match="^command line: .*solver.weight_decay"):
+        tta.load_bench(path, ["solver.weight_decay=1e-4"])  # YAML 1.1 reads 1e-4 as a string
+
+
 def test_bench_config_variants_and_overrides(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text(BENCH_YAML)

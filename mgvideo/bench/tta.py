@@ -9,6 +9,7 @@ The runs go to OUT/seed<k>/<variant>/ (the trainer's usual run folder); the tabl
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import shutil
@@ -78,6 +79,7 @@ def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override '{item}': expected key=value, e.g. bench.seeds=1")
+        lines.pop(key, None)  # from now on this key comes from the command line
         if key.startswith("bench."):
             bench_raw[key[len("bench."):]] = yaml.safe_load(value)
         else:
@@ -86,7 +88,9 @@ def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         cfg = override(Config(), **dotted)  # all at once: fields are validated together
     except ConfigError as err:
         named = [k for k in dotted if k in str(err)]
-        where = f"{path}:{lines[named[0]]}" if named and named[0] in lines else str(path)
+        where = str(path)
+        if named:
+            where = f"{path}:{lines[named[0]]}" if named[0] in lines else "command line"
         raise ConfigError(f"{where}: {err}") from err
     return _bench_spec(bench_raw, path, lines), cfg
 
@@ -305,6 +309,7 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
 
                 schedule = random_shape_schedule(build_schedule(run_cfg), seed)
             records = train_run(run_cfg, out / f"seed{seed}" / variant, schedule, spec.cache_frames)
+            gc.collect()  # end the finished run's loader workers (and their frame caches) now
             figures = R.figures_from_records(variant, seed, records, flops)
             runs.append(figures)
             log(f"seed {seed} {variant}: final top-1 {figures.final_top1:.2f} after {figures.wall_s:.0f} s "
