@@ -133,7 +133,15 @@ def ensure_synthetic_data(cfg: Config) -> None:
         return
     from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
 
-    synthetic.generate(d.root, seed=0, size=d.synthetic_size)
+    if d.synthetic_size in synthetic.SIZES:
+        synthetic.generate(d.root, seed=0, size=d.synthetic_size)
+        return
+    train, _, val = d.synthetic_size.partition("x")
+    if not (train.isdigit() and val.isdigit() and int(train) > 0 and int(val) > 0):
+        raise ConfigError(f"data.synthetic_size: {d.synthetic_size!r} is not one of "
+                          f"{sorted(synthetic.SIZES)} nor TRAINxVAL videos per class (e.g. 24x8)")
+    spec = synthetic.SizeSpec(int(train), int(val), 2, 2, 2, 2)  # the SSv2/Charades variants stay tiny
+    synthetic.generate_with(d.root, 0, spec)
 
 
 def build_network(cfg: Config, num_classes: int) -> nn.Module:
