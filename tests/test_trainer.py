@@ -11,7 +11,7 @@ import torch
 from mgvideo.commands import train as train_command
 from mgvideo.config import load_config, override
 from mgvideo.engine import builders, checkpoint
-from mgvideo.engine.evaluate import test_checkpoint
+from mgvideo.engine.evaluate import evaluate_checkpoint
 from mgvideo.engine.trainer import NonFiniteLossError, train
 from mgvideo.errors import CheckpointError, ConfigError
 
@@ -58,7 +58,7 @@ def test_final_weights_are_a_plain_state_dict(run_dir):
 
 
 def test_multi_view_test_writes_summary_and_per_class_csv(run_dir, tmp_path):
-    summary = test_checkpoint(tiny(), run_dir / "model_final.pt", tmp_path, views=2)
+    summary = evaluate_checkpoint(tiny(), run_dir / "model_final.pt", tmp_path, views=2)
     assert summary["count"] == 20 and summary["views"] == 2 * 3 and summary["ensemble"] == "sum"
     assert 0 <= summary["top1"] <= summary["top5"] <= 100
     lines = (tmp_path / "per_class.csv").read_text().splitlines()
@@ -69,7 +69,7 @@ def test_multi_view_test_writes_summary_and_per_class_csv(run_dir, tmp_path):
 def test_wrong_architecture_checkpoint_is_refused(run_dir, tmp_path):
     wider = tiny("model.options={width_per_group: 8, dropout: 0.0}")
     with pytest.raises(CheckpointError, match="architecture"):
-        test_checkpoint(wider, run_dir / "model_final.pt", tmp_path)
+        evaluate_checkpoint(wider, run_dir / "model_final.pt", tmp_path)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes((run_dir / "checkpoints" / "last.pt").read_bytes())
     with pytest.raises(CheckpointError, match="architecture"):  # forced past the fingerprint: still refused

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgvideo.engine.evaluate import test_checkpoint
+    from mgvideo.engine.evaluate import evaluate_checkpoint
     from mgvideo.engine.trainer import train
 
     started = time.perf_counter()
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     for name, variant in variants.items():
         out = args.out / name
         summary = _finished(out) or train(variant, out)
-        test = test_checkpoint(variant, out / "model_final.pt", out / "test")
+        test = evaluate_checkpoint(variant, out / "model_final.pt", out / "test")
         rows[name] = (summary, test)
     print(_table(rows))
     print(f"\nplots: {args.out / 'multigrid' / 'training.png'}, {args.out / 'multigrid' / 'shapes.png'}")

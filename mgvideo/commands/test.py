@@ -24,11 +24,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgvideo.engine.evaluate import test_checkpoint  # torch-heavy: only imported when testing
+    from mgvideo.engine.evaluate import evaluate_checkpoint  # torch-heavy: only imported when testing
 
     cfg = load_config(resolve_recipe(args.config), args.overrides)
     run_dir = args.checkpoint.parent.parent if args.checkpoint.parent.name == "checkpoints" else \
         args.checkpoint.parent
-    summary = test_checkpoint(cfg, args.checkpoint, args.out or run_dir / "test", args.views)
+    summary = evaluate_checkpoint(cfg, args.checkpoint, args.out or run_dir / "test", args.views)
     print(json.dumps(summary, indent=2))
     return 0

@@ -90,9 +90,9 @@ def validate(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: Di
     return summarize(scores, labels, multi_label)
 
 
-def test_views(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo, num_videos: int,
-               num_classes: int, ensemble: str, multi_label: bool) -> tuple[dict[str, float], torch.Tensor,
-                                                                             torch.Tensor]:
+def multiview_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
+                     num_videos: int, num_classes: int, ensemble: str,
+                     multi_label: bool) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Multi-view testing: ensemble every view of a video (sum or max of scores), then score the videos.
 
     Returns the summary, the per-video scores and the per-video labels.
@@ -131,7 +131,7 @@ def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool
     ]
 
 
-def test_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Path,
+def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Path,
                     views: int | None = None) -> dict[str, Any]:
     """Multi-view test of saved weights (`model_final.pt` or a full checkpoint): `views` clips × crops
     per video; writes `test_summary.json` and `per_class.csv` into `out_dir` and returns the summary."""
@@ -153,8 +153,8 @@ def test_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Path,
     loader = build_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.train.seed)
     ensemble = cfg.test.ensemble if cfg.test.ensemble != "auto" else ("max" if cfg.multi_label else "sum")
     inputs = Inputs(device, cfg.data.mean, cfg.data.std)
-    summary, scores, labels = test_views(net, loader, inputs, info, dataset.num_videos, cfg.data.num_classes,
-                                         ensemble, cfg.multi_label)
+    summary, scores, labels = multiview_scores(net, loader, inputs, info, dataset.num_videos,
+                                               cfg.data.num_classes, ensemble, cfg.multi_label)
     summary.update({"clips": cfg.test.clips, "crops": cfg.test.crops, "ensemble": ensemble,
                     "test_size": cfg.test.crop_size or cfg.data.crop, "weights": str(weights_path)})
     if info.is_main:
