@@ -19,14 +19,20 @@ def register(subparsers) -> None:
     parser.add_argument("--views", type=int, default=None, help="temporal clips per video (test.clips)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: the checkpoint's run directory / test)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="key=value", help="config overrides")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mgvideo.engine.evaluate import evaluate_checkpoint  # torch-heavy: only imported when testing
 
-    cfg = load_config(resolve_recipe(args.config), args.overrides)
+    # Options may also come after the overrides (argparse leaves them in the remainder).
+    late = argparse.ArgumentParser(add_help=False)
+    late.add_argument("--views", type=int, default=args.views)
+    late.add_argument("--out", type=Path, default=args.out)
+    extra, overrides = late.parse_known_args(args.overrides)
+    args.views, args.out = extra.views, extra.out
+    cfg = load_config(resolve_recipe(args.config), overrides)
     run_dir = args.checkpoint.parent.parent if args.checkpoint.parent.name == "checkpoints" else \
         args.checkpoint.parent
     summary = evaluate_checkpoint(cfg, args.checkpoint, args.out or run_dir / "test", args.views)
