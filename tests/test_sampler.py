@@ -190,3 +190,30 @@ def test_stage_batch_follows_the_long_cycle_stage():
         seen[epoch] = sampler.stage_batch
         assert all(shape.stage_batch == sampler.stage_batch for batch in sampler for _, shape in batch[:1])
     assert seen == {0: 64, 80: 32, 120: 16, 150: 8, 340: 8}
+
+
+def test_resume_inside_a_multiworker_dataloader_yields_the_remaining_batches():
+    """A multi-worker DataLoader calls iter() on its batch sampler twice per pass; resume must survive it."""
+    import torch.utils.data as tud
+
+    class Indices(tud.Dataset):
+        def __len__(self):
+            return 60
+
+        def __getitem__(self, item):
+            return item[0]
+
+    def sampler():
+        return MultigridBatchSampler(MultigridSchedule(MultigridConfig()), dataset_size=60, batch_size=1)
+
+    full = sampler()
+    full.set_epoch(0)
+    expected = [[i for i, _ in batch] for batch in full]
+    saved = sampler()
+    saved.set_epoch(0)
+    state = saved.state_dict(consumed=2)
+    resumed = sampler()
+    resumed.load_state_dict(state)
+    resumed.set_epoch(0)
+    loader = tud.DataLoader(Indices(), batch_sampler=resumed, num_workers=2)
+    assert [batch.tolist() for batch in loader] == expected[2:]

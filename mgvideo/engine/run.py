@@ -61,24 +61,6 @@ class PlannedBatches(Sampler):
         return len(self.batches)
 
 
-class LazyPass(Sampler):
-    """Starts the wrapped sampler's pass at the first batch drawn, not when `iter()` is called.
-
-    A multi-worker DataLoader calls `iter()` on its batch sampler twice per pass and discards the first
-    iterator; the multigrid sampler's resume position is consumed by the first call, so without this a
-    resumed epoch would restart from its first batch.
-    """
-
-    def __init__(self, inner: MultigridBatchSampler) -> None:
-        self.inner = inner
-
-    def __iter__(self) -> Iterator[list[tuple[int, ClipShape]]]:
-        yield from self.inner
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-
 @dataclass
 class Run:
     """Everything the loop needs, built once: no part is rebuilt when the shape changes."""
@@ -155,7 +137,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False) -> Run:
         cfg, out_dir, info, device, schedule, builders.build_lr_config(cfg), fp, batch, net, model, optimizer,
         scaler, builders.build_loss(cfg), amp_dtype, Inputs(device, cfg.data.mean, cfg.data.std,
                                                              cfg.train.channels_last),
-        train_set, sampler, build_loader(train_set, LazyPass(sampler), workers, pin, cfg.train.seed),
+        train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
         planned, build_loader(train_set, planned, workers, pin, cfg.train.seed + 1),
         build_loader(val_set, val_sampler, workers, pin, cfg.train.seed + 2),
         state, Stopwatch(state.elapsed), log, crash_at=int(os.environ.get(CRASH_AT_STEP_ENV, "-1")),

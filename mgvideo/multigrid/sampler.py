@@ -89,10 +89,15 @@ class _ShardedBatchSampler(Sampler[Batch]):
         return count_batches(self._rank_count(), [size for size, _ in self._cycle()], self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        # Not a generator itself, so that a new pass resets the position as soon as it is requested.
+        self._position = self._start  # a new pass is requested: the position is where it will start
+        return self._pass()
+
+    def _pass(self) -> Iterator[Batch]:
+        # The resume point is used up at the first batch drawn, not at iter(): a multi-worker DataLoader
+        # calls iter() twice per pass and throws the first iterator away.
         start, self._start = self._start, 0
         self._position = start
-        return self._batches(start)
+        yield from self._batches(start)
 
     def _batches(self, start: int) -> Iterator[Batch]:
         indices, cycle = self._rank_indices(), self._cycle()
