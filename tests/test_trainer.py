@@ -99,3 +99,20 @@ def test_bad_config_fails_before_any_work(tmp_path):
 def test_amp_on_cpu_is_a_config_error():
     with pytest.raises(ConfigError, match="train.amp"):
         builders.autocast_dtype(override(tiny(), **{"train.amp": "bf16"}), torch.device("cpu"))
+
+
+def test_a_schedule_override_drives_the_shapes_and_the_final_model_is_evaluated(tmp_path):
+    from mgvideo.bench.tta import random_shape_schedule
+
+    cfg = tiny("train.eval_period_samples=30")
+    ordered = builders.build_schedule(cfg)
+    shuffled = random_shape_schedule(ordered, seed=1)
+    assert len(shuffled.stages) != len(ordered.stages)
+    summary = train(cfg, tmp_path, schedule=shuffled)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert {r["stage"] for r in steps} == set(range(len(shuffled.stages)))
+    assert all(r["frames"] == shuffled.stages[r["stage"]].frames for r in steps)
+    evals = [r["samples"] for r in records if r["kind"] == "eval"]
+    assert evals[-1] == summary["samples"] and len(evals) == len(set(evals))  # once, at the very end
+    assert evals[0] >= 30

@@ -232,47 +232,15 @@ def with_frame_cache(loader: DataLoader, seed: int) -> DataLoader:
 # ---- running -----------------------------------------------------------------------------------------
 
 
-def train_run(cfg: Config, out_dir: Path, schedule: MultigridSchedule | None = None,
-              cache_frames: bool = False) -> list[dict[str, Any]]:
-    """Train one run from scratch and return its metrics records.
-
-    The loop is `engine.trainer.train`'s, step for step, with three additions the benchmark needs: an
-    optional replacement schedule (the random-shape ablation), an optional in-memory frame cache for
-    every loader, and a last evaluation at the end of training when the periodic ones missed it (so
-    every run's final top-1 is its final model's).
-    """
-    from mgvideo.engine import trainer
-    from mgvideo.engine.run import build_run, save_state
+def train_fresh(cfg: Config, out_dir: Path,
+                schedule: MultigridSchedule | None = None) -> list[dict[str, Any]]:
+    """Train one run from scratch with the trainer (a fresh clock and model: a benchmark run never
+    resumes) and return its metrics records; its last evaluation is always of the final model."""
     from mgvideo.engine.runlog import read_records
+    from mgvideo.engine.trainer import train
 
-    shutil.rmtree(out_dir, ignore_errors=True)  # a fresh clock and model: never resume a benchmark run
-    run = build_run(cfg, out_dir)
-    if schedule is not None:
-        run.schedule = run.sampler.schedule = schedule
-    if cache_frames:
-        seed = cfg.train.seed
-        run.loader = with_frame_cache(run.loader, seed)
-        run.train_set = run.loader.dataset  # the trainer calls set_epoch on it
-        run.precise_loader = build_loader(run.train_set, run.planned, run.loader.num_workers,
-                                          run.loader.pin_memory, seed + 1)
-        run.val_loader = with_frame_cache(run.val_loader, seed + 2)
-    run.state.next_eval = cfg.train.eval_period_samples
-    try:
-        for epoch in range(run.schedule.max_epoch):
-            trainer.train_epoch(run, epoch)
-            run.state.epoch, run.state.iteration = epoch + 1, 0
-            stage = run.schedule.stage_at(epoch)
-            if stage.end_epoch == epoch + 1:
-                trainer.refresh_bn(run, *trainer.stage_shape(run, stage), epoch)
-                save_state(run, f"stage_{stage.index:02d}.pt")
-            save_state(run)
-        run.log.flush()
-        evaluated = {r["samples"] for r in read_records(out_dir / "metrics.jsonl") if r["kind"] == "eval"}
-        if run.state.samples not in evaluated:
-            trainer.evaluate(run, run.schedule.max_epoch - 1)
-        trainer.finish(run)
-    finally:
-        run.log.close()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    train(cfg, out_dir, schedule=schedule)
     return read_records(out_dir / "metrics.jsonl")
 
 
@@ -308,7 +276,7 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
                 from mgvideo.engine.builders import build_schedule
 
                 schedule = random_shape_schedule(build_schedule(run_cfg), seed)
-            records = train_run(run_cfg, out / f"seed{seed}" / variant, schedule, spec.cache_frames)
+            records = train_fresh(run_cfg, out / f"seed{seed}" / variant, schedule)
             gc.collect()  # end the finished run's loader workers (and their frame caches) now
             figures = R.figures_from_records(variant, seed, records, flops)
             runs.append(figures)

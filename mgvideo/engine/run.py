@@ -45,6 +45,7 @@ class TrainState:
     skipped: int = 0  # unreadable videos skipped, all devices
     records: int = 0  # lines of metrics.jsonl written
     elapsed: float = 0.0  # wall-clock seconds of the run, across resumes
+    eval_step: int = -1  # the step of the last evaluation
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
@@ -93,13 +94,15 @@ class Run:
     crash_at: int = -1
 
 
-def build_run(cfg: Config, out_dir: Path, force: bool = False) -> Run:
-    """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present."""
+def build_run(cfg: Config, out_dir: Path, force: bool = False,
+              schedule: MultigridSchedule | None = None) -> Run:
+    """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present;
+    `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
     info = D.init(device)
     device = D.local_device(device, info)
     torch.manual_seed(cfg.train.seed)
-    schedule = builders.build_schedule(cfg)
+    schedule = schedule or builders.build_schedule(cfg)
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,33 +24,60 @@ from mgvideo.errors import MgvideoError
 from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
 from mgvideo.multigrid.sampler import iterations_per_epoch
-from mgvideo.multigrid.schedule import ClipShape, Stage
+from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule, Stage
 
 
 class NonFiniteLossError(MgvideoError, FloatingPointError):
     """The loss became NaN or infinite; the message names the iteration and the clip shape."""
 
 
-def train(cfg: Config, out_dir: str | Path, force: bool = False) -> dict[str, Any]:
-    """Train (or resume) the run in `out_dir`; returns the summary also written to `summary.json`."""
-    run = build_run(cfg, Path(out_dir), force)
-    schedule, state = run.schedule, run.state
+def train(cfg: Config, out_dir: str | Path, force: bool = False,
+          schedule: MultigridSchedule | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in `out_dir`; returns the summary also written to `summary.json`.
+
+    `schedule` replaces the one the config describes (the benchmark's random-shape ablation).
+    """
+    run = build_run(cfg, Path(out_dir), force, schedule)
+    state = run.state
     state.next_eval = state.next_eval or cfg.train.eval_period_samples
     try:
-        for epoch in range(state.epoch, schedule.max_epoch):
+        for epoch in range(state.epoch, run.schedule.max_epoch):
             train_epoch(run, epoch)
             state.epoch, state.iteration = epoch + 1, 0
-            stage = schedule.stage_at(epoch)
-            if stage.end_epoch == epoch + 1:  # end of a long-cycle stage: BN statistics at its shape
-                refresh_bn(run, *stage_shape(run, stage), epoch)
-                save_state(run, f"stage_{stage.index:02d}.pt")
-            if cfg.train.eval_period_samples == 0 and schedule.is_eval_epoch(epoch):
-                evaluate(run, epoch)
+            end_epoch(run, epoch)
             save_state(run)
         return finish(run)
     finally:
         run.log.close()
         D.shutdown(run.info)
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """Evaluate if due; at a stage end, BN statistics at the stage's shape (unless an evaluation just
+    refreshed them at the full shape) and the stage checkpoint."""
+    stage = run.schedule.stage_at(epoch)
+    stage_end = stage.end_epoch == epoch + 1
+    if eval_due(run, epoch):
+        evaluate(run, epoch)  # its precise BN at the eval shape supersedes the stage-end one
+    elif stage_end:
+        refresh_bn(run, *stage_shape(run, stage), epoch)
+    if stage_end:
+        save_state(run, f"stage_{stage.index:02d}.pt")
+
+
+def eval_due(run: Run, epoch: int) -> bool:
+    """At the end of `epoch`: the reference cadence, or a periodic evaluation point passed in the last
+    iteration, or the end of training when the final model has not been evaluated yet."""
+    if epoch + 1 == run.schedule.max_epoch:
+        return run.state.eval_step != run.state.step
+    if run.cfg.train.eval_period_samples == 0:
+        return run.schedule.is_eval_epoch(epoch)
+    return periodic_eval_due(run)
+
+
+def periodic_eval_due(run: Run) -> bool:
+    """With `train.eval_period_samples`: whether training has passed the next evaluation point."""
+    return bool(run.cfg.train.eval_period_samples) and run.state.samples >= run.state.next_eval
 
 
 def train_epoch(run: Run, epoch: int) -> None:
@@ -70,10 +97,10 @@ def train_epoch(run: Run, epoch: int) -> None:
         state.samples += len(batch) * run.info.world_size
         state.skipped += skipped
         log_iteration(run, batch, epoch + state.iteration / iterations, loss, lr, waited, started)
-        if run.cfg.train.eval_period_samples and state.samples >= state.next_eval:
+        # A point reached by the epoch's last batch is left to end_epoch, which then skips the
+        # stage-end precise BN.
+        if state.iteration < iterations and periodic_eval_due(run):
             evaluate(run, epoch)
-            while state.next_eval <= state.samples:
-                state.next_eval += run.cfg.train.eval_period_samples
         if checkpoint_due(run):
             save_state(run)
         crash_hook(run)
@@ -127,13 +154,21 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     full = builders.eval_shape(run.cfg, run.batch)
     refresh_bn(run, run.batch, full, epoch)
     result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label)
+    mark_evaluated(run, result)
     state = run.state
-    state.last_eval = result
     run.log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1 if state.iteration == 0 else epoch,
                    "samples": state.samples, "time": run.clock(), **result})
     metric = f"mAP {result['mAP']:.2f}" if "mAP" in result else f"top-1 {result['top1']:.2f}"
     run.log.message(f"eval after step {state.step} ({run.clock() / 60:.1f} min): {metric}")
     return result
+
+
+def mark_evaluated(run: Run, result: dict[str, float]) -> None:
+    """Record an evaluation at this step and move the next periodic point past the samples seen."""
+    state, period = run.state, run.cfg.train.eval_period_samples
+    state.last_eval, state.eval_step = result, state.step
+    while period and state.next_eval <= state.samples:
+        state.next_eval += period
 
 
 def stage_shape(run: Run, stage: Stage) -> tuple[int, ClipShape]:

@@ -1,0 +1,82 @@
+"""The trainer's end-of-epoch decisions on a stand-in run (no data, no model): when to evaluate, when
+the stage-end precise BN is skipped, the final evaluation, and how many precise-BN batches are used."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from mgvideo.config import load_config, override
+from mgvideo.engine import builders, trainer
+from mgvideo.engine.run import TrainState
+
+CFG = load_config(None, ["data.frames=8", "data.crop=32", "solver.batch_size=2", "solver.steps=[0, 4]",
+                         "solver.max_epoch=5", "multigrid.eval_freq=1"])
+
+
+def fake_run(cfg=CFG, **state):
+    schedule = builders.build_schedule(cfg)
+    return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), batch=2,
+                           info=SimpleNamespace(world_size=1))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+    monkeypatch.setattr(trainer, "evaluate", lambda run, epoch: seen.append(("eval", epoch)))
+    monkeypatch.setattr(trainer, "refresh_bn",
+                        lambda run, batch, shape, epoch: seen.append(("bn", shape.stage, batch)))
+    monkeypatch.setattr(trainer, "save_state", lambda run, name="last.pt": seen.append(("save", name)))
+    return seen
+
+
+def test_stage_end_with_an_evaluation_skips_the_stage_precise_bn(calls):
+    run = fake_run()
+    epoch = run.schedule.stages[0].end_epoch - 1
+    assert run.schedule.is_eval_epoch(epoch)
+    trainer.end_epoch(run, epoch)
+    assert calls == [("eval", epoch), ("save", "stage_00.pt")]
+
+
+def test_stage_end_without_an_evaluation_refreshes_bn_at_the_stage_shape(calls):
+    run = fake_run(override(CFG, **{"multigrid.eval_freq": 1, "train.eval_period_samples": 10_000}),
+                   samples=40, next_eval=10_000)
+    stage = run.schedule.stages[1]
+    trainer.end_epoch(run, stage.end_epoch - 1)
+    batch, shape = run.schedule.shapes(stage, 2)[-1]
+    assert calls == [("bn", stage.index, batch), ("save", f"stage_{stage.index:02d}.pt")]
+    assert shape.stage == stage.index
+
+
+def test_mid_stage_epoch_without_evaluation_does_nothing(calls):
+    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), samples=60, next_eval=100)
+    first = run.schedule.stages[0]
+    assert first.end_epoch > 1
+    trainer.end_epoch(run, 0)
+    assert calls == []
+
+
+def test_periodic_point_reached_by_the_last_batch_evaluates_at_the_epoch_end(calls):
+    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), samples=100, next_eval=100)
+    epoch = run.schedule.stages[0].end_epoch - 1
+    trainer.end_epoch(run, epoch)
+    assert calls == [("eval", epoch), ("save", "stage_00.pt")]
+
+
+@pytest.mark.parametrize("period", [0, 10_000])
+def test_the_final_model_is_always_evaluated_once(calls, period):
+    cfg = override(CFG, **{"train.eval_period_samples": period})
+    last = builders.build_schedule(cfg).max_epoch - 1
+    run = fake_run(cfg, step=50, eval_step=43, next_eval=max(period, 1), samples=90)
+    trainer.end_epoch(run, last)
+    assert calls == [("eval", last), ("save", f"stage_{len(run.schedule.stages) - 1:02d}.pt")]
+    calls.clear()
+    done = fake_run(cfg, step=50, eval_step=50, next_eval=max(period, 1), samples=90)
+    trainer.end_epoch(done, last)  # already evaluated at this very step: only the stage's own work
+    assert [c[0] for c in calls] == ["bn", "save"]
+
+
+def test_evaluation_points_advance_past_the_samples_seen():
+    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), samples=250, next_eval=100, step=7)
+    trainer.mark_evaluated(run, {"top1": 5.0})
+    assert (run.state.next_eval, run.state.eval_step, run.state.last_eval) == (300, 7, {"top1": 5.0})
+    assert not trainer.periodic_eval_due(run)
