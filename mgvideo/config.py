@@ -97,7 +97,11 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     pin_memory: bool = True
+    # Precise BN (spec §4) uses min(precise_bn_batches, ceil(precise_bn_clips / global batch)) training
+    # batches of the shape it refreshes. The reference counts batches only (200; at a coarse stage's
+    # large batch that is many clips): precise_bn_clips 0 keeps that; > 0 caps the cost in clips.
     precise_bn_batches: int = 200
+    precise_bn_clips: int = 0
     eval_period_samples: int = 0  # 0: the reference cadence (eval_freq per stage)
     eval_batch_size: int = 0  # 0: the solver's batch per device
     checkpoint_minutes: float = 10.0
@@ -240,6 +244,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         "data.workers": d.workers, "solver.warmup_epochs": s.warmup_epochs,
         "solver.warmup_start_lr": s.warmup_start_lr, "solver.weight_decay": s.weight_decay,
         "solver.clip_grad_norm": s.clip_grad_norm, "train.precise_bn_batches": t.precise_bn_batches,
+        "train.precise_bn_clips": t.precise_bn_clips,
         "train.eval_period_samples": t.eval_period_samples, "train.eval_batch_size": t.eval_batch_size,
         "train.checkpoint_minutes": t.checkpoint_minutes, "solver.momentum": s.momentum,
         "train.checkpoint_every_iters": t.checkpoint_every_iters, "test.crop_size": cfg.test.crop_size,

@@ -73,3 +73,10 @@ def test_fingerprint_ignores_runtime_keys_only():
     assert fingerprint(cfg) == fingerprint(override(cfg, **{"data.workers": 0, "train.log_period": 3}))
     assert fingerprint(cfg) != fingerprint(override(cfg, **{"solver.base_lr": 0.2}))
     assert fingerprint(cfg, [1, 2]) != fingerprint(cfg, [1, 3])
+
+
+def test_precise_bn_clips_defaults_to_the_reference_batch_count():
+    cfg = Config()
+    assert (cfg.train.precise_bn_batches, cfg.train.precise_bn_clips) == (200, 0)
+    with pytest.raises(ConfigError, match="train.precise_bn_clips must be >= 0"):
+        load_config(None, ["train.precise_bn_clips=-1"])

@@ -80,3 +80,15 @@ def test_evaluation_points_advance_past_the_samples_seen():
     trainer.mark_evaluated(run, {"top1": 5.0})
     assert (run.state.next_eval, run.state.eval_step, run.state.last_eval) == (300, 7, {"top1": 5.0})
     assert not trainer.periodic_eval_due(run)
+
+
+@pytest.mark.parametrize("batches, clips, batch, world, expected", [
+    (200, 0, 64, 1, 200),  # the reference: batches only, however large the stage batch
+    (20, 160, 64, 1, 3),  # a coarse stage's big batch: the clip cap decides (ceil 160 / 64)
+    (20, 160, 8, 1, 20),  # the full shape's batch: the batch count decides
+    (20, 160, 4, 4, 10),  # clips are counted over all devices
+    (0, 160, 8, 1, 0),  # precise BN off
+])
+def test_precise_bn_is_capped_by_batches_and_clips(batches, clips, batch, world, expected):
+    cfg = override(CFG, **{"train.precise_bn_batches": batches, "train.precise_bn_clips": clips})
+    assert trainer.precise_bn_batches(cfg, batch, world) == expected

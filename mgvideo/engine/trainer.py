@@ -141,12 +141,21 @@ def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     """Precise BN: exact BN statistics over training batches at `shape` (spec §4)."""
-    num = plan_batches(run, shape, batch, run.cfg.train.precise_bn_batches, epoch)
+    num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
     if num == 0:
         return
     set_bn_groups(run.net, bn_groups_for(batch, shape.stage_batch, run.cfg.model.bn_base_size,
                                          run.info.world_size))
     precise_bn(run.net, run.precise_loader, run.inputs, num, run.info)
+
+
+def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
+    """How many per-device batches of `batch` clips precise BN uses: `train.precise_bn_batches`, capped
+    by `train.precise_bn_clips` (all devices together) when that is set."""
+    t = cfg.train
+    if t.precise_bn_clips == 0:
+        return t.precise_bn_batches
+    return min(t.precise_bn_batches, math.ceil(t.precise_bn_clips / (batch * world_size)))
 
 
 def evaluate(run: Run, epoch: int) -> dict[str, float]:
