@@ -40,6 +40,11 @@ class DataConfig:
     flip: bool = True  # random horizontal flip in training (off for SSv2, whose labels say left/right)
     workers: int = 4
     synthetic_size: str = "default"  # for dataset=synthetic: what `synthetic.generate` makes if root is empty
+    # Decoded-frame cache (data/cache.py): each video decoded once, shared by every loader and worker.
+    # memory: files in /dev/shm; disk: under <root>/.frame_cache (or cache_dir); auto: disk for the
+    # synthetic dataset, none for real datasets (whose decoded frames rarely fit).
+    cache: Literal["auto", "none", "memory", "disk"] = "auto"
+    cache_dir: str = ""
 
 
 @dataclass
@@ -140,7 +145,8 @@ class Config:
 # Keys that change how a run executes but not what it computes: excluded from the resume fingerprint.
 RUNTIME_KEYS = frozenset(
     {
-        "data.workers", "train.device", "train.pin_memory", "train.compile", "train.checkpoint_minutes",
+        "data.workers", "data.cache_dir", "train.device", "train.pin_memory", "train.compile",
+        "train.checkpoint_minutes",
         "train.checkpoint_every_iters", "train.log_period", "train.eval_batch_size",
         "test.clips", "test.crops", "test.crop_size", "test.ensemble", "test.batch_size",
     }

@@ -19,15 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from torch.utils.data import DataLoader
 
 from mgvideo.bench import tta_report as R
 from mgvideo.config import Config, override, resolve_recipe
-from mgvideo.data.datasets import VideoClipDataset
-from mgvideo.data.loader import build_loader
-from mgvideo.data.sampling import resize_short_side
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule, Stage
 
@@ -51,7 +46,6 @@ class BenchSpec:
     variants: list[str] = field(default_factory=lambda: ["baseline", "multigrid"])
     target_top1: float | None = None  # None: each seed's baseline final top-1
     eval_every_samples: int = 2400  # evaluations at the same sample counts for every variant
-    cache_frames: bool = True  # decode each video once per loader worker and keep its frames in memory
     # Dotted trainer overrides per variant; 'multigrid' also applies to long, short and random.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -101,7 +95,7 @@ def _bench_spec(raw: dict[str, Any], path: Path, lines: dict[str, int]) -> Bench
         where = f"{path}:{lines.get('bench.' + key, '?')}: bench.{key}"
         if not hasattr(spec, key):
             raise ConfigError(f"{where} is not a bench setting (seeds, variants, target_top1, "
-                              "eval_every_samples, cache_frames, overrides)")
+                              "eval_every_samples, overrides)")
         setattr(spec, key, value)
     where = f"{path}:{lines.get('bench', '?')}"
     if isinstance(spec.variants, str):
@@ -178,55 +172,6 @@ def random_shape_schedule(schedule: MultigridSchedule, seed: int) -> MultigridSc
     shuffled.steps = tuple([0] + ends[:-1] + [(ends[-2] + ends[-1]) // 2])
     shuffled.lrs = tuple(lrs[:-1] + [lrs[-2], lrs[-1]])
     return shuffled
-
-
-# ---- in-memory frame cache (decode each video once) -------------------------------------------------
-
-
-class CachedVideo:
-    """A `VideoReader` over frames held in memory, resized on read to the short side a clip asks for."""
-
-    def __init__(self, path: str, fps: float, frames: np.ndarray) -> None:
-        self.path, self.fps, self.frames = path, fps, frames
-        self.num_frames, self.height, self.width = frames.shape[0], frames.shape[1], frames.shape[2]
-        self.duration = self.num_frames / fps
-
-    def read(self, indices, short_side: int | None = None) -> np.ndarray:
-        picked = self.frames[np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1)]
-        return picked if short_side is None else resize_short_side(picked, short_side)
-
-    def close(self) -> None:
-        pass
-
-
-class FrameCacheDataset(VideoClipDataset):
-    """The same dataset, but each video is decoded once (at the largest short side any clip of the run
-    asks for) and kept in memory by the process that reads it. Later epochs then cost a resize and a
-    crop instead of an h264 decode: on a 2-core CPU this is what lets coarse multigrid shapes run at the
-    model's speed rather than the decoder's. Each loader worker holds its own cache."""
-
-    def __init__(self, base: VideoClipDataset) -> None:  # a view of `base`: nothing to re-validate
-        self.__dict__.update(base.__dict__)
-        self.cache_short_side = max(self.jitter[1], self.shape.base_crop, self.test_size)
-        self._frames: dict[str, CachedVideo] = {}
-
-    def _open(self, record):
-        cached = self._frames.get(record.path)
-        if cached is None:
-            reader = super()._open(record)
-            try:
-                frames = reader.read(np.arange(reader.num_frames), self.cache_short_side)
-                cached = CachedVideo(record.path, reader.fps, frames[: reader.num_frames])
-            finally:
-                reader.close()
-            self._frames[record.path] = cached
-        return cached
-
-
-def with_frame_cache(loader: DataLoader, seed: int) -> DataLoader:
-    """The same loader (batch sampler, workers, pinning) over a `FrameCacheDataset` of its dataset."""
-    return build_loader(FrameCacheDataset(loader.dataset), loader.batch_sampler, loader.num_workers,
-                        loader.pin_memory, seed)
 
 
 # ---- running -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from mgvideo.data import sampling as S
 from mgvideo.data.annotations import Annotations, VideoRecord
+from mgvideo.data.cache import FrameCache, storage_side
 from mgvideo.data.decode import FrameListReader, VideoReader, open_video, select_backend
 from mgvideo.errors import ConfigError, VideoDecodeError
 
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
 REFERENCE_JITTER = (256 / 224, 320 / 224)  # the reference's short-side range at crop 224, as crop ratios
+
+
+def largest_short_side(crop: int, test_size: int = 0) -> int:
+    """The largest short side any clip of a recipe with full crop `crop` asks for: the training jitter's
+    upper bound, or the test size (what a frame cache must hold)."""
+    return max(round(crop * REFERENCE_JITTER[1]), crop, test_size)
 
 
 @dataclass
@@ -50,13 +57,18 @@ class VideoClipDataset(Dataset):
     video i // views, and `Sample.index` is the video index, for aggregation.
     `sampling='segment'` takes T segments over the whole video instead (Something-Something).
     Call `set_epoch` before each epoch: randomness derives from (seed, epoch, item), also in workers.
+
+    Resizing: by default in the decoder, straight to the clip's short side (cheapest for coarse shapes).
+    `decode_short_side` decodes at that fixed size instead (or the video's own, if smaller) and resizes in
+    torch; a `cache` (data/cache.py) implies its own size, so cached and decoded clips are equal.
     """
 
     def __init__(self, annotations: Annotations, shape: ClipShape, *, mode: str = "train",
                  sampling: str = "rate", flip: bool = True, jitter: tuple[int, int] | None = None,
                  test_clips: int = 10, test_crops: int = 3, test_size: int | None = None,
                  decoder_resize: bool = True, seed: int = 0, max_retries: int = 10,
-                 backend: str = "pyav") -> None:
+                 backend: str = "pyav", decode_short_side: int | None = None,
+                 cache: FrameCache | None = None) -> None:
         if mode not in MODES:
             raise ConfigError(f"data.mode: {mode!r} is not one of {MODES}")
         if sampling not in ("rate", "segment"):
@@ -75,6 +87,8 @@ class VideoClipDataset(Dataset):
         self.test_size = test_size or base
         self.decoder_resize, self.seed, self.max_retries = decoder_resize, seed, max_retries
         self.backend = select_backend(backend)
+        self.cache = cache
+        self.decode_short_side = cache.short_side if cache is not None else decode_short_side
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
         self._logged: set[str] = set()
 
@@ -126,7 +140,15 @@ class VideoClipDataset(Dataset):
     def _open(self, record: VideoRecord) -> VideoReader:
         if record.frame_paths is not None:
             return FrameListReader(record.frame_paths)
+        if self.cache is not None:
+            return self.cache.open(record.path)
         return open_video(record.path, self.backend)
+
+    def _decode_side(self, reader: VideoReader, short: int) -> int | None:
+        """The short side to decode at: fixed (with a cache), the clip's own, or the video's."""
+        if self.decode_short_side is not None:
+            return storage_side(reader.height, reader.width, self.decode_short_side)
+        return short if self.decoder_resize else None
 
     def _load(self, record: VideoRecord, shape: ClipShape, rng: np.random.Generator,
               view: int) -> tuple[torch.Tensor, int | torch.Tensor]:
@@ -134,11 +156,10 @@ class VideoClipDataset(Dataset):
         try:
             indices = self._indices(reader.num_frames, shape, rng, view // self.test_crops)
             short = self._short_side(shape, rng)
-            frames = reader.read(indices, short if self.decoder_resize else None)
+            frames = reader.read(indices, self._decode_side(reader, short))
         finally:
             reader.close()
-        if not self.decoder_resize:
-            frames = S.resize_short_side(frames, short)
+        frames = S.resize_short_side(frames, short)  # a no-op where the decoder already did it
         frames = self._crop(frames, shape, rng, view % self.test_crops)
         return S.to_tensor(frames), self._label(record, indices)
 

