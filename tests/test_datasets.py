@@ -11,7 +11,7 @@ from videos import frame_of, level, write_broken, write_image, write_video
 
 from mgvideo.data import sampling as S
 from mgvideo.data.annotations import read_charades, read_kinetics, read_multilabel, read_ssv2
-from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.datasets import VideoClipDataset, resize_frames
 from mgvideo.data.decode import PyAVReader
 from mgvideo.errors import AnnotationError, VideoDecodeError
 from mgvideo.multigrid.schedule import ClipShape
@@ -192,3 +192,12 @@ def test_charades_label_is_the_union_over_the_sampled_span(tmp_path):
             assert set(torch.nonzero(sample.label).flatten().tolist()) == {c + offset for c in want}
             ids = [frame_of(f) for f in sample.clip.permute(1, 2, 3, 0).numpy()]
             assert ids == span.tolist()
+
+
+def test_uint8_resize_is_within_one_level_of_the_float_one():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 30, 41, 3), dtype=np.uint8)
+    for side in (12, 29, 30, 45):
+        fast, slow = resize_frames(frames, side), S.resize_short_side(frames, side)
+        assert fast.shape == slow.shape and fast.dtype == np.uint8
+        assert np.abs(fast.astype(int) - slow).max() <= 1
+    assert resize_frames(frames, 30) is frames  # already the size: untouched
