@@ -59,7 +59,8 @@ def test_figures_from_records_counts_iterations_flops_and_stage_costs():
          "data_wait": 0.5, "time": 0.1},
         {"kind": "train", "stage": 0, "frames": 4, "crop": 8, "batch": 32, "clips_per_s": 160.0,
          "data_wait": 0.0, "time": 0.3},
-        {"kind": "eval", "samples": 40, "time": 1.0, "top1": 30.0, "top5": 80.0},
+        {"kind": "eval", "samples": 40, "time": 1.0, "top1": 30.0, "top5": 80.0, "bn_s": 0.1, "val_s": 0.2},
+        {"kind": "precise_bn", "step": 2, "time": 1.2, "seconds": 0.15},
         {"kind": "train", "stage": 1, "frames": 8, "crop": 16, "batch": 4, "clips_per_s": 10.0,
          "data_wait": 0.25, "time": 1.4},
         {"kind": "eval", "samples": 44, "time": 2.0, "top1": 35.0, "top5": 85.0},
@@ -70,6 +71,7 @@ def test_figures_from_records_counts_iterations_flops_and_stage_costs():
     assert run.evals == [(40, 1.0, 30.0), (44, 2.0, 35.0)]
     assert run.wall_s == 2.0
     assert run.overhead_s == pytest.approx(2.0 - (0.1 + 0.2 + 0.4))  # time outside the iterations
+    assert (run.eval_s, run.stage_bn_s) == (pytest.approx(0.3), 0.15)  # the part of it that is known
     stage0, stage1 = run.stages
     assert stage0["shapes"] == ["4x8", "4x16"] and stage0["iterations"] == 2
     assert stage0["ms_per_iter"] == pytest.approx(150.0)

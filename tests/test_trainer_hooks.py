@@ -15,8 +15,10 @@ CFG = load_config(None, ["data.frames=8", "data.crop=32", "solver.batch_size=2",
 
 def fake_run(cfg=CFG, **state):
     schedule = builders.build_schedule(cfg)
+    log = SimpleNamespace(records=[])
+    log.write = log.records.append
     return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), batch=2,
-                           info=SimpleNamespace(world_size=1))
+                           info=SimpleNamespace(world_size=1), log=log, clock=lambda: 12.5)
 
 
 @pytest.fixture
@@ -45,6 +47,8 @@ def test_stage_end_without_an_evaluation_refreshes_bn_at_the_stage_shape(calls):
     batch, shape = run.schedule.shapes(stage, 2)[-1]
     assert calls == [("bn", stage.index, batch), ("save", f"stage_{stage.index:02d}.pt")]
     assert shape.stage == stage.index
+    (record,) = run.log.records  # its cost is on the record, as overhead outside the iterations
+    assert record["kind"] == "precise_bn" and record["stage"] == stage.index and record["seconds"] >= 0
 
 
 def test_mid_stage_epoch_without_evaluation_does_nothing(calls):

@@ -29,6 +29,8 @@ class RunFigures:
     train_gflops: float  # forward + backward over every training clip
     stages: list[dict[str, Any]] = field(default_factory=list)
     overhead_s: float = 0.0  # wall-clock spent outside training iterations (eval, precise BN, checkpoints)
+    eval_s: float = 0.0  # of which evaluations (their precise BN at the full shape, then validation)
+    stage_bn_s: float = 0.0  # of which precise BN at stage ends that no evaluation superseded
     target_top1: float = float("nan")
     time_to_target_s: float | None = None
 
@@ -82,8 +84,10 @@ def figures_from_records(variant: str, seed: int, records: Sequence[dict[str, An
     wall = max(times) if times else 0.0
     busy = sum(_iteration_seconds(r) for r in its)
     gflops = sum(r["batch"] * clip_gflops(r["frames"], r["crop"]) for r in its)
+    eval_s = sum(r.get("bn_s", 0.0) + r.get("val_s", 0.0) for r in records if r["kind"] == "eval")
+    stage_bn_s = sum(r["seconds"] for r in records if r["kind"] == "precise_bn")
     return RunFigures(variant, seed, evals, wall, len(its), sum(r["batch"] for r in its), gflops,
-                      stage_costs(its), max(wall - busy, 0.0))
+                      stage_costs(its), max(wall - busy, 0.0), eval_s, stage_bn_s)
 
 
 def _iteration_seconds(record: dict[str, Any]) -> float:
@@ -159,6 +163,8 @@ def _variant_summary(runs: Sequence[RunFigures], baselines: dict[int, RunFigures
         "wall_ratio": _round(median(wall_ratio), 3),
         "realised_fraction": _round(median(w / f for w, f in zip(wall_ratio, flop_ratio)), 3),
         "overhead_s": _round(median(r.overhead_s for r in runs), 1),
+        "eval_s": _round(median(r.eval_s for r in runs), 1),
+        "stage_bn_s": _round(median(r.stage_bn_s for r in runs), 1),
     }
 
 
@@ -197,8 +203,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"Target top-1: {_fmt(summary['target_top1'], 2)} % ({summary['target_rule']}).",
         "",
         "| variant | seeds | time to target (s) | speed-up | final top-1 | Δ vs baseline | wall (s) "
-        "| iterations | train TFLOPs | ideal FLOP ratio | wall ratio | realised | overhead (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| iterations | train TFLOPs | ideal FLOP ratio | wall ratio | realised | overhead (s) "
+        "| of which eval (s) | stage BN (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in summary["variants"].items():
         lines.append(
@@ -206,7 +213,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"| {_fmt(v['speedup'], 2, '×')} | {_fmt(v['final_top1'], 2)} | {_fmt(v['final_top1_delta'], 2)} "
             f"| {_fmt(v['wall_s'])} | {_fmt(v['iterations'], 0)} | {_fmt(_tera(v['train_gflops']), 2)} "
             f"| {_fmt(v['ideal_flop_ratio'], 2, '×')} | {_fmt(v['wall_ratio'], 2, '×')} "
-            f"| {_fmt(_pct(v['realised_fraction']), 0, ' %')} | {_fmt(v['overhead_s'])} |"
+            f"| {_fmt(_pct(v['realised_fraction']), 0, ' %')} | {_fmt(v['overhead_s'])} "
+            f"| {_fmt(v['eval_s'])} | {_fmt(v['stage_bn_s'])} |"
         )
     lines += ["", "Per run:", "",
               "| seed | variant | target | time to target (s) | speed-up | final top-1 | wall (s) "

@@ -60,7 +60,10 @@ def end_epoch(run: Run, epoch: int) -> None:
     if eval_due(run, epoch):
         evaluate(run, epoch)  # its precise BN at the eval shape supersedes the stage-end one
     elif stage_end:
+        started = time.perf_counter()
         refresh_bn(run, *stage_shape(run, stage), epoch)
+        run.log.write({"kind": "precise_bn", "step": run.state.step, "epoch": epoch + 1, "stage": stage.index,
+                       "time": run.clock(), "seconds": round(time.perf_counter() - started, 3)})
     if stage_end:
         save_state(run, f"stage_{stage.index:02d}.pt")
 
@@ -161,12 +164,15 @@ def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
 def evaluate(run: Run, epoch: int) -> dict[str, float]:
     """Validation at the full shape, after precise BN at that shape so the statistics match it."""
     full = builders.eval_shape(run.cfg, run.batch)
+    started = time.perf_counter()
     refresh_bn(run, run.batch, full, epoch)
+    refreshed = time.perf_counter()
     result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label)
     mark_evaluated(run, result)
     state = run.state
     run.log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1 if state.iteration == 0 else epoch,
-                   "samples": state.samples, "time": run.clock(), **result})
+                   "samples": state.samples, "time": run.clock(), **result,
+                   "bn_s": round(refreshed - started, 3), "val_s": round(time.perf_counter() - refreshed, 3)})
     metric = f"mAP {result['mAP']:.2f}" if "mAP" in result else f"top-1 {result['top1']:.2f}"
     run.log.message(f"eval after step {state.step} ({run.clock() / 60:.1f} min): {metric}")
     return result
