@@ -2,9 +2,11 @@
 val top-1 (overall and per class). The target is 60-90%: hard enough that methods can be told apart.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/calibrate_synthetic.py --data /tmp/synth --minutes 4
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/calibrate_synthetic.py --render --epochs 3   # no files
 
 Independent of the project's loader and models on purpose (it was written alongside them): it decodes every
-video once with PyAV into memory (short side 64, centre 64x64, every second frame) and trains on that.
+video once with PyAV into memory (short side 64, centre 64x64, every second frame) and trains on that; with
+--render it draws the same clips straight from the scenes instead (no codec), which is much faster.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mgvideo.data.synthetic import generate
-from mgvideo.data.synthetic_scenes import CLASS_NAMES
+from mgvideo.data.synthetic import SIZES, clip_seed, generate
+from mgvideo.data.synthetic_scenes import CLASS_NAMES, make_clip, render_frames
 
 SIDE, STRIDE, KEEP = 64, 2, 36  # stored frames: short side, temporal stride, at most this many
 
@@ -29,7 +31,21 @@ def load_clip(path: str) -> torch.Tensor:
     """Decode one video to uint8 (T, 3, SIDE, SIDE): every STRIDE-th frame of the middle, short side SIDE."""
     with av.open(path) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    x = torch.from_numpy(np.stack(frames[::STRIDE])).permute(0, 3, 1, 2).float()
+    return shrink(np.stack(frames[::STRIDE]))
+
+
+def render_split(seed: int, split: str, count: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The clips `generate` would write for a split, drawn straight from the scenes (no codec, no files)."""
+    clips = []
+    for i in range(count):
+        scene, _, _ = make_clip(clip_seed(seed, split, i), i % len(CLASS_NAMES))
+        clips.append(shrink(render_frames(scene, range(0, scene.num_frames, STRIDE))))
+    return clips, torch.arange(count) % len(CLASS_NAMES)
+
+
+def shrink(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T', 3, SIDE, SIDE): the middle KEEP frames, short side SIDE, centre."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     start = max(0, (len(x) - KEEP) // 2)
     x = x[start:start + KEEP]
     h, w = x.shape[-2:]
@@ -61,15 +77,16 @@ def batch(clips: list[torch.Tensor], idx: list[int], frames: int, crop: int, tra
     return (x - x.mean(dim=(2, 3, 4), keepdim=True)) / 0.25
 
 
-def small_3dcnn(num_classes: int, width: int = 24) -> nn.Module:
-    """Four conv3d layers (widths w, 2w, 4w, 4w), BN and ReLU, global average pool, linear."""
+def small_3dcnn(num_classes: int, width: int = 24, pool: str = "avg") -> nn.Module:
+    """Four conv3d layers (widths w, 2w, 4w, 4w), BN and ReLU, global average (or max) pool, linear."""
     layers, cin = [], 3
     plan = ((width, (1, 2, 2)), (2 * width, (1, 2, 2)), (4 * width, (2, 2, 2)), (4 * width, (2, 2, 2)))
     for cout, stride in plan:
         conv = nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
         layers += [conv, nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
         cin = cout
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+    pooling = nn.AdaptiveAvgPool3d(1) if pool == "avg" else nn.AdaptiveMaxPool3d(1)
+    return nn.Sequential(*layers, pooling, nn.Flatten(), nn.Linear(cin, num_classes))
 
 
 def evaluate(model: nn.Module, clips, labels, frames: int, crop: int) -> tuple[float, torch.Tensor]:
@@ -91,18 +108,24 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=4.0)
     p.add_argument("--epochs", type=float, default=0, help="budget in epochs, not minutes")
+    p.add_argument("--render", action="store_true", help="draw the clips in memory instead of decoding files")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--crop", type=int, default=56)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--width", type=int, default=24)
+    p.add_argument("--pool", choices=("avg", "max"), default="avg")
     args = p.parse_args()
-    if not os.path.exists(os.path.join(args.data, "val.csv")):
+    if not args.render and not os.path.exists(os.path.join(args.data, "val.csv")):
         info = generate(args.data, seed=args.seed)
         print(f"generated {info['counts']} in {info['seconds']:.1f}s")
     t = time.perf_counter()
     cache = os.path.join(args.data, f"calibration_cache_{SIDE}.pt")  # decoding takes minutes on 2 cores
-    if os.path.exists(cache):
+    if args.render:
+        size = SIZES["default"]
+        train_clips, train_y = render_split(args.seed, "train", size.train_per_class * len(CLASS_NAMES))
+        val_clips, val_y = render_split(args.seed, "val", size.val_per_class * len(CLASS_NAMES))
+    elif os.path.exists(cache):
         train_clips, train_y, val_clips, val_y = torch.load(cache)
     else:
         train_clips, train_y = load_split(args.data, "train")
@@ -111,7 +134,7 @@ def main() -> None:
     print(f"decoded {len(train_clips)}+{len(val_clips)} videos in {time.perf_counter() - t:.1f}s")
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = small_3dcnn(len(CLASS_NAMES), args.width)
+    model = small_3dcnn(len(CLASS_NAMES), args.width, args.pool)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     budget, start, epoch, step = args.minutes * 60, time.perf_counter(), 0, 0
     steps_per_epoch = -(-len(train_clips) // args.batch)

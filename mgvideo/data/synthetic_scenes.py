@@ -56,17 +56,17 @@ def _classes() -> tuple[ClassSpec, ...]:
 CLASSES = _classes()
 CLASS_NAMES = tuple(c.name for c in CLASSES)
 
-# Difficulty knobs, in units of the frame's short side (S) and frames. Calibrated with
+# Difficulty knobs, in units of the frame's short side (S) and frames. To be calibrated with
 # scripts/calibrate_synthetic.py so that a small 3D CNN lands between 60% and 90% val top-1.
-SPEED = {"slowly": (0.0030, 0.0045), "quickly": (0.0085, 0.0120)}  # S per frame
-RADIUS = (0.055, 0.075)  # object radius
+SPEED = {"slowly": (0.004, 0.006), "quickly": (0.011, 0.016)}  # S per frame
+RADIUS = (0.065, 0.085)  # object radius
 DOT_RADIUS = 0.022
-JITTER = 0.018  # stationary std of every object's wander
-SPIN_JITTER = 0.03  # rad per frame random walk of every object's angle
+JITTER = 0.006  # stationary std of every object's wander (its per-frame steps stay well below SPEED)
+SPIN_JITTER = 0.02  # rad per frame random walk of every object's angle
 NOISE = (2.0, 6.0)  # per-pixel luma noise std, grey levels
 NOISE_SHIFT = 24  # each frame's noise is a randomly shifted window of one noise field (cheap, and any frame
 # can be drawn alone)
-CLUTTER = (10, 22)  # static background blobs per clip
+CLUTTER = (6, 14)  # static background blobs per clip
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _vivid_color(rng: np.random.Generator) -> np.ndarray:
     return (rgb * 255).astype(np.float32)
 
 
-def _wander(rng: np.random.Generator, n: int, std: float, rho: float = 0.92) -> np.ndarray:
+def _wander(rng: np.random.Generator, n: int, std: float, rho: float = 0.95) -> np.ndarray:
     """A mean-reverting random walk (stationary std `std`), the idle motion of every object."""
     eps = rng.standard_normal(n) * std * np.sqrt(1 - rho * rho)
     out = np.empty(n)
@@ -149,7 +149,7 @@ def _draw_clutter(rng: np.random.Generator, scene: Scene, base: np.ndarray) -> N
     for _ in range(int(rng.integers(*CLUTTER, endpoint=True))):
         shape = str(rng.choice(SHAPES + ("blob", "blob")))
         radius = rng.uniform(0.04, 0.2) * s if shape == "blob" else rng.uniform(*RADIUS) * s
-        color = np.clip(base + rng.uniform(-45, 45, size=3), 0, 255).astype(np.float32)
+        color = np.clip(base + rng.uniform(-35, 35, size=3), 0, 255).astype(np.float32)
         one = np.ones(1)
         track = Track("disk" if shape == "blob" else shape, str(rng.choice(TEXTURES)), color, radius,
                       one * rng.uniform(0, scene.width), one * rng.uniform(0, scene.height),
