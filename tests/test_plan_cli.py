@@ -83,3 +83,19 @@ def test_plot_writes_a_png(capsys, tmp_path):
 def test_bad_flags_exit_2_naming_the_flag(capsys, argv, flag):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and flag in err
+
+
+def test_config_recipe_gives_the_same_schedule_as_the_trainer(capsys):
+    code, out, _ = run_cli(capsys, "--json", "--config", "configs/charades/slowfast_r50_16x8_multigrid.yaml")
+    assert code == 0
+    assert json.loads(out)["steps"] == [0, 31, 47, 60, 67, 73, 76, 79, 80, 83]
+    code, out, _ = run_cli(capsys, "--json", "--config", "configs/charades/slowfast_r50_16x8_multigrid.yaml",
+                           "multigrid.long_cycle=false")
+    assert code == 0 and json.loads(out)["stages"] == []
+
+
+def test_config_errors_name_the_key_and_overrides_need_a_config(capsys):
+    code, _, err = run_cli(capsys, "--config", "configs/synthetic/tiny.yaml", "solver.max_epok=3")
+    assert code == 2 and "solver.max_epok" in err
+    code, _, err = run_cli(capsys, "solver.max_epoch=3")
+    assert code == 2 and "--config" in err

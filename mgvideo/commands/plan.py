@@ -83,6 +83,17 @@ def configs_from_args(args: argparse.Namespace) -> tuple[MultigridConfig, LRConf
     return cfg, lr_cfg, LoaderNumbers(args.dataset_size, args.batch_size, args.devices, args.bn_base_size)
 
 
+def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers]:
+    """The schedule, LR and per-device batch of a trainer recipe, exactly as `mgvideo train` builds them."""
+    from mgvideo.config import load_config, resolve_recipe
+    from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
+
+    cfg = load_config(resolve_recipe(args.config), args.overrides)
+    loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
+                           cfg.model.bn_base_size)
+    return build_schedule(cfg), build_lr_config(cfg), loader
+
+
 # -- what is printed ----------------------------------------------------------------------------------
 def bn_groups(per_device_batch: int, bn_base_size: int) -> str:
     """BN layout of a per-device long-cycle batch, as the reference chooses it (spec §4)."""
@@ -208,6 +219,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="base per-device batch")
     p.add_argument("--devices", type=_positive_int, default=8)
     p.add_argument("--bn-base-size", type=_positive_int, default=8)
+    p.add_argument("--config", type=Path, metavar="CONFIG",
+                   help="read the schedule, LR and batch from a trainer recipe (the schedule flags are "
+                        "then ignored); --dataset-size and --devices still apply")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for --config")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="also draw shape, batch and LR against epoch")
@@ -216,12 +231,17 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the schedule from the flags and print the table (or JSON), optionally plotting it."""
-    cfg, lr_cfg, loader = configs_from_args(args)
-    try:
-        schedule = MultigridSchedule(cfg)
-    except ScheduleError as err:
-        field, _, problem = str(err).partition(": ")
-        raise ScheduleError(f"{_flag(field)}: {problem}") from None
+    if args.config is not None:
+        schedule, lr_cfg, loader = configs_from_recipe(args)
+    elif args.overrides:
+        raise ConfigError(f"key=value overrides need --config (got {args.overrides[0]!r})")
+    else:
+        cfg, lr_cfg, loader = configs_from_args(args)
+        try:
+            schedule = MultigridSchedule(cfg)
+        except ScheduleError as err:
+            field, _, problem = str(err).partition(": ")
+            raise ScheduleError(f"{_flag(field)}: {problem}") from None
     if loader.dataset_size < loader.devices:
         raise ConfigError(f"--dataset-size: {loader.dataset_size} clips cannot be shared by "
                           f"{loader.devices} devices")
