@@ -4,6 +4,8 @@ on this machine, interleaved by seed, with the same model, data, evaluation poin
 A bench config is a trainer recipe plus a `bench:` section (see configs/synthetic/bench.yaml). Each
 variant is the recipe with the cycles switched as the variant says and its own hyperparameters applied.
 The runs go to OUT/seed<k>/<variant>/ (the trainer's usual run folder); the tables, JSON and plot to OUT.
+Every run decodes from the data's frame cache (`data.cache`), filled once before the first run's clock
+starts, so no variant pays for decoding the videos.
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
 
                 schedule = random_shape_schedule(build_schedule(run_cfg), seed)
             records = train_fresh(run_cfg, out / f"seed{seed}" / variant, schedule)
-            gc.collect()  # end the finished run's loader workers (and their frame caches) now
+            gc.collect()  # end the finished run's loader workers now
             figures = R.figures_from_records(variant, seed, records, flops)
             runs.append(figures)
             log(f"seed {seed} {variant}: final top-1 {figures.final_top1:.2f} after {figures.wall_s:.0f} s "

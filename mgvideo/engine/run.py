@@ -102,7 +102,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     info = D.init(device)
     device = D.local_device(device, info)
     torch.manual_seed(cfg.train.seed)
-    schedule = schedule or builders.build_schedule(cfg)
+    schedule = builders.build_schedule(cfg) if schedule is None else schedule
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
