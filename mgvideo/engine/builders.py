@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -149,10 +150,13 @@ def fill_frame_cache(cfg: Config, datasets: list[VideoClipDataset], log=print) -
 def ensure_synthetic_data(cfg: Config) -> None:
     """For `data.dataset: synthetic`, generate the videos into `data.root` if they are not there yet."""
     d = cfg.data
-    if d.dataset != "synthetic" or (Path(d.root) / "meta.json").exists():  # meta.json is written last
+    if d.dataset != "synthetic":
         return
     from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
 
+    meta = Path(d.root) / "meta.json"  # written last, so it exists only for a complete set
+    if meta.exists() and json.loads(meta.read_text()).get("version") == synthetic.VERSION:
+        return
     if d.synthetic_size in synthetic.SIZES:
         synthetic.generate(d.root, seed=0, size=d.synthetic_size)
         return
