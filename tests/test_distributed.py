@@ -31,7 +31,7 @@ def train(out: Path, nproc: int, *extra: str, env: dict | None = None, restarts:
     # A gentle LR and BN groups of 8 clips: with tiny groups of tiny clips the run is chaotic, and
     # summation-order noise (which differs between 1 and 2 processes) would grow without bound.
     cmd = [sys.executable, *launcher, "-m", "mgvideo", "train", str(TINY), "--out", str(out),
-           "data.workers=0", "solver.base_lr=0.005", "solver.warmup_start_lr=0.001", "model.bn_base_size=8",
+           "data.workers=0", "solver.base_lr=0.002", "solver.warmup_start_lr=0.0005", "model.bn_base_size=8",
            *extra]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     done = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=500)
