@@ -273,8 +273,3 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def register(subparsers) -> None:
-    """No subcommand here: `mgvideo bench` registers every module of the package, and this one only
-    holds `tta`'s figures."""

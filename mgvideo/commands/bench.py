@@ -12,4 +12,6 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks: data loading, time-to-accuracy")
     sub = parser.add_subparsers(dest="bench", required=True)
     for info in sorted(pkgutil.iter_modules(bench.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{bench.__name__}.{info.name}").register(sub)
+        module = importlib.import_module(f"{bench.__name__}.{info.name}")
+        if hasattr(module, "register"):  # helper modules (e.g. tta_report) add no subcommand
+            module.register(sub)
