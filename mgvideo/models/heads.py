@@ -41,6 +41,16 @@ def _check_act(act: str) -> None:
         raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {act!r}")
 
 
+def _classify(head: nn.Module, x: Tensor) -> Tensor:
+    """Dropout and the projection on (B, T, H, W, C) features; logits in training, else the activation
+    averaged over positions (the reference's fully convolutional testing)."""
+    if hasattr(head, "dropout"):
+        x = head.dropout(x)
+    x = head.projection(x)
+    if head.training:
+        return x.flatten(1)
+    return _activate_and_average(x, head.act)
+
 class ResNetBasicHead(nn.Module):
     """PySlowFast's ResNetBasicHead: per-pathway average pool, concat, dropout, `projection` (Linear)."""
 
@@ -63,12 +73,7 @@ class ResNetBasicHead(nn.Module):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         pooled = [_pool(x, w, self.training) for x, w in zip(inputs, self.pool_sizes)]
         x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)
-        if hasattr(self, "dropout"):
-            x = self.dropout(x)
-        x = self.projection(x)
-        if self.training:
-            return x.flatten(1)
-        return _activate_and_average(x, self.act)
+        return _classify(self, x)
 
 
 class X3DHead(nn.Module):
@@ -106,9 +111,4 @@ class X3DHead(nn.Module):
         if hasattr(self, "lin_5_bn"):
             x = self.lin_5_bn(x)
         x = self.lin_5_relu(x).permute(0, 2, 3, 4, 1)
-        if hasattr(self, "dropout"):
-            x = self.dropout(x)
-        x = self.projection(x)
-        if self.training:
-            return x.flatten(1)
-        return _activate_and_average(x, self.act)
+        return _classify(self, x)
