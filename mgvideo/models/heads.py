@@ -51,6 +51,7 @@ def _classify(head: nn.Module, x: Tensor) -> Tensor:
         return x.flatten(1)
     return _activate_and_average(x, head.act)
 
+
 class ResNetBasicHead(nn.Module):
     """PySlowFast's ResNetBasicHead: per-pathway average pool, concat, dropout, `projection` (Linear)."""
 

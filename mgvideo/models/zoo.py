@@ -9,11 +9,14 @@ from typing import Any
 from torch import nn
 
 from mgvideo.errors import ConfigError
+from mgvideo.models.c3d import PlainC3D
 from mgvideo.models.resnet3d import ResNet3D
 from mgvideo.models.slowfast import SlowFast
 from mgvideo.models.x3d import X3D, X3D_SIZES
 
-FAMILIES: dict[str, type[nn.Module]] = {"resnet": ResNet3D, "slowfast": SlowFast, "x3d": X3D}
+FAMILIES: dict[str, type[nn.Module]] = {
+    "resnet": ResNet3D, "slowfast": SlowFast, "x3d": X3D, "plain": PlainC3D,
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ PRESETS: dict[str, Preset] = {
         {"arch": "i3d_nopool", "temporal_kernels": ((1,), (3,), (3,), (3,), (3,)), **_TINY},
         "ours",
     ),
+    # c3d_tiny: a plain 4-layer 3D CNN, not a paper architecture; it learns the synthetic classes in minutes.
+    "c3d_tiny": Preset("plain", 16, 64, 2, {"width": 16}, "ours"),
     "slowfast_tiny": Preset(
         "slowfast", 16, 64, 2, {"alpha": 4, "beta_inv": 4, "fusion_kernel": 5, **_TINY}, "ours"
     ),
