@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +23,7 @@ from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
 from mgvideo.multigrid.lr import LRConfig
-from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler
+from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler, iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
 # Test hooks: SIGKILL this process once it has finished this many iterations; under torchrun only on
@@ -134,7 +133,9 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     eval_batch = cfg.train.eval_batch_size or batch
     val_sampler = FixedShapeBatchSampler(full, len(val_set), eval_batch, rank=info.rank,
                                          world_size=info.world_size)
-    lengths = [len(_epoch_sampler(sampler, e)) for e in range(schedule.max_epoch)]
+    lengths = [iterations_per_epoch(len(train_set), batch, info.world_size,
+                                    [slot.batch_factor for slot in schedule.stage_at(e).slots])
+               for e in range(schedule.max_epoch)]
     total, done = sum(lengths), sum(lengths[: state.epoch]) + state.iteration
     log = RunLog(out_dir, info.is_main, state.records, total, done)
     if resumed:
@@ -214,15 +215,3 @@ def _wrap(net: nn.Module, info: D.DistInfo, device: torch.device) -> nn.Module:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # BN buffers stay per rank during training; precise BN merges them before they are used.
     return nn.parallel.DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
-
-
-def _epoch_sampler(sampler: MultigridBatchSampler, epoch: int) -> MultigridBatchSampler:
-    twin = MultigridBatchSampler(sampler.schedule, sampler.dataset_size, sampler.batch_size,
-                                 rank=sampler.rank, world_size=sampler.world_size, seed=sampler.seed)
-    twin.set_epoch(epoch)
-    return twin
-
-
-def describe(state: TrainState) -> dict[str, Any]:
-    """The state as a plain dict (for summaries)."""
-    return dataclasses.asdict(state)
