@@ -166,7 +166,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
         try:
             raw = yaml.safe_load(text) or {}
-            lines = _key_lines(yaml.compose(text))
+            lines = yaml_key_lines(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: invalid YAML: {err}") from err
         if not isinstance(raw, dict):
@@ -345,9 +345,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _key_lines(node: yaml.Node | None) -> dict[str, int]:
-    """Map 'section' and 'section.key' to their 1-based line numbers in the YAML text."""
+def yaml_key_lines(text: str) -> dict[str, int]:
+    """Map 'section' and 'section.key' to their 1-based line numbers in the YAML text (for errors)."""
     lines: dict[str, int] = {}
+    node = yaml.compose(text)
     if not isinstance(node, yaml.MappingNode):
         return lines
     for key_node, value_node in node.value:

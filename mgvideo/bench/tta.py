@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from mgvideo.bench import tta_report as R
-from mgvideo.config import Config, override, resolve_recipe
+from mgvideo.config import Config, override, resolve_recipe, yaml_key_lines
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule, Stage
 
@@ -58,7 +58,7 @@ def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     try:
         text = path.read_text()
         raw = yaml.safe_load(text) or {}
-        lines = _key_lines(text)
+        lines = yaml_key_lines(text)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read bench config: {err.strerror}") from err
     except yaml.YAMLError as err:
@@ -116,20 +116,6 @@ def _bench_spec(raw: dict[str, Any], path: Path, lines: dict[str, int]) -> Bench
         raise ConfigError(f"{where}: bench.overrides must map variant names to key: value mappings")
     spec.variants = [R.BASELINE] + [v for v in dict.fromkeys(spec.variants) if v != R.BASELINE]
     return spec
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """'section' and 'section.key' -> 1-based line in the YAML text (for error messages)."""
-    lines: dict[str, int] = {}
-    node = yaml.compose(text)
-    if not isinstance(node, yaml.MappingNode):
-        return lines
-    for key, value in node.value:
-        lines[str(key.value)] = key.start_mark.line + 1
-        if isinstance(value, yaml.MappingNode):
-            for sub, _ in value.value:
-                lines[f"{key.value}.{sub.value}"] = sub.start_mark.line + 1
-    return lines
 
 
 def variant_config(cfg: Config, spec: BenchSpec, variant: str, seed: int) -> Config:
