@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgvideo.errors import ConfigError, ScheduleError
-from mgvideo.multigrid import LRConfig, MultigridConfig, MultigridSchedule, iterations_per_epoch, lr_at
+from mgvideo.multigrid import (
+    LRConfig,
+    MultigridConfig,
+    MultigridSchedule,
+    bn_groups_for,
+    iterations_per_epoch,
+    lr_at,
+)
 from mgvideo.multigrid.schedule import Stage
 
 K400_STEPS = (0, 94, 154, 196)
@@ -95,12 +102,12 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
 
 
 # -- what is printed ----------------------------------------------------------------------------------
-def bn_groups(per_device_batch: int, bn_base_size: int) -> str:
-    """BN layout of a per-device long-cycle batch, as the reference chooses it (spec §4)."""
-    factor = per_device_batch / bn_base_size
-    if factor < 1:
-        return f"sync×{int(1 / factor)}"
-    return "BN" if factor == 1 else f"sub×{int(factor)}"
+def bn_groups(per_device_batch: int, bn_base_size: int, devices: int) -> str:
+    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`bn_groups_for`)."""
+    plan = bn_groups_for(per_device_batch, per_device_batch, bn_base_size, devices)
+    if plan.sync_size > 1:
+        return f"sync×{plan.sync_size}"
+    return f"sub×{plan.groups}" if plan.groups > 1 else "BN"
 
 
 def stage_lrs(schedule: MultigridSchedule, lr_cfg: LRConfig, stage: Stage) -> str:
@@ -128,7 +135,7 @@ def schedule_table(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: Loader
         name = f"{stage.index}" + (" (FT)" if stage.finetune else "")
         slots = " ".join(f"({loader.batch_size * s.batch_factor},{s.frames},{s.crop})" for s in stage.slots)
         rows.append((name, str(stage.lr_step), f"{stage.start_epoch}-{stage.end_epoch}", slots,
-                     bn_groups(loader.batch_size * stage.batch_factor, loader.bn_base_size),
+                     bn_groups(loader.batch_size * stage.batch_factor, loader.bn_base_size, loader.devices),
                      stage_lrs(schedule, lr_cfg, stage), str(stage_iterations(stage, loader))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
