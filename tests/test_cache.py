@@ -2,6 +2,7 @@
 versions keyed by file changes, the up-front fill, and how the config selects it."""
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,12 @@ def test_cached_video_reads_clamp_and_resize():
     video = C.CachedVideo("x.mp4", 10.0, frames)
     assert np.array_equal(video.read([0, 2, 5]), frames[[0, 2, 2]])
     assert video.read([1], short_side=2).shape == (1, 2, 3, 3) and video.duration == pytest.approx(0.3)
+
+
+def test_an_opened_entry_is_reused_and_not_pickled_into_workers(tmp_path):
+    video = write_video(tmp_path / "v.mp4", frames=6, width=48, height=32)
+    cache = C.FrameCache(tmp_path / "cache", 24)
+    first = cache.open(str(video))
+    assert cache.open(str(video)) is first  # no second np.load of the same entry
+    copy = pickle.loads(pickle.dumps(cache))
+    assert not copy._opened and copy.open(str(video)).read([0, 5]).tolist() == first.read([0, 5]).tolist()

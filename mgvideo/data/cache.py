@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ from mgvideo.data.sampling import resize_short_side
 from mgvideo.errors import ConfigError
 
 MODES = ("none", "memory", "disk")
+OPEN_ENTRIES = 4096  # memory maps a process keeps open: re-opening one costs more than reading a clip
 SHM = Path("/dev/shm")
 
 
@@ -59,6 +61,10 @@ class FrameCache:
         if short_side < 1:
             raise ConfigError(f"frame cache: short side must be positive, got {short_side}")
         self.directory, self.short_side, self.backend = Path(directory), short_side, backend
+        self._opened: OrderedDict[str, CachedVideo] = OrderedDict()  # entry name -> mapped frames
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_opened": OrderedDict()}  # a pickled memmap would copy its frames
 
     def _names(self, path: str) -> tuple[str, str]:
         """(prefix of every entry of this video, this version's entry name)."""
@@ -70,13 +76,20 @@ class FrameCache:
 
     def open(self, path: str) -> VideoReader:
         """The video's frames, from the cache, or decoded now and stored."""
-        _, name = self._names(path)
+        _, name = self._names(path)  # changes with the video's size and mtime
+        video = self._opened.get(name)
+        if video is not None:
+            self._opened.move_to_end(name)
+            return video
         try:
             meta = json.loads((self.directory / f"{name}.json").read_text())
             frames = np.load(self.directory / f"{name}.npy", mmap_mode="r")
         except (FileNotFoundError, ValueError):  # absent, or a sidecar caught mid-write by another process
             return self.store(path)
-        return CachedVideo(path, meta["fps"], frames)
+        video = self._opened[name] = CachedVideo(path, meta["fps"], frames)
+        if len(self._opened) > OPEN_ENTRIES:
+            self._opened.popitem(last=False)
+        return video
 
     def store(self, path: str) -> CachedVideo:
         """Decode the whole video at the cache's size and write its entry (replacing older versions)."""
