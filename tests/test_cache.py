@@ -135,6 +135,7 @@ def test_cached_video_reads_clamp_and_resize():
 def test_an_opened_entry_is_reused_and_not_pickled_into_workers(tmp_path):
     video = write_video(tmp_path / "v.mp4", frames=6, width=48, height=32)
     cache = C.FrameCache(tmp_path / "cache", 24)
+    cache.open(str(video))  # a miss: decodes and stores
     first = cache.open(str(video))
     assert cache.open(str(video)) is first  # no second np.load of the same entry
     copy = pickle.loads(pickle.dumps(cache))
