@@ -104,6 +104,15 @@ def test_tiny_models_see_motion():
     assert not torch.allclose(model(clip), model(clip.flip(2)), atol=1e-6)
 
 
+def test_c3d_tiny_ignores_the_static_scene_unless_asked_not_to():
+    torch.manual_seed(0)
+    clip, still = torch.randn(2, 3, 8, 32, 32), torch.randn(2, 3, 1, 32, 32)  # `still`: the same every frame
+    model = build_model("c3d_tiny", 5).eval()
+    assert torch.allclose(model(clip), model(clip + still), atol=1e-6)
+    plain = build_model("c3d_tiny", 5, remove_static=False).eval()
+    assert not torch.allclose(plain(clip), plain(clip + still), atol=1e-3)
+
+
 def test_train_mode_gives_logits_eval_mode_gives_probabilities():
     torch.manual_seed(0)
     model = build_model("slowfast_tiny", 7)

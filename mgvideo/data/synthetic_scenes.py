@@ -59,7 +59,7 @@ CLASS_NAMES = tuple(c.name for c in CLASSES)
 
 # Difficulty knobs, in units of the frame's short side (S) and frames. To be calibrated with
 # scripts/calibrate_synthetic.py so that a small 3D CNN lands between 60% and 90% val top-1.
-SPEED = {"slowly": (0.007, 0.010), "quickly": (0.018, 0.025)}  # S per frame
+SPEED = {"slowly": (0.012, 0.016), "quickly": (0.028, 0.036)}  # S per frame
 RADIUS = (0.12, 0.16)  # object radius
 DOT_RADIUS = 0.022
 JITTER = 0.0015  # stationary std of every object's wander (its per-frame steps stay well below SPEED)
@@ -281,14 +281,14 @@ def add_action(rng: np.random.Generator, scene: Scene, spec: ClassSpec, t0: int,
     if spec.action in ("linear", "dot"):
         dot = spec.action == "dot"
         i = _pick(rng, scene, lambda t: (t.shape == DOT) == dot)
-        speed = rng.uniform(*SPEED[spec.variant[1]]) if spec.action == "linear" else rng.uniform(0.006, 0.01)
+        speed = rng.uniform(*SPEED[spec.variant[1]]) if spec.action == "linear" else rng.uniform(0.016, 0.022)
         ang = spec.variant[0] + rng.uniform(-0.17, 0.17)
         off = (tau - n / 2) * speed * s
         tr[i].x, tr[i].y, tr[i].wrap = tr[i].x + off * np.cos(ang), tr[i].y + off * np.sin(ang), True
         return [tr[i].shape]
     if spec.action == "rotate":
         i = _pick(rng, scene, lambda t: t.shape == "square")
-        tr[i].angle = tr[i].angle + spec.variant[0] * rng.uniform(0.06, 0.1) * tau
+        tr[i].angle = tr[i].angle + spec.variant[0] * rng.uniform(0.1, 0.15) * tau
         return [tr[i].shape]
     if spec.action == "orbit":
         i = _pick(rng, scene, lambda t: t.shape == spec.variant[0])
@@ -324,7 +324,7 @@ def _collide(rng: np.random.Generator, scene: Scene, tau: np.ndarray, n: float, 
     a = _pick(rng, scene, lambda t: t.shape != DOT)
     b = _pick(rng, scene, lambda t: t.shape != DOT)
     px, py = rng.uniform(0.3, 0.7) * scene.width, rng.uniform(0.3, 0.7) * scene.height
-    ang, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0.006, 0.009) * s
+    ang, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0.012, 0.016) * s
     meet = n / 2 + rng.uniform(-0.1, 0.1) * n
     touch = 0.9 * (tr[a].radius + tr[b].radius) / 2
     side = rng.uniform(0.0, 0.4) * (tr[a].radius + tr[b].radius) / 2
