@@ -99,3 +99,14 @@ def test_config_errors_name_the_key_and_overrides_need_a_config(capsys):
     assert code == 2 and "solver.max_epok" in err
     code, _, err = run_cli(capsys, "solver.max_epoch=3")
     assert code == 2 and "--config" in err
+
+
+def test_a_bench_config_plans_its_multigrid_run(capsys):
+    from mgvideo.bench.tta import load_bench, variant_config
+    from mgvideo.engine.builders import build_schedule
+
+    spec, cfg = load_bench("configs/synthetic/bench.yaml", ["solver.max_epoch=9"])
+    expected = build_schedule(variant_config(cfg, spec, "multigrid", 0))
+    code, out, _ = run_cli(capsys, "--json", "--config", "configs/synthetic/bench.yaml", "solver.max_epoch=9")
+    assert code == 0 and expected.stages  # the long cycle is on, whatever the file's own multigrid section
+    assert json.loads(out)["steps"] == list(expected.steps)
