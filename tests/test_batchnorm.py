@@ -58,6 +58,18 @@ def test_groups_match_batchnorm_on_each_group(groups, shape):
     torch.testing.assert_close(sub.bias.grad, bias_grad, atol=1e-5, rtol=1e-5)
 
 
+def test_channels_last_input_gives_channels_last_output_with_the_same_values():
+    torch.manual_seed(2)
+    sub = _random_bn(5)
+    sub.groups = 4
+    x = torch.randn(8, 5, 3, 4, 6)
+    y = sub(x.contiguous(memory_format=torch.channels_last_3d))
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)  # the next conv stays on its fast path
+    same = _random_bn(5)
+    same.groups = 4
+    torch.testing.assert_close(y, same(x))
+
+
 @pytest.mark.parametrize("momentum", [0.3, None])
 def test_running_stats_follow_total_variance_formula(momentum):
     torch.manual_seed(2)

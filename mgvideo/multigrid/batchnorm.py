@@ -217,7 +217,10 @@ class SubBatchNorm3d(nn.BatchNorm3d):
             per_group = x.numel() // (c * k)
             self._update_running(mean.view(k, c), var.view(k, c) * ((per_group - 1) / per_group),
                                  per_group * k, factor)
-        return y.reshape(x.shape)
+        y = y.reshape(x.shape)
+        if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+            y = y.contiguous(memory_format=torch.channels_last_3d)  # keep the next conv on its fast path
+        return y
 
     def _forward_sync(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
         c = x.shape[1]
