@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,8 +313,15 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise bad("an integer")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -24,6 +24,12 @@ def test_int_is_accepted_for_float_and_converted(tmp_path):
     assert isinstance(cfg.solver.base_lr, float)
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # YAML 1.1 reads 1e-4 as a string; a float field takes it as the number it means.
+    cfg = load_config(write(tmp_path, "solver:\n  weight_decay: 5e-5\n"), ["solver.base_lr=1e-2"])
+    assert cfg.solver.weight_decay == 5e-5 and cfg.solver.base_lr == 0.01
+
+
 def test_unknown_key_names_file_line_and_suggestion(tmp_path):
     path = write(tmp_path, "solver:\n  base_lr: 0.1\n  base_lrr: 0.2\n")
     with pytest.raises(ConfigError, match=r"run\.yaml:3: unknown key 'solver\.base_lrr'.*solver\.base_lr"):
@@ -41,6 +47,9 @@ def test_unknown_section_and_override_key():
     "item, message",
     [
         ("solver.batch_size=abc", "solver.batch_size must be an integer"),
+        ("solver.base_lr=fast", "solver.base_lr must be a number"),
+        ("solver.base_lr=nan", "solver.base_lr must be a finite number"),
+        ("solver.weight_decay=.inf", "solver.weight_decay must be a finite number"),
         ("solver.nesterov=2", "solver.nesterov must be true or false"),
         ("train.amp=fp8", "train.amp must be one of"),
         ("solver.steps=[0, x]", r"solver.steps\[1\] must be an integer"),
