@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                                    description=__doc__)
     parser.add_argument("--config", help="a trainer YAML: its data, model, schedule and batch are used")
     parser.add_argument("--data", help="synthetic dataset folder (train.csv); default: generate a small one")
-    parser.add_argument("--model", default="r3d_tiny", help="model preset timed for consumption")
+    parser.add_argument("--model", default="c3d_tiny", help="model preset timed for consumption")
     parser.add_argument("--frames", type=int, default=16, help="the schedule's full T (no --config)")
     parser.add_argument("--crop", type=int, default=64, help="the schedule's full crop S (no --config)")
     parser.add_argument("--rate", type=int, default=2, help="the base sampling rate (no --config)")

@@ -1,6 +1,6 @@
 """`mgvideo demo [--out DIR] [--with-baseline]`: the whole method on a CPU in a few minutes.
 
-Generates the synthetic videos if missing, trains a tiny 3D ResNet with multigrid, runs the multi-view
+Generates the synthetic videos if missing, trains a small 3D CNN with multigrid, runs the multi-view
 test, and prints a summary table and where the plots are. Rerunning resumes or reuses finished parts.
 """
 
