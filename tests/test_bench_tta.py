@@ -147,7 +147,20 @@ def test_bad_override_is_blamed_on_the_command_line(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text(BENCH_YAML)
     with pytest.raises(ConfigError, match="^command line: .*solver.weight_decay"):
-        tta.load_bench(path, ["solver.weight_decay=1e-4"])  # YAML 1.1 reads 1e-4 as a string
+        tta.load_bench(path, ["solver.weight_decay=lots"])
+
+
+def test_any_config_reads_a_recipe_or_a_bench_configs_multigrid_run(tmp_path):
+    from mgvideo.config import load_config
+
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(BENCH_YAML)
+    cfg = tta.load_any_config(bench, ["data.crop=48"])
+    assert cfg.multigrid.long_cycle and cfg.multigrid.short_cycle  # the multigrid arm, not the base config
+    assert cfg.solver.base_lr == 0.1 and cfg.data.crop == 48
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("solver:\n  base_lr: 0.3\n")
+    assert tta.load_any_config(recipe) == load_config(recipe)
 
 
 def test_bench_config_variants_and_overrides(tmp_path):

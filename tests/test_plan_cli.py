@@ -105,8 +105,9 @@ def test_a_bench_config_plans_its_multigrid_run(capsys):
     from mgvideo.bench.tta import load_bench, variant_config
     from mgvideo.engine.builders import build_schedule
 
-    spec, cfg = load_bench("configs/synthetic/bench.yaml", ["solver.max_epoch=9"])
+    spec, cfg = load_bench("configs/synthetic/bench.yaml", ["solver.max_epoch=25"])
     expected = build_schedule(variant_config(cfg, spec, "multigrid", 0))
-    code, out, _ = run_cli(capsys, "--json", "--config", "configs/synthetic/bench.yaml", "solver.max_epoch=9")
+    code, out, _ = run_cli(capsys, "--json", "--config", "configs/synthetic/bench.yaml",
+                           "solver.max_epoch=25")
     assert code == 0 and expected.stages  # the long cycle is on, whatever the file's own multigrid section
     assert json.loads(out)["steps"] == list(expected.steps)

@@ -80,10 +80,10 @@ def model_rate(model: torch.nn.Module, shape: ClipShape, batch: int, iters: int 
 def _setup(args: argparse.Namespace, scratch: str) -> tuple[MultigridSchedule, Annotations, dict, int]:
     """Schedule, training annotations, model (name and options) and base batch, from --config or flags."""
     if args.config:  # the trainer's YAML: the same builders the trainer uses
-        from mgvideo.config import load_config
+        from mgvideo.bench.tta import load_any_config
         from mgvideo.engine import builders
 
-        cfg = load_config(args.config)
+        cfg = load_any_config(args.config)
         builders.ensure_synthetic_data(cfg)
         model = {"name": cfg.model.name, **cfg.model.options}
         return builders.build_schedule(cfg), builders.read_split(cfg, cfg.data.train_list), model, \

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from mgvideo.bench import tta_report as R
-from mgvideo.config import Config, override, resolve_recipe, yaml_key_lines
+from mgvideo.config import Config, load_config, override, resolve_recipe, yaml_key_lines
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule, Stage
 
@@ -89,6 +89,22 @@ def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             where = f"{path}:{lines[named[0]]}" if named[0] in lines else "command line"
         raise ConfigError(f"{where}: {err}") from err
     return _bench_spec(bench_raw, path, lines), cfg
+
+
+def load_any_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A trainer recipe, or a bench config's multigrid run: what `plan`, `bench data` and `profile` read."""
+    if not _is_bench_config(path):
+        return load_config(path, overrides)
+    spec, cfg = load_bench(path, overrides)
+    return variant_config(cfg, spec, R.MULTIGRID, cfg.train.seed)
+
+
+def _is_bench_config(path: str | Path) -> bool:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports it, with the file's name
+    return isinstance(raw, dict) and "bench" in raw
 
 
 def _bench_spec(raw: dict[str, Any], path: Path, lines: dict[str, int]) -> BenchSpec:

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.multigrid import (
     LRConfig,
@@ -94,27 +92,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[MultigridConfig, LRConf
 
 def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers]:
     """The schedule, LR and per-device batch of a trainer recipe, exactly as `mgvideo train` builds them."""
-    from mgvideo.config import load_config, resolve_recipe
+    from mgvideo.bench.tta import load_any_config
+    from mgvideo.config import resolve_recipe
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
 
-    path = resolve_recipe(args.config)
-    if _is_bench_config(path):  # a `mgvideo bench tta` config: plan its multigrid run
-        from mgvideo.bench.tta import load_bench, variant_config
-        spec, cfg = load_bench(path, args.overrides)
-        cfg = variant_config(cfg, spec, "multigrid", cfg.train.seed)
-    else:
-        cfg = load_config(path, args.overrides)
+    cfg = load_any_config(resolve_recipe(args.config), args.overrides)  # a bench config: its multigrid run
     loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
                            cfg.model.bn_base_size)
     return build_schedule(cfg), build_lr_config(cfg), loader
-
-
-def _is_bench_config(path: str | Path) -> bool:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # load_config reports it, with the file's name
-    return isinstance(raw, dict) and "bench" in raw
 
 
 # -- what is printed ----------------------------------------------------------------------------------
