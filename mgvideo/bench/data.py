@@ -1,8 +1,10 @@
 """`mgvideo bench data`: loader throughput at every multigrid shape against the model's consumption rate.
 
-For each distinct clip shape of the schedule it times the loader (clips/s) with several worker counts, with
-and without resizing inside the decoder, and a forward/backward pass of the model at that shape and batch,
-then marks which of the two is the bottleneck. Figures depend on the machine and on its load.
+For each distinct clip shape of the schedule it times the loader (clips/s) with several worker counts: with
+and without resizing inside the decoder, and from the decoded-frame cache (`data.cache`, filled before the
+timing). It times a forward/backward pass of the model at that shape and batch, then marks which of the
+two is the bottleneck (for the decoders; the cache column shows what a cached run gets). Figures depend on
+the machine and on its load.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 
 from mgvideo.data.annotations import Annotations, read_kinetics
-from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.cache import FrameCache
+from mgvideo.data.datasets import VideoClipDataset, largest_short_side
 from mgvideo.data.loader import build_loader
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
 
@@ -48,9 +51,9 @@ def distinct_shapes(schedule: MultigridSchedule, batch: int) -> list[tuple[int, 
 
 
 def loader_rate(annotations: Annotations, shape: ClipShape, batch: int, workers: int, resize: bool,
-                clips: int, seed: int = 0) -> float:
+                clips: int, seed: int = 0, cache: FrameCache | None = None) -> float:
     """Clips/s of a loader at one shape, after one warm-up batch (which absorbs the worker start)."""
-    dataset = VideoClipDataset(annotations, shape, decoder_resize=resize, seed=seed)
+    dataset = VideoClipDataset(annotations, shape, decoder_resize=resize, seed=seed, cache=cache)
     rng = np.random.default_rng(seed)
     count = max(2, -(-clips // batch)) + 1
     batches = [[(int(i), shape) for i in rng.integers(0, len(dataset), batch)] for _ in range(count)]
@@ -77,8 +80,10 @@ def model_rate(model: torch.nn.Module, shape: ClipShape, batch: int, iters: int 
     return batch * iters / (time.perf_counter() - start)
 
 
-def _setup(args: argparse.Namespace, scratch: str) -> tuple[MultigridSchedule, Annotations, dict, int]:
-    """Schedule, training annotations, model (name and options) and base batch, from --config or flags."""
+def _setup(args: argparse.Namespace, scratch: str
+           ) -> tuple[MultigridSchedule, Annotations, dict, int, FrameCache]:
+    """Schedule, training annotations, model (name and options), base batch and frame cache, from --config
+    (its own cache, if it has one) or flags."""
     if args.config:  # the trainer's YAML: the same builders the trainer uses
         from mgvideo.bench.tta import load_any_config
         from mgvideo.engine import builders
@@ -86,12 +91,15 @@ def _setup(args: argparse.Namespace, scratch: str) -> tuple[MultigridSchedule, A
         cfg = load_any_config(args.config)
         builders.ensure_synthetic_data(cfg)
         model = {"name": cfg.model.name, **cfg.model.options}
+        cache = builders.build_frame_cache(cfg) or FrameCache(Path(scratch) / "frames",
+                                                              largest_short_side(cfg.data.crop))
         return builders.build_schedule(cfg), builders.read_split(cfg, cfg.data.train_list), model, \
-            cfg.solver.batch_size
+            cfg.solver.batch_size, cache
     schedule = MultigridSchedule(MultigridConfig(frames=args.frames, crop=args.crop, sampling_rate=args.rate))
     root = Path(args.data) if args.data else _small_synthetic(scratch)
     annotations = read_kinetics(root / "train.csv", classes=root / "classes.txt")
-    return schedule, annotations, {"name": args.model}, args.batch
+    cache = FrameCache(Path(scratch) / "frames", largest_short_side(args.crop))
+    return schedule, annotations, {"name": args.model}, args.batch, cache
 
 
 def _small_synthetic(scratch: str) -> Path:
@@ -110,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace, scratch: str) -> int:
     from mgvideo.models import build_model
 
-    schedule, annotations, model_args, batch = _setup(args, scratch)
+    schedule, annotations, model_args, batch, cache = _setup(args, scratch)
     workers = [int(w) for w in args.workers.split(",")]
+    cache.fill([r.path for r in annotations.records], max(1, *workers))  # not timed: a run fills it up front
     model = build_model(model_args.pop("name"), annotations.num_classes, **model_args)
     rows = []
     for size, shape in distinct_shapes(schedule, batch):
@@ -121,6 +130,8 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
             for w in workers:
                 row[f"{'dec' if resize else 'post'}_w{w}"] = loader_rate(annotations, shape, size, w, resize,
                                                                          args.clips)
+        for w in workers:
+            row[f"cache_w{w}"] = loader_rate(annotations, shape, size, w, True, args.clips, cache=cache)
         best = max(row[f"dec_w{w}"] for w in workers)
         row["resize_speedup"] = float(np.mean([row[f"dec_w{w}"] / row[f"post_w{w}"] for w in workers]))
         row["bottleneck"] = "data" if best < row["model"] else "model"
@@ -133,10 +144,10 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
 
 
 def _print_row(row: dict, workers: list[int], header: bool) -> None:
-    cols = [f"dec_w{w}" for w in workers] + [f"post_w{w}" for w in workers]
+    cols = [f"{kind}_w{w}" for kind in ("dec", "post", "cache") for w in workers]
     if header:
         print("loader clips/s (dec_wN: resized in the decoder, N workers; post_wN: decoded at full size, "
-              "then resized)")
+              "then resized; cache_wN: read from the decoded-frame cache)")
         print(f"{'T':>3} {'crop':>4} {'rate':>5} {'batch':>5} " + " ".join(f"{c:>9}" for c in cols)
               + f" {'resize x':>8} {'model':>8} bottleneck   (resize x: dec/post, mean over worker counts)")
     print(f"{row['T']:>3} {row['crop']:>4} {row['rate']:>5} {row['batch']:>5} "
