@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mgvideo.data.decode import scaled_size
 from mgvideo.errors import ConfigError
 
 
@@ -64,8 +65,7 @@ def resize_short_side(clip: np.ndarray, short_side: int) -> np.ndarray:
     """Resize (T, H, W, C) frames so the shorter side is `short_side` (bilinear, antialiased); used only
     when the decoder did not already do it."""
     t, h, w, c = clip.shape
-    size = (short_side, max(1, round(w * short_side / h))) if h <= w else (
-        max(1, round(h * short_side / w)), short_side)
+    size = scaled_size(h, w, short_side)
     if size == (h, w):
         return clip
     x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
