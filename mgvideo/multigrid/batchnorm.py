@@ -218,7 +218,7 @@ class SubBatchNorm3d(nn.BatchNorm3d):
             self._update_running(mean.view(k, c), var.view(k, c) * ((per_group - 1) / per_group),
                                  per_group * k, factor)
         y = y.reshape(x.shape)
-        if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
             y = y.contiguous(memory_format=torch.channels_last_3d)  # keep the next conv on its fast path
         return y
 
