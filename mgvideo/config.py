@@ -69,6 +69,7 @@ class MultigridSection:
     )
     short_cycle_factors: list[float] = field(default_factory=lambda: [0.5, 0.5**0.5])
     short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (spec §9, #429)
+    scale_jitter: Literal["reference", "same_view"] = "reference"  # same_view: coarse crops keep the view
     eval_freq: int = 3
 
 

@@ -201,3 +201,14 @@ def test_uint8_resize_is_within_one_level_of_the_float_one():
         assert fast.shape == slow.shape and fast.dtype == np.uint8
         assert np.abs(fast.astype(int) - slow).max() <= 1
     assert resize_frames(frames, 30) is frames  # already the size: untouched
+
+
+def test_a_same_view_clip_shape_draws_short_sides_in_the_proportional_range(videos):
+    ann = read_kinetics(videos / "train.txt")
+    small = dict(frames=4, crop=8, min_rate=1, max_rate=1, base_crop=16, stage_batch=2, stage=0, slot=0)
+    ds = VideoClipDataset(ann, SHAPE, mode="train", jitter=(18, 23))
+    rng = np.random.default_rng(0)
+    zoom = {ds._short_side(ClipShape(**small), rng) for _ in range(500)}
+    same = {ds._short_side(ClipShape(**small, same_view=True), rng) for _ in range(500)}
+    assert (min(zoom), max(zoom)) == (9, 23)  # the reference: only the lower bound follows the crop
+    assert (min(same), max(same)) == (9, 12)  # both bounds follow it: 18/2, 23/2

@@ -67,6 +67,15 @@ def test_scale_range_matches_the_reference():
     assert min(draws) == 128 and max(draws) == 320
 
 
+def test_proportional_scale_range_keeps_the_field_of_view():
+    jitter = (256, 320)
+    assert S.scale_range(112, 224, jitter, proportional=True) == (128, 160)
+    assert S.scale_range(224, 224, jitter, proportional=True) == (256, 320)
+    rng = np.random.default_rng(0)
+    draws = {S.random_short_side(rng, 112, 224, jitter, proportional=True) for _ in range(2000)}
+    assert min(draws) == 128 and max(draws) == 160
+
+
 def coded(t=2, h=6, w=10):
     """A clip whose pixel (y, x) holds 10*y + x, to read crop positions back."""
     y, x = np.mgrid[:h, :w]

@@ -177,6 +177,13 @@ def test_shapes_carry_sampling_rate_range():
     assert s.shapes(s.stages[3], 8)[2][1].max_rate == 2
 
 
+def test_same_view_scale_jitter_reaches_every_clip_shape():
+    same = MultigridSchedule(MultigridConfig(scale_jitter="same_view"))
+    ref = MultigridSchedule(MultigridConfig())
+    assert all(shape.same_view for stage in same.stages for _, shape in same.shapes(stage, 8))
+    assert not any(shape.same_view for stage in ref.stages for _, shape in ref.shapes(stage, 8))
+
+
 BAD = [
     ({"steps": (0, 94, 94)}, "steps"),
     ({"steps": (5, 94)}, "steps"),
@@ -197,6 +204,7 @@ BAD = [
     ({"short_cycle_factors": (3.0,)}, "short_cycle_factors"),  # multiplier rounds to 0
     ({"sampling_rate": 0}, "sampling_rate"),
     ({"eval_freq": 0}, "eval_freq"),
+    ({"scale_jitter": "zoom"}, "scale_jitter"),
     ({"cosine_end": 1.0}, "cosine_end"),
     ({"lr_policy": "cosine", "steps": (), "max_epoch": 2, "cosine_cycles": 5}, "cosine_cycles"),
 ]

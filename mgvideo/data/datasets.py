@@ -187,7 +187,7 @@ class VideoClipDataset(Dataset):
 
     def _short_side(self, shape: ClipShape, rng: np.random.Generator) -> int:
         if self.mode == "train":
-            return S.random_short_side(rng, shape.crop, shape.base_crop, self.jitter)
+            return S.random_short_side(rng, shape.crop, shape.base_crop, self.jitter, shape.same_view)
         if self.mode == "val":
             return S.scale_range(shape.crop, shape.base_crop, self.jitter)[0]
         return self.test_size

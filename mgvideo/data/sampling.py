@@ -48,16 +48,20 @@ def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | Non
     return lo + np.floor(rng.random(frames) * (hi - lo + 1)).astype(np.int64).clip(0, hi - lo)
 
 
-def scale_range(crop: int, base_crop: int, jitter: tuple[int, int]) -> tuple[int, int]:
+def scale_range(crop: int, base_crop: int, jitter: tuple[int, int], proportional: bool = False
+                ) -> tuple[int, int]:
     """Short-side jitter range at crop `crop`: the lower bound shrinks with crop/base_crop, the upper bound
-    stays (spec section 5: 256/320 at 224 gives [128, 320] at crop 112)."""
+    stays (spec section 5: 256/320 at 224 gives [128, 320] at crop 112), so small crops are often zoomed-in
+    views. `proportional` shrinks both bounds: a small crop then sees what a full crop sees, coarser."""
     low = round(jitter[0] * crop / base_crop)
-    return max(low, crop), max(jitter[1], crop)
+    high = round(jitter[1] * crop / base_crop) if proportional else jitter[1]
+    return max(low, crop), max(high, crop)
 
 
-def random_short_side(rng: np.random.Generator, crop: int, base_crop: int, jitter: tuple[int, int]) -> int:
+def random_short_side(rng: np.random.Generator, crop: int, base_crop: int, jitter: tuple[int, int],
+                      proportional: bool = False) -> int:
     """A short side drawn uniformly from `scale_range`."""
-    low, high = scale_range(crop, base_crop, jitter)
+    low, high = scale_range(crop, base_crop, jitter, proportional)
     return int(rng.integers(low, high + 1))
 
 

@@ -29,7 +29,8 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
             lr_policy=s.lr_policy, long_cycle=m.long_cycle, short_cycle=m.short_cycle,
             epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
             short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
-            short_cycle_relative=m.short_cycle_relative, eval_freq=m.eval_freq,
+            short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
+            eval_freq=m.eval_freq,
         )
     )
 

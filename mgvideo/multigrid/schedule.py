@@ -15,6 +15,7 @@ from mgvideo.errors import ScheduleError
 SQRT_HALF = 0.5**0.5
 DEFAULT_LONG_CYCLE_FACTORS = ((0.25, SQRT_HALF), (0.5, SQRT_HALF), (0.5, 1.0), (1.0, 1.0))
 DEFAULT_SHORT_CYCLE_FACTORS = (0.5, SQRT_HALF)
+SCALE_JITTER = ("reference", "same_view")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ClipShape:
     stage_batch: int  # this device's long-cycle batch of the stage (BN groups follow it)
     stage: int
     slot: int
+    same_view: bool = False  # scale jitter shrinks with the crop at both ends (MultigridConfig.scale_jitter)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class MultigridConfig:
     # False reproduces the reference (short-cycle crops from the default S); True scales them from the
     # current stage's crop, so every stage gets the full ×4, ×2 cycle (spec §9, issue #429).
     short_cycle_relative: bool = False
+    # Short-side jitter of a smaller crop. 'reference': only the lower bound shrinks with the crop, so
+    # small crops are often zoomed-in views (PySlowFast). 'same_view': both bounds shrink, so a coarse
+    # clip shows the same field of view as a full one, at a lower resolution.
+    scale_jitter: str = "reference"
     eval_freq: int = 3  # evaluations per stage, as the reference's MULTIGRID.EVAL_FREQ
     cosine_end: float = 0.0  # cosine's final LR, relative to the base LR
     cosine_cycles: int = 3  # long cycles when lr_policy='cosine' and no steps are given
@@ -104,6 +110,8 @@ def _validate(cfg: MultigridConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _fail(name, "must be a positive integer", value)
+    if cfg.scale_jitter not in SCALE_JITTER:
+        raise _fail("scale_jitter", f"must be one of {SCALE_JITTER}", cfg.scale_jitter)
     if cfg.lr_policy not in ("steps", "cosine"):
         raise _fail("lr_policy", "must be 'steps' or 'cosine'", cfg.lr_policy)
     steps = list(cfg.steps)
@@ -310,7 +318,7 @@ class MultigridSchedule:
         return [
             (batch_size * slot.batch_factor,
              ClipShape(slot.frames, slot.crop, cfg.sampling_rate, max_rate, cfg.crop,
-                       batch_size * stage.batch_factor, stage.index, k))
+                       batch_size * stage.batch_factor, stage.index, k, cfg.scale_jitter == "same_view"))
             for k, slot in enumerate(stage.slots)
         ]
 
