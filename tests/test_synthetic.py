@@ -182,3 +182,17 @@ def test_single_frame_is_near_chance_but_frame_differences_are_not():
     assert single_acc < chance + 0.06, f"one frame gives {single_acc:.3f} (chance {chance:.3f})"
     message = f"frame differences {diff_acc:.3f}, one frame {single_acc:.3f}"
     assert diff_acc > max(2 * chance, single_acc + 0.05), message
+
+
+@pytest.mark.parametrize("name", ["rotate_clockwise", "rotate_anticlockwise"])
+def test_rotation_sense_survives_the_long_cycles_coarsest_sampling_rate(name):
+    """At rate 8 (T/4 frames over the full clip's span) a turn must not alias into the other sense: the
+    square repeats every quarter turn, so each sampled step must stay below an eighth of a turn."""
+    label = scenes.CLASS_NAMES.index(name)
+    sense = 1 if name == "rotate_clockwise" else -1
+    for seed in range(20):
+        scene, _, names = scenes.make_clip(seed, label)
+        square = next(t for t in scene.tracks if t.shape == "square")
+        step = np.diff(square.angle[::8])
+        apparent = (step + np.pi / 4) % (np.pi / 2) - np.pi / 4  # what a quarter-turn-symmetric shape shows
+        assert np.all(sense * apparent > 0), (seed, step)

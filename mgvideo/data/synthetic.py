@@ -33,7 +33,7 @@ from mgvideo.data.synthetic_scenes import (
 )
 from mgvideo.errors import ConfigError
 
-VERSION = 3  # bump when a change alters the generated data (runs regenerate older sets)
+VERSION = 4  # bump when a change alters the generated data (runs regenerate older sets)
 
 
 @dataclass(frozen=True)

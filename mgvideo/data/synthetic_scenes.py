@@ -57,9 +57,12 @@ def _classes() -> tuple[ClassSpec, ...]:
 CLASSES = _classes()
 CLASS_NAMES = tuple(c.name for c in CLASSES)
 
-# Difficulty knobs, in units of the frame's short side (S) and frames. Calibrated (version 3) so that the
+# Difficulty knobs, in units of the frame's short side (S) and frames. Calibrated (version 3; 4 slowed SPIN) so the
 # small reference model lands between 60% and 90% val top-1: c3d_tiny reaches 88% in `mgvideo bench tta`.
 SPEED = {"slowly": (0.012, 0.016), "quickly": (0.028, 0.036)}  # S per frame
+# Rad per frame. The square looks the same every quarter turn, so at r·SPIN above pi/4 per sampled frame
+# its turn looks reversed. Kept below that up to r = 8, the long cycle's coarsest sampling rate.
+SPIN = (0.06, 0.09)
 RADIUS = (0.12, 0.16)  # object radius
 DOT_RADIUS = 0.022
 JITTER = 0.0015  # stationary std of every object's wander (its per-frame steps stay well below SPEED)
@@ -288,7 +291,7 @@ def add_action(rng: np.random.Generator, scene: Scene, spec: ClassSpec, t0: int,
         return [tr[i].shape]
     if spec.action == "rotate":
         i = _pick(rng, scene, lambda t: t.shape == "square")
-        tr[i].angle = tr[i].angle + spec.variant[0] * rng.uniform(0.1, 0.15) * tau
+        tr[i].angle = tr[i].angle + spec.variant[0] * rng.uniform(*SPIN) * tau
         return [tr[i].shape]
     if spec.action == "orbit":
         i = _pick(rng, scene, lambda t: t.shape == spec.variant[0])
