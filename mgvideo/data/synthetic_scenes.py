@@ -57,8 +57,9 @@ def _classes() -> tuple[ClassSpec, ...]:
 CLASSES = _classes()
 CLASS_NAMES = tuple(c.name for c in CLASSES)
 
-# Difficulty knobs, in units of the frame's short side (S) and frames. Calibrated (version 3; 4 slowed SPIN) so the
-# small reference model lands between 60% and 90% val top-1: c3d_tiny reaches 88% in `mgvideo bench tta`.
+# Difficulty knobs, in units of the frame's short side (S) and frames. Calibrated (version 3; version 4 slowed
+# SPIN) so that the small reference model lands between 60% and 90% val top-1: c3d_tiny reaches 88% in
+# `mgvideo bench tta`.
 SPEED = {"slowly": (0.012, 0.016), "quickly": (0.028, 0.036)}  # S per frame
 # Rad per frame. The square looks the same every quarter turn, so at r·SPIN above pi/4 per sampled frame
 # its turn looks reversed. Kept below that up to r = 8, the long cycle's coarsest sampling rate.
