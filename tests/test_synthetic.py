@@ -191,7 +191,7 @@ def test_rotation_sense_survives_the_long_cycles_coarsest_sampling_rate(name):
     label = scenes.CLASS_NAMES.index(name)
     sense = 1 if name == "rotate_clockwise" else -1
     for seed in range(20):
-        scene, _, names = scenes.make_clip(seed, label)
+        scene, _, _ = scenes.make_clip(seed, label)
         square = next(t for t in scene.tracks if t.shape == "square")
         step = np.diff(square.angle[::8])
         apparent = (step + np.pi / 4) % (np.pi / 2) - np.pi / 4  # what a quarter-turn-symmetric shape shows
