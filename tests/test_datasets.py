@@ -203,7 +203,7 @@ def test_uint8_resize_is_within_one_level_of_the_float_one():
     assert resize_frames(frames, 30) is frames  # already the size: untouched
 
 
-def test_a_same_view_clip_shape_draws_short_sides_in_the_proportional_range(videos):
+def test_a_same_view_clip_shape_draws_short_sides_in_the_same_view_range(videos):
     ann = read_kinetics(videos / "train.txt")
     small = dict(frames=4, crop=8, min_rate=1, max_rate=1, base_crop=16, stage_batch=2, stage=0, slot=0)
     ds = VideoClipDataset(ann, SHAPE, mode="train", jitter=(18, 23))
