@@ -1,10 +1,10 @@
-"""Evaluation loops: precise BN, single-view validation during training, and multi-view testing."""
+"""Evaluation loops: single-view validation during training, and multi-view test scores."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from mgvideo.engine.metrics import (
     per_class_accuracy,
     topk_correct,
 )
-from mgvideo.multigrid.batchnorm import update_bn_stats
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 
 
@@ -39,16 +38,6 @@ class Inputs:
 
     def __call__(self, batch: Batch) -> Batch:
         return to_device(batch, self.device, self.mean, self.std, self.channels_last)
-
-
-def precise_bn(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, num_batches: int,
-               info: DistInfo) -> int:
-    """Recompute BN running statistics exactly over `num_batches` training batches (spec §4).
-
-    Under DDP the statistics of all ranks are merged, so every rank (and the checkpoint) holds the same.
-    """
-    clips: Iterator[torch.Tensor] = (inputs(batch).clips for batch in loader)
-    return update_bn_stats(model, clips, num_batches, average_across_ranks=info.enabled)
 
 
 @torch.no_grad()

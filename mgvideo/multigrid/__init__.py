@@ -32,8 +32,8 @@ from mgvideo.multigrid.batchnorm import (  # noqa: E402
     convert_model,
     set_bn_groups,
     sync_group,
-    update_bn_stats,
 )
+from mgvideo.multigrid.precise_bn import update_bn_stats  # noqa: E402
 
 __all__ += [
     "BNPlan",
