@@ -11,7 +11,7 @@ from videos import frame_of, level, write_broken, write_image, write_video
 
 from mgvideo.data import sampling as S
 from mgvideo.data.annotations import read_charades, read_kinetics, read_multilabel, read_ssv2
-from mgvideo.data.datasets import VideoClipDataset, resize_frames
+from mgvideo.data.datasets import FAILED, VideoClipDataset, resize_frames
 from mgvideo.data.decode import PyAVReader
 from mgvideo.errors import AnnotationError, VideoDecodeError
 from mgvideo.multigrid.schedule import ClipShape
@@ -158,6 +158,19 @@ def test_retry_bound_raises_naming_the_files(tmp_path):
     with pytest.raises(VideoDecodeError, match="5 unreadable videos") as err:
         ds[0]
     assert broken["missing"].name in str(err.value)
+
+
+@pytest.mark.parametrize("mode, side", [("val", 16), ("test", 20)])
+def test_val_and_test_never_substitute_a_bad_video(tmp_path, mode, side):
+    good = write_video(tmp_path / "good.mp4", frames=22)
+    broken = write_broken(tmp_path, good)
+    (tmp_path / "train.txt").write_text(f"{good.name} 0\n{broken['truncated'].name} 1\n")
+    ds = dataset(tmp_path, mode=mode, test_clips=2, test_crops=3, test_size=20)
+    samples = [ds[i] for i in range(len(ds))]
+    views = len(samples) // 2
+    assert [s.index for s in samples] == [0] * views + [FAILED] * views  # no view borrowed from video 0
+    assert all(s.clip.shape == (3, 4, side, side) for s in samples)  # blanks still stack with the rest
+    assert all(s.skipped == 1 and not s.clip.any() for s in samples[views:])
 
 
 def test_an_error_in_the_middle_of_decoding_is_skipped(videos, monkeypatch):

@@ -169,7 +169,8 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     started = time.perf_counter()
     refresh_bn(run, run.batch, full, epoch)
     refreshed = time.perf_counter()
-    result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label)
+    result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label,
+                      run.cfg.test.max_failed_fraction)
     mark_evaluated(run, result)
     state = run.state
     run.log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1 if state.iteration == 0 else epoch,
