@@ -16,7 +16,7 @@ def check_dataset_fits(schedule: MultigridSchedule, dataset_size: int, batch_siz
     """
     per_device = dataset_size // world_size
     trained = [stage for stage in schedule.stages if stage.epochs > 0]
-    largest = max(slot.batch_factor for stage in trained for slot in stage.slots)
+    largest = max((slot.batch_factor for stage in trained for slot in stage.slots), default=1)
     for stage in trained:
         for slot in stage.slots:
             if batch_size * slot.batch_factor > per_device:
