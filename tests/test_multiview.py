@@ -119,3 +119,44 @@ def test_validation_with_no_readable_video_is_an_error_not_a_division_by_zero():
     inputs = Inputs(torch.device("cpu"), [0.5] * 3, [0.25] * 3)
     with pytest.raises(VideoDecodeError, match="val: no view of 7 of 7 videos"):
         validate(_model(), loader, inputs, DistInfo(), False)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_the_test_command_under_torchrun_matches_one_process(tmp_path):
+    """`mgvideo test` end to end, 2 gloo processes against 1, on 10 synthetic videos and one missing file."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mgvideo.commands.test import evaluate_checkpoint
+    from mgvideo.config import load_config
+    from mgvideo.engine import builders, checkpoint
+
+    repo = Path(__file__).resolve().parents[1]
+    tiny, root = repo / "configs" / "synthetic" / "tiny.yaml", repo / "runs" / "data" / "synthetic_small"
+    builders.ensure_synthetic_data(load_config(tiny, [f"data.root={root}"]))
+    rows = (root / "val.csv").read_text().splitlines()[:10] + ["videos/val/missing.mp4 3"]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    overrides = [f"data.root={root}", "data.cache=none", f"data.test_list={tmp_path / 'test.csv'}",
+                 "test.max_failed_fraction=0.1", "test.batch_size=4"]
+    cfg = load_config(tiny, overrides)
+    torch.manual_seed(0)
+    checkpoint.save(builders.build_network(cfg, cfg.data.num_classes).state_dict(), tmp_path / "model.pt")
+    one = evaluate_checkpoint(cfg, tmp_path / "model.pt", tmp_path / "one")
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                "--master-port", str(_free_port())]
+    cmd = [sys.executable, *launcher, "-m", "mgvideo", "test", str(tiny), str(tmp_path / "model.pt"),
+           "--out", str(tmp_path / "two"), *overrides]
+    done = subprocess.run(cmd, cwd=repo, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "test_summary.json").read_text())
+    assert one["failed"] == two["failed"] == [str(root / "videos/val/missing.mp4")]
+    assert one["count"] == two["count"] == 10 and one["failed_views"] == two["failed_views"] == 6
+    for key in ("top1", "top5", "views"):
+        assert two[key] == pytest.approx(one[key]), key
+    per_class = [(tmp_path / run / "per_class.csv").read_text() for run in ("one", "two")]
+    assert per_class[0] == per_class[1]
