@@ -96,9 +96,10 @@ def drop_unread(result: VideoScores, names: Sequence[str], max_failed_fraction: 
     total = len(names)
     if failed and (len(failed) == total or len(failed) > max_failed_fraction * total):
         shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-        raise VideoDecodeError(
-            f"{split}: no view of {len(failed)} of {total} videos could be read, more than "
-            f"test.max_failed_fraction={max_failed_fraction}: {shown}; check them with `mgvideo data check`")
+        what = (f"any of the {total} videos" if len(failed) == total else f"{len(failed)} of {total} videos, "
+                f"more than test.max_failed_fraction={max_failed_fraction} of them,")
+        raise VideoDecodeError(f"{split}: no view of {what} could be read: {shown}; check them with "
+                               "`mgvideo data check`")
     return result.scores[read], result.labels[read], failed
 
 
@@ -135,7 +136,8 @@ def evaluate_videos(model: nn.Module, loader: DataLoader, inputs: Inputs, info: 
 
 def validate(model: nn.Module, loader: DataLoader, inputs: Inputs, info: DistInfo,
              multi_label: bool, max_failed_fraction: float = 1.0) -> dict[str, Any]:
-    """Single-view validation: one centre clip per video at the full shape."""
+    """Single-view validation: one centre clip per video at the full shape (unreadable videos left out
+    and named, as in `evaluate_videos`)."""
     return evaluate_videos(model, loader, inputs, info, "sum", multi_label, max_failed_fraction)[0]
 
 
