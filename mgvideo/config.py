@@ -125,6 +125,9 @@ class TestConfig:
     crop_size: int = 0  # 0: data.crop
     ensemble: Literal["auto", "sum", "max"] = "auto"  # auto: max for multi-label data, else sum
     batch_size: int = 8
+    # Val and test drop (and name) a video none of whose views can be read; above this fraction of the
+    # videos the evaluation stops with an error instead of reporting on what is left.
+    max_failed_fraction: float = 0.05
 
 
 @dataclass
@@ -151,6 +154,7 @@ RUNTIME_KEYS = frozenset(
         "train.checkpoint_minutes",
         "train.checkpoint_every_iters", "train.log_period", "train.eval_batch_size",
         "test.clips", "test.crops", "test.crop_size", "test.ensemble", "test.batch_size",
+        "test.max_failed_fraction",
     }
 )
 
@@ -274,6 +278,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: multigrid.long_cycle_factors needs [t, s] pairs > 0, got {pair}")
     if any(f <= 0 for f in m.short_cycle_factors):
         raise ConfigError(f"{source}: multigrid.short_cycle_factors must be > 0")
+    if not 0.0 <= cfg.test.max_failed_fraction <= 1.0:
+        raise ConfigError(f"{source}: test.max_failed_fraction must be in [0, 1], "
+                          f"got {cfg.test.max_failed_fraction}")
     if s.nesterov and s.momentum == 0:
         raise ConfigError(f"{source}: solver.nesterov needs solver.momentum > 0")
 

@@ -15,8 +15,8 @@ from mgvideo.multigrid.batchnorm import (
     bn_groups_for,
     convert_model,
     set_bn_groups,
-    update_bn_stats,
 )
+from mgvideo.multigrid.precise_bn import update_bn_stats
 
 WORLD = 2
 SHAPE = (6, 3, 3, 5, 7)  # the whole batch; rank r holds clips 3r .. 3r + 2

@@ -89,3 +89,9 @@ def test_precise_bn_clips_defaults_to_the_reference_batch_count():
     assert (cfg.train.precise_bn_batches, cfg.train.precise_bn_clips) == (200, 0)
     with pytest.raises(ConfigError, match="train.precise_bn_clips must be >= 0"):
         load_config(None, ["train.precise_bn_clips=-1"])
+
+
+def test_max_failed_fraction_is_a_fraction():
+    assert load_config(None, ["test.max_failed_fraction=0"]).test.max_failed_fraction == 0.0
+    with pytest.raises(ConfigError, match=r"test.max_failed_fraction must be in \[0, 1\], got 1.5"):
+        load_config(None, ["test.max_failed_fraction=1.5"])

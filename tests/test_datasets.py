@@ -11,7 +11,7 @@ from videos import frame_of, level, write_broken, write_image, write_video
 
 from mgvideo.data import sampling as S
 from mgvideo.data.annotations import read_charades, read_kinetics, read_multilabel, read_ssv2
-from mgvideo.data.datasets import VideoClipDataset, resize_frames
+from mgvideo.data.datasets import FAILED, VideoClipDataset, resize_frames
 from mgvideo.data.decode import PyAVReader
 from mgvideo.errors import AnnotationError, VideoDecodeError
 from mgvideo.multigrid.schedule import ClipShape
@@ -160,6 +160,19 @@ def test_retry_bound_raises_naming_the_files(tmp_path):
     assert broken["missing"].name in str(err.value)
 
 
+@pytest.mark.parametrize("mode, side", [("val", 16), ("test", 20)])
+def test_val_and_test_never_substitute_a_bad_video(tmp_path, mode, side):
+    good = write_video(tmp_path / "good.mp4", frames=22)
+    broken = write_broken(tmp_path, good)
+    (tmp_path / "train.txt").write_text(f"{good.name} 0\n{broken['truncated'].name} 1\n")
+    ds = dataset(tmp_path, mode=mode, test_clips=2, test_crops=3, test_size=20)
+    samples = [ds[i] for i in range(len(ds))]
+    views = len(samples) // 2
+    assert [s.index for s in samples] == [0] * views + [FAILED] * views  # no view borrowed from video 0
+    assert all(s.clip.shape == (3, 4, side, side) for s in samples)  # blanks still stack with the rest
+    assert all(s.skipped == 1 and not s.clip.any() for s in samples[views:])
+
+
 def test_an_error_in_the_middle_of_decoding_is_skipped(videos, monkeypatch):
     original = PyAVReader.read
 
@@ -203,7 +216,7 @@ def test_uint8_resize_is_within_one_level_of_the_float_one():
     assert resize_frames(frames, 30) is frames  # already the size: untouched
 
 
-def test_a_same_view_clip_shape_draws_short_sides_in_the_proportional_range(videos):
+def test_a_same_view_clip_shape_draws_short_sides_in_the_same_view_range(videos):
     ann = read_kinetics(videos / "train.txt")
     small = dict(frames=4, crop=8, min_rate=1, max_rate=1, base_crop=16, stage_batch=2, stage=0, slot=0)
     ds = VideoClipDataset(ann, SHAPE, mode="train", jitter=(18, 23))

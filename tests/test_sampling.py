@@ -67,12 +67,12 @@ def test_scale_range_matches_the_reference():
     assert min(draws) == 128 and max(draws) == 320
 
 
-def test_proportional_scale_range_keeps_the_field_of_view():
+def test_same_view_scale_range_keeps_the_field_of_view():
     jitter = (256, 320)
-    assert S.scale_range(112, 224, jitter, proportional=True) == (128, 160)
-    assert S.scale_range(224, 224, jitter, proportional=True) == (256, 320)
+    assert S.scale_range(112, 224, jitter, same_view=True) == (128, 160)
+    assert S.scale_range(224, 224, jitter, same_view=True) == (256, 320)
     rng = np.random.default_rng(0)
-    draws = {S.random_short_side(rng, 112, 224, jitter, proportional=True) for _ in range(2000)}
+    draws = {S.random_short_side(rng, 112, 224, jitter, same_view=True) for _ in range(2000)}
     assert min(draws) == 128 and max(draws) == 160
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mgvideo.commands import train as train_command
+from mgvideo.commands.test import evaluate_checkpoint
 from mgvideo.config import load_config, override
 from mgvideo.engine import builders, checkpoint
-from mgvideo.engine.evaluate import evaluate_checkpoint
 from mgvideo.engine.trainer import NonFiniteLossError, train
 from mgvideo.errors import CheckpointError, ConfigError
 

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgvideo.engine.evaluate import evaluate_checkpoint
+    from mgvideo.commands.test import evaluate_checkpoint
     from mgvideo.engine.trainer import train
 
     started = time.perf_counter()

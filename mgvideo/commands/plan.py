@@ -20,6 +20,7 @@ from mgvideo.multigrid import (
     iterations_per_epoch,
     lr_at,
 )
+from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.schedule import Stage
 
 K400_STEPS = (0, 94, 154, 196)
@@ -253,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if loader.dataset_size < loader.devices:
         raise ConfigError(f"--dataset-size: {loader.dataset_size} clips cannot be shared by "
                           f"{loader.devices} devices")
+    check_dataset_fits(schedule, loader.dataset_size, loader.batch_size, loader.devices)
     if args.plot is not None:
         if args.plot.suffix.lower() != ".png":
             raise ConfigError(f"--plot: expected a .png file name (got {str(args.plot)!r})")

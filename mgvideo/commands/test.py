@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
+from typing import Any
 
-from mgvideo.config import load_config, resolve_recipe
+from mgvideo.config import Config, load_config, override, resolve_recipe
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "test", help="multi-view test: K clips x 3 crops per video, top-1/top-5 (or mAP)",
         description="Ensembles K temporal clips x test.crops spatial crops per video (sum of softmax "
-                    "scores; max for Charades) and writes test_summary.json and per_class.csv.")
+                    "scores; max for Charades) and writes test_summary.json and per_class.csv. A video "
+                    "none of whose views can be read is left out and named; more than "
+                    "test.max_failed_fraction of such videos stops the test.")
     parser.add_argument("config", help="the run's YAML (e.g. RUN/config.yaml) or a recipe name")
     parser.add_argument("checkpoint", type=Path, help="model_final.pt or a checkpoint such as last.pt")
     parser.add_argument("--views", type=int, default=None, help="temporal clips per video (test.clips)")
@@ -24,8 +28,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgvideo.engine.evaluate import evaluate_checkpoint  # torch-heavy: only imported when testing
-
     # Options may also come after the overrides (argparse leaves them in the remainder).
     late = argparse.ArgumentParser(add_help=False)
     late.add_argument("--views", type=int, default=args.views)
@@ -38,3 +40,60 @@ def run(args: argparse.Namespace) -> int:
     summary = evaluate_checkpoint(cfg, args.checkpoint, args.out or run_dir / "test", args.views)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Path,
+                        views: int | None = None) -> dict[str, Any]:
+    """Multi-view test of saved weights (`model_final.pt` or a full checkpoint): `views` clips x crops
+    per video; writes `test_summary.json` and `per_class.csv` into `out_dir` and returns the summary.
+    Under torchrun each rank tests its share of the views."""
+    # torch-heavy: imported only when testing
+    from mgvideo.data.loader import build_loader
+    from mgvideo.engine import builders, checkpoint
+    from mgvideo.engine import distributed as D
+    from mgvideo.engine.evaluate import Inputs, evaluate_videos
+    from mgvideo.multigrid.sampler import FixedShapeBatchSampler
+
+    if views is not None:
+        cfg = override(cfg, **{"test.clips": views})
+    device = builders.select_device(cfg.train.device)
+    info = D.init(device)
+    device = D.local_device(device, info)
+    weights = checkpoint.model_state(weights_path)  # read first: a bad file fails before any decoding
+    net = builders.build_network(cfg, cfg.data.num_classes)
+    checkpoint.load_model_weights(net, weights, str(weights_path))
+    net.to(device)
+    shape = builders.eval_shape(cfg, cfg.test.batch_size)
+    dataset = builders.build_dataset(cfg, "test", shape)
+    sampler = FixedShapeBatchSampler(shape, len(dataset), cfg.test.batch_size, rank=info.rank,
+                                     world_size=info.world_size)
+    loader = build_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.train.seed)
+    ensemble = cfg.test.ensemble if cfg.test.ensemble != "auto" else ("max" if cfg.multi_label else "sum")
+    inputs = Inputs(device, cfg.data.mean, cfg.data.std)
+    summary, scores, labels = evaluate_videos(net, loader, inputs, info, ensemble, cfg.multi_label,
+                                              cfg.test.max_failed_fraction)
+    summary.update({"clips": cfg.test.clips, "crops": cfg.test.crops, "ensemble": ensemble,
+                    "test_size": cfg.test.crop_size or cfg.data.crop, "weights": str(weights_path)})
+    if info.is_main:
+        write_report(Path(out_dir), summary, scores, labels, cfg)
+    D.shutdown(info)
+    return summary
+
+
+def write_report(out: Path, summary: dict[str, Any], scores, labels, cfg: Config) -> None:
+    """`test_summary.json`, and `per_class.csv` (top-1 or AP, and support, per class), in `out`."""
+    from mgvideo.engine.evaluate import per_class_rows
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "test_summary.json").write_text(json.dumps(summary, indent=2))
+    rows = per_class_rows(scores, labels, cfg.multi_label, _class_names(cfg))
+    with open(out / "per_class.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _class_names(cfg: Config) -> list[str]:
+    """Class names from `classes.txt` in the data root when present (the synthetic set writes one)."""
+    path = Path(cfg.data.root) / "classes.txt"
+    return path.read_text().split("\n") if path.exists() else []

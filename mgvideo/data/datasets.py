@@ -2,6 +2,8 @@
 
 Bad videos never stop training: a video that cannot be decoded is logged once, counted, and replaced by
 another (seeded) index; only after `max_retries` bad videos in a row does it raise VideoDecodeError.
+Validation and test never substitute: a view that cannot be read comes back as a blank clip whose index is
+`FAILED`, and the evaluation leaves it out (engine/evaluate.py drops, counts and names such videos).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
 REFERENCE_JITTER = (256 / 224, 320 / 224)  # the reference's short-side range at crop 224, as crop ratios
+FAILED = -1  # `Sample.index` of a val/test view that could not be read
+DECODE_ERRORS = (VideoDecodeError, av.error.FFmpegError, OSError, EOFError)
 
 
 def largest_short_side(crop: int, test_size: int = 0) -> int:
@@ -50,8 +54,8 @@ def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
 
 @dataclass
 class Sample:
-    """One clip: uint8 (C, T, H, W), an int label (or float multi-hot), the video index actually used, and
-    how many bad videos were skipped to produce it."""
+    """One clip: uint8 (C, T, H, W), an int label (or float multi-hot), the video index actually used
+    (`FAILED` for an unreadable val/test view), and how many bad videos were skipped to produce it."""
 
     clip: torch.Tensor
     label: int | torch.Tensor
@@ -125,6 +129,8 @@ class VideoClipDataset(Dataset):
             raise IndexError(f"item {index} outside a dataset of {len(self)}")
         video, view = divmod(int(index), self.views)
         rng = np.random.default_rng([self.seed, int(self._epoch), int(index)])
+        if self.mode != "train":
+            return self._eval_item(video, view, shape, rng)
         bad: list[str] = []
         tried = {video}
         while len(bad) <= self.max_retries:
@@ -132,7 +138,7 @@ class VideoClipDataset(Dataset):
             try:
                 clip, label = self._load(record, shape, rng, view)
                 return Sample(clip, label, video, len(bad))
-            except (VideoDecodeError, av.error.FFmpegError, OSError, EOFError) as err:
+            except DECODE_ERRORS as err:
                 self._report(record, err)
                 bad.append(record.path)
             video = int(rng.integers(self.num_videos))
@@ -141,6 +147,20 @@ class VideoClipDataset(Dataset):
             tried.add(video)
         raise VideoDecodeError(f"{len(bad)} unreadable videos in a row (max_retries={self.max_retries}): "
                                + ", ".join(bad))
+
+    def _eval_item(self, video: int, view: int, shape: ClipShape, rng: np.random.Generator) -> Sample:
+        """A val/test view of `video` itself, never of another video: an unreadable one is a blank clip of
+        the expected size (so the batch still stacks) with index `FAILED`."""
+        record = self.records[video]
+        try:
+            clip, label = self._load(record, shape, rng, view)
+            return Sample(clip, label, video)
+        except DECODE_ERRORS as err:
+            self._report(record, err)
+        side = shape.crop if self.mode == "val" else self.test_size
+        blank = torch.zeros((3, shape.frames, side, side), dtype=torch.uint8)
+        label = torch.zeros(self.num_classes) if self.multi_label else FAILED
+        return Sample(blank, label, FAILED, skipped=1)
 
     def _report(self, record: VideoRecord, err: Exception) -> None:
         """Warn once per bad file (per process)."""

@@ -48,20 +48,20 @@ def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | Non
     return lo + np.floor(rng.random(frames) * (hi - lo + 1)).astype(np.int64).clip(0, hi - lo)
 
 
-def scale_range(crop: int, base_crop: int, jitter: tuple[int, int], proportional: bool = False
+def scale_range(crop: int, base_crop: int, jitter: tuple[int, int], same_view: bool = False
                 ) -> tuple[int, int]:
     """Short-side jitter range at crop `crop`: the lower bound shrinks with crop/base_crop, the upper bound
     stays (spec section 5: 256/320 at 224 gives [128, 320] at crop 112), so small crops are often zoomed-in
-    views. `proportional` shrinks both bounds: a small crop then sees what a full crop sees, coarser."""
+    views. `same_view` shrinks both bounds: a small crop then sees what a full crop sees, coarser."""
     low = round(jitter[0] * crop / base_crop)
-    high = round(jitter[1] * crop / base_crop) if proportional else jitter[1]
+    high = round(jitter[1] * crop / base_crop) if same_view else jitter[1]
     return max(low, crop), max(high, crop)
 
 
 def random_short_side(rng: np.random.Generator, crop: int, base_crop: int, jitter: tuple[int, int],
-                      proportional: bool = False) -> int:
+                      same_view: bool = False) -> int:
     """A short side drawn uniformly from `scale_range`."""
-    low, high = scale_range(crop, base_crop, jitter, proportional)
+    low, high = scale_range(crop, base_crop, jitter, same_view)
     return int(rng.integers(low, high + 1))
 
 

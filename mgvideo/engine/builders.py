@@ -13,26 +13,40 @@ from mgvideo.config import Config
 from mgvideo.data.annotations import Annotations, read_annotations
 from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import VideoClipDataset, largest_short_side
-from mgvideo.errors import ConfigError
+from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
 from mgvideo.multigrid.batchnorm import convert_model
 from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
 
+# The config key behind each MultigridConfig field, so that a schedule error names what to edit.
+SCHEDULE_KEYS = {
+    "frames": "data.frames", "crop": "data.crop", "sampling_rate": "data.sampling_rate",
+    "steps": "solver.steps", "max_epoch": "solver.max_epoch", "gamma": "solver.gamma",
+    "lr_policy": "solver.lr_policy",
+    "epoch_factor": "multigrid.epoch_factor", "long_cycle_factors": "multigrid.long_cycle_factors",
+    "short_cycle_factors": "multigrid.short_cycle_factors", "scale_jitter": "multigrid.scale_jitter",
+    "eval_freq": "multigrid.eval_freq",
+}
+
 
 def build_schedule(cfg: Config) -> MultigridSchedule:
     """The multigrid schedule of this run (a one-stage schedule for the baseline)."""
     d, m, s = cfg.data, cfg.multigrid, cfg.solver
-    return MultigridSchedule(
-        MultigridConfig(
-            frames=d.frames, crop=d.crop, steps=tuple(s.steps), max_epoch=s.max_epoch, gamma=s.gamma,
-            lr_policy=s.lr_policy, long_cycle=m.long_cycle, short_cycle=m.short_cycle,
-            epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
-            short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
-            short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
-            eval_freq=m.eval_freq,
+    try:
+        return MultigridSchedule(
+            MultigridConfig(
+                frames=d.frames, crop=d.crop, steps=tuple(s.steps), max_epoch=s.max_epoch, gamma=s.gamma,
+                lr_policy=s.lr_policy, long_cycle=m.long_cycle, short_cycle=m.short_cycle,
+                epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
+                short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
+                short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
+                eval_freq=m.eval_freq,
+            )
         )
-    )
+    except ScheduleError as err:
+        field, _, problem = str(err).partition(": ")
+        raise ScheduleError(f"{SCHEDULE_KEYS.get(field, field)}: {problem}") from None
 
 
 def build_lr_config(cfg: Config) -> LRConfig:

@@ -1,21 +1,18 @@
-"""Evaluation loops: precise BN, single-view validation during training, and multi-view testing."""
+"""Evaluation: single-view validation during training and multi-view test scores, per video, never
+substituting one video for another; top-k / mAP summaries and the per-class table."""
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 
-from mgvideo.config import Config, override
-from mgvideo.data.loader import Batch, build_loader, to_device
-from mgvideo.engine import distributed as D
+from mgvideo.data.loader import Batch, to_device
 from mgvideo.engine.distributed import DistInfo
 from mgvideo.engine.metrics import (
     ViewEnsemble,
@@ -24,8 +21,7 @@ from mgvideo.engine.metrics import (
     per_class_accuracy,
     topk_correct,
 )
-from mgvideo.multigrid.batchnorm import update_bn_stats
-from mgvideo.multigrid.sampler import FixedShapeBatchSampler
+from mgvideo.errors import VideoDecodeError
 
 
 @dataclass
@@ -41,37 +37,70 @@ class Inputs:
         return to_device(batch, self.device, self.mean, self.std, self.channels_last)
 
 
-def precise_bn(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, num_batches: int,
-               info: DistInfo) -> int:
-    """Recompute BN running statistics exactly over `num_batches` training batches (spec §4).
+@dataclass
+class VideoScores:
+    """Per-video results, the same on every rank: ensembled (videos, classes) scores, labels ((videos,)
+    with -1 where no view was read, or multi-hot (videos, classes)), and how many views were read."""
 
-    Under DDP the statistics of all ranks are merged, so every rank (and the checkpoint) holds the same.
-    """
-    clips: Iterator[torch.Tensor] = (inputs(batch).clips for batch in loader)
-    return update_bn_stats(model, clips, num_batches, average_across_ranks=info.enabled)
+    scores: torch.Tensor
+    labels: torch.Tensor
+    views: torch.Tensor
 
 
 @torch.no_grad()
-def collect_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs,
-                   info: DistInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the model in eval mode; return (scores, labels, video indices) of every rank, on CPU."""
+def video_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
+                 num_videos: int, num_classes: int, ensemble: str, multi_label: bool) -> VideoScores:
+    """Run the model in eval mode over this rank's views, ensemble each video's views (sum or max of
+    scores) here, then reduce the (videos, classes) tensors over ranks: their size does not grow with
+    the number of views. Unreadable views (index `FAILED`) are left out."""
+    combined = ViewEnsemble(num_videos, num_classes, "max" if ensemble == "max" else "sum")
+    labels = torch.zeros((num_videos, num_classes)) if multi_label else torch.full((num_videos,), -1)
     was_training = model.training
     model.eval()
-    scores, labels, indices = [], [], []
     try:
         for batch in loader:
             batch = inputs(batch)
-            scores.append(model(batch.clips).float().cpu())
-            labels.append(batch.labels.cpu())
-            indices.append(batch.indices.cpu())
+            read = (batch.indices >= 0).cpu()
+            scores = model(batch.clips).float().cpu()[read]
+            videos, targets = batch.indices.cpu()[read], batch.labels.cpu()[read]
+            combined.add(scores, videos)
+            if multi_label:  # a video's target is the union of what its views saw
+                labels.scatter_reduce_(0, videos.view(-1, 1).expand_as(targets), targets.float(), "amax")
+            else:
+                labels[videos] = targets
     finally:
         model.train(was_training)
-    local = (torch.cat(scores), torch.cat(labels), torch.cat(indices))
-    if not info.enabled:
-        return local
-    gathered: list = [None] * info.world_size
-    dist.all_gather_object(gathered, local)  # ranks may hold one batch more or less; objects allow that
-    return tuple(torch.cat([g[i] for g in gathered]) for i in range(3))  # type: ignore[return-value]
+    result = VideoScores(combined.scores, labels, combined.views)
+    if info.enabled:
+        _all_reduce(result.scores, dist.ReduceOp.MAX if combined.mode == "max" else dist.ReduceOp.SUM,
+                    inputs.device)
+        _all_reduce(result.labels, dist.ReduceOp.MAX, inputs.device)
+        _all_reduce(result.views, dist.ReduceOp.SUM, inputs.device)
+    return result
+
+
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp, device: torch.device) -> None:
+    """In-place all-reduce of a CPU tensor through `device` (NCCL reduces CUDA tensors only)."""
+    buffer = tensor.to(device)
+    dist.all_reduce(buffer, op=op)
+    tensor.copy_(buffer.cpu())
+
+
+def drop_unread(result: VideoScores, names: Sequence[str], max_failed_fraction: float,
+                split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The scores and labels of the videos with at least one view read, and the names of the others.
+
+    More than `max_failed_fraction` of the videos unread (or all of them) is a VideoDecodeError."""
+    read = result.views > 0
+    failed = [names[i] for i in (~read).nonzero().flatten().tolist()]
+    total = len(names)
+    if failed and (len(failed) == total or len(failed) > max_failed_fraction * total):
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        what = (f"any of the {total} videos" if len(failed) == total else f"{len(failed)} of {total} videos, "
+                f"more than test.max_failed_fraction={max_failed_fraction} of them,")
+        raise VideoDecodeError(f"{split}: no view of {what} could be read: {shown}; check them with "
+                               "`mgvideo data check`")
+    return result.scores[read], result.labels[read], failed
 
 
 def summarize(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> dict[str, float]:
@@ -83,33 +112,33 @@ def summarize(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> 
     return {"top1": 100.0 * hits[1] / n, "top5": 100.0 * hits[5] / n, "count": n}
 
 
-def validate(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
-             multi_label: bool) -> dict[str, float]:
-    """Single-view validation: one centre clip per video at the full shape."""
-    scores, labels, _ = collect_scores(model, loader, inputs, info)
-    return summarize(scores, labels, multi_label)
+def evaluate_videos(model: nn.Module, loader: DataLoader, inputs: Inputs, info: DistInfo,
+                    ensemble: str, multi_label: bool, max_failed_fraction: float,
+                    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Evaluate every video of `loader.dataset` (a VideoClipDataset), never substituting one for another.
 
-
-def multiview_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
-                     num_videos: int, num_classes: int, ensemble: str,
-                     multi_label: bool) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Multi-view testing: ensemble every view of a video (sum or max of scores), then score the videos.
-
-    Returns the summary, the per-video scores and the per-video labels.
+    Returns the summary (metrics over the videos read; `failed_videos` counts the others, `failed` names
+    them, `failed_views` counts every unreadable view), and the scores and labels of the videos read.
     """
-    scores, labels, videos = collect_scores(model, loader, inputs, info)
-    combined = ViewEnsemble(num_videos, num_classes, "max" if ensemble == "max" else "sum")
-    combined.add(scores, videos)
-    if multi_label:  # a video's target is the union of what its views saw
-        video_labels = torch.zeros((num_videos, num_classes))
-        video_labels.index_reduce_(0, videos, labels.float(), "amax")
-    else:
-        video_labels = torch.zeros(num_videos, dtype=torch.long)
-        video_labels[videos] = labels
-    video_scores = combined.result()
-    summary = summarize(video_scores, video_labels, multi_label)
-    summary["views"] = int(combined.views.max())
-    return summary, video_scores, video_labels
+    dataset = loader.dataset
+    result = video_scores(model, loader, inputs, info, dataset.num_videos, dataset.num_classes, ensemble,
+                          multi_label)
+    names = [record.path for record in dataset.records]
+    scores, labels, failed = drop_unread(result, names, max_failed_fraction, dataset.mode)
+    summary: dict[str, Any] = summarize(scores, labels, multi_label)
+    summary["views"] = int(result.views.max())
+    summary["failed_views"] = len(dataset) - int(result.views.sum())
+    summary["failed_videos"] = len(failed)
+    if failed:
+        summary["failed"] = failed
+    return summary, scores, labels
+
+
+def validate(model: nn.Module, loader: DataLoader, inputs: Inputs, info: DistInfo,
+             multi_label: bool, max_failed_fraction: float = 1.0) -> dict[str, Any]:
+    """Single-view validation: one centre clip per video at the full shape (unreadable videos left out
+    and named, as in `evaluate_videos`)."""
+    return evaluate_videos(model, loader, inputs, info, "sum", multi_label, max_failed_fraction)[0]
 
 
 def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool,
@@ -131,47 +160,3 @@ def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool
     ]
 
 
-def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Path,
-                    views: int | None = None) -> dict[str, Any]:
-    """Multi-view test of saved weights (`model_final.pt` or a full checkpoint): `views` clips × crops
-    per video; writes `test_summary.json` and `per_class.csv` into `out_dir` and returns the summary."""
-    from mgvideo.engine import builders, checkpoint  # builders pulls in the data and model stacks
-
-    if views is not None:
-        cfg = override(cfg, **{"test.clips": views})
-    device = builders.select_device(cfg.train.device)
-    info = D.init(device)
-    device = D.local_device(device, info)
-    weights = checkpoint.model_state(weights_path)  # read first: a bad file fails before any decoding
-    net = builders.build_network(cfg, cfg.data.num_classes)
-    checkpoint.load_model_weights(net, weights, str(weights_path))
-    net.to(device)
-    shape = builders.eval_shape(cfg, cfg.test.batch_size)
-    dataset = builders.build_dataset(cfg, "test", shape)
-    sampler = FixedShapeBatchSampler(shape, len(dataset), cfg.test.batch_size, rank=info.rank,
-                                     world_size=info.world_size)
-    loader = build_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.train.seed)
-    ensemble = cfg.test.ensemble if cfg.test.ensemble != "auto" else ("max" if cfg.multi_label else "sum")
-    inputs = Inputs(device, cfg.data.mean, cfg.data.std)
-    summary, scores, labels = multiview_scores(net, loader, inputs, info, dataset.num_videos,
-                                               cfg.data.num_classes, ensemble, cfg.multi_label)
-    summary.update({"clips": cfg.test.clips, "crops": cfg.test.crops, "ensemble": ensemble,
-                    "test_size": cfg.test.crop_size or cfg.data.crop, "weights": str(weights_path)})
-    if info.is_main:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "test_summary.json").write_text(json.dumps(summary, indent=2))
-        names = _class_names(cfg)
-        rows = per_class_rows(scores, labels, cfg.multi_label, names)
-        with open(out / "per_class.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    D.shutdown(info)
-    return summary
-
-
-def _class_names(cfg: Config) -> list[str]:
-    """Class names from `classes.txt` in the data root when present (the synthetic set writes one)."""
-    path = Path(cfg.data.root) / "classes.txt"
-    return path.read_text().split("\n") if path.exists() else []

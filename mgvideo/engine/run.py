@@ -22,6 +22,7 @@ from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
+from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler, iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
@@ -111,6 +112,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     batch = builders.per_device_batch(cfg, info.world_size)
     full = builders.eval_shape(cfg, batch)
     train_set = builders.build_dataset(cfg, "train", full)
+    check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
     val_set = builders.build_dataset(cfg, "val", full)
     if info.is_main:  # before the run's clock starts: decoding the data once is not training time
         builders.fill_frame_cache(cfg, [train_set, val_set])

@@ -17,12 +17,13 @@ from mgvideo.config import Config, override
 from mgvideo.data.loader import Batch
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
-from mgvideo.engine.evaluate import precise_bn, validate
+from mgvideo.engine.evaluate import validate
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.run import Run, build_run, crash_hook, plan_batches, save_state
 from mgvideo.errors import MgvideoError
 from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
+from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule, Stage
 
@@ -149,7 +150,8 @@ def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
         return
     set_bn_groups(run.net, bn_groups_for(batch, shape.stage_batch, run.cfg.model.bn_base_size,
                                          run.info.world_size))
-    precise_bn(run.net, run.precise_loader, run.inputs, num, run.info)
+    clips = (run.inputs(b).clips for b in run.precise_loader)  # DDP: all ranks' statistics merged
+    update_bn_stats(run.net, clips, num, average_across_ranks=run.info.enabled)
 
 
 def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
@@ -167,7 +169,8 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     started = time.perf_counter()
     refresh_bn(run, run.batch, full, epoch)
     refreshed = time.perf_counter()
-    result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label)
+    result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label,
+                      run.cfg.test.max_failed_fraction)
     mark_evaluated(run, result)
     state = run.state
     run.log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1 if state.iteration == 0 else epoch,

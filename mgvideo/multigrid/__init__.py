@@ -1,5 +1,6 @@
 """The multigrid method as pieces for any PyTorch training loop: schedule, batch sampler, LR rule, BN."""
 
+from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
 from mgvideo.multigrid.sampler import (
     FixedShapeBatchSampler,
@@ -18,6 +19,7 @@ __all__ = [
     "MultigridSchedule",
     "Slot",
     "Stage",
+    "check_dataset_fits",
     "count_batches",
     "iterations_per_epoch",
     "lr_at",
@@ -32,8 +34,8 @@ from mgvideo.multigrid.batchnorm import (  # noqa: E402
     convert_model,
     set_bn_groups,
     sync_group,
-    update_bn_stats,
 )
+from mgvideo.multigrid.precise_bn import update_bn_stats  # noqa: E402
 
 __all__ += [
     "BNPlan",

@@ -123,6 +123,9 @@ def _validate(cfg: MultigridConfig) -> None:
         raise _fail("steps", "must start at 0", steps)
     if any(b <= a for a, b in zip(steps, steps[1:])):
         raise _fail("steps", "must be strictly increasing", steps)
+    if cfg.long_cycle and cfg.lr_policy == "steps" and len(steps) < 2:  # cosine makes its own steps
+        raise _fail("steps", "the long cycle needs two steps or more, e.g. [0, N] (the last LR step "
+                    "fine-tunes at the full shape), or the long cycle off", steps)
     if not isinstance(cfg.max_epoch, int) or cfg.max_epoch <= (steps[-1] if steps else 0):
         raise _fail("max_epoch", "must be an integer past the last step", cfg.max_epoch)
     for name in ("gamma", "epoch_factor"):
@@ -208,6 +211,9 @@ class MultigridSchedule:
             self._build_long_cycle()
         else:
             self._build_single_stage()
+        if self.max_epoch < 1:
+            raise _fail("epoch_factor", f"the run has no epoch (max_epoch {cfg.max_epoch} x epoch_factor "
+                        f"{cfg.epoch_factor:g} rounds to {self.max_epoch})", cfg.epoch_factor)
 
     # -- construction -------------------------------------------------------------------------------
     def _build_long_cycle(self) -> None:
