@@ -15,6 +15,7 @@ from mgvideo.data import cache as C
 from mgvideo.data.annotations import read_kinetics
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import build_loader
+from mgvideo.data.prepare import ensure_synthetic_data
 from mgvideo.engine import builders
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 from mgvideo.multigrid.schedule import ClipShape
@@ -32,7 +33,7 @@ def shape(frames, crop, rate=(1, 3)):
 @pytest.fixture(scope="module")
 def small():
     """The small synthetic set (real h264 videos with texture and motion)."""
-    builders.ensure_synthetic_data(load_config(REPO / "configs" / "synthetic" / "tiny.yaml",
+    ensure_synthetic_data(load_config(REPO / "configs" / "synthetic" / "tiny.yaml",
                                                [f"data.root={SMALL}"]))
     return read_kinetics(SMALL / "train.csv", SMALL)
 
