@@ -187,7 +187,7 @@ class VideoClipDataset(Dataset):
             indices = self._indices(reader.num_frames, shape, rng, view // self.test_crops)
             short = self._short_side(shape, rng)
             frames = reader.read(indices, self._decode_side(reader, short))
-            if max(indices) >= reader.num_frames:  # the read found the stream ends early: stay within it
+            if truncation(reader) and max(indices) >= reader.num_frames:  # the read found the real end
                 indices = self._indices(reader.num_frames, shape, rng, view // self.test_crops)
                 frames = reader.read(indices, self._decode_side(reader, short))
         finally:
