@@ -1,9 +1,15 @@
 """A truncated video in training: clips come from the frames that decode, and the video is flagged (also
-when a loader worker found it) for the run's count."""
+when a loader worker found it) and counted in the run's summary."""
+
+import json
+from pathlib import Path
 
 import numpy as np
 from videos import frame_of, write_gop_mp4, write_truncated
 
+from mgvideo.cli import main
+from mgvideo.config import load_config
+from mgvideo.data import prepare
 from mgvideo.data.annotations import read_kinetics
 from mgvideo.data.cache import FrameCache
 from mgvideo.data.datasets import VideoClipDataset
@@ -11,6 +17,8 @@ from mgvideo.data.loader import build_loader
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 from mgvideo.multigrid.schedule import ClipShape
 
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "synthetic" / "tiny.yaml"
 SHAPE = ClipShape(frames=8, crop=32, min_rate=4, max_rate=4, base_crop=32, stage_batch=2, stage=0, slot=0)
 
 
@@ -51,3 +59,21 @@ def test_a_cached_truncated_video_is_flagged_on_first_use(tmp_path):
     data = dataset(tmp_path, cache=FrameCache(tmp_path / "cache", 46))
     assert data.cache.fill([r.path for r in data.records]) == 2
     assert max(frames_of(data[1].clip)) <= 14 and data.truncated.tolist() == [False, True]
+
+
+def test_a_training_run_counts_its_truncated_videos(tmp_path, capsys):
+    small = REPO / "runs" / "data" / "synthetic_small"
+    prepare.ensure_synthetic_data(load_config(TINY, [f"data.root={small}"]))
+    cut = write_truncated(write_gop_mp4(tmp_path / "good.mp4", frames=40), tmp_path / "cut.mp4", frame=15)
+    rows = (small / "train.csv").read_text().splitlines()
+    train = [f"{cut} 0"] + [f"{small / path} {label}" for path, label in (r.split() for r in rows[1:])]
+    (tmp_path / "train.csv").write_text("\n".join(train) + "\n")
+    (tmp_path / "val.csv").write_text("".join(f"{small / r.split()[0]} {r.split()[1]}\n"
+                                              for r in (small / "val.csv").read_text().splitlines()[:4]))
+    args = ["train", str(TINY), "--out", str(tmp_path / "run"), "data.dataset=kinetics",
+            f"data.root={tmp_path}", "data.cache=disk", "multigrid.long_cycle=false",
+            "multigrid.short_cycle=false", "solver.max_epoch=1", "solver.steps=[0]", "solver.warmup_epochs=0"]
+    assert main(args) == 0  # one epoch reads every training video once
+    out = capsys.readouterr().out
+    assert "decoded 44 videos (1 truncated)" in out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["truncated_videos"] == 1
