@@ -200,3 +200,13 @@ def test_truncation_tolerates_an_estimated_count_a_little_off():
     assert found(300, 294) is None and found(20, 18) is None  # within 2 % or 2 frames: an estimate
     assert found(300, 293) == "truncated: container says 300 frames, 293 decode"
     assert found(20, 17) is not None and found(75, 23) == "truncated: container says 75 frames, 23 decode"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"pts_ms": [0, 40, 80, 200, 240, 280, 400, 440, 480, 520]},
+                                    {"codec": "mjpeg", "pix_fmt": "yuvj420p"}])
+def test_scan_measures_the_length_that_reads_see(tmp_path, kwargs):
+    path = write_video(tmp_path / ("v.mkv" if "codec" in kwargs else "v.mp4"), frames=10, **kwargs)
+    with PyAVReader(str(path)) as reader:
+        stated = reader.stated_frames
+        assert reader.scan() == stated and not reader.errors and truncation(reader) is None
+        assert frames_of(reader.read([0])) == [0]  # still reads after a scan

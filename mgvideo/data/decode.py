@@ -217,7 +217,8 @@ class PyAVReader:
                 last = max(last, float(frame.pts * tb) - self._start)
         if count == 0:
             raise VideoDecodeError(f"{self.path}: no decodable frames")
-        self.num_frames = max(count if not tb else 1, int(round(last * self.fps)) + 1)
+        # On the nominal timeline, as `read` counts (a variable frame rate may hold fewer frames).
+        self.num_frames = int(round(last * self.fps)) + 1 if last > 0 else count
         return self.num_frames
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
