@@ -46,6 +46,9 @@ class DataConfig:
     # synthetic dataset, none for real datasets (whose decoded frames rarely fit).
     cache: Literal["auto", "none", "memory", "disk"] = "auto"
     cache_dir: str = ""
+    # The cache's size bound in GB (1e9 bytes); 0: only free space bounds it (a fill leaves 10 % of the
+    # file system free). Videos past the bound are decoded on the fly, at the same size, on every read.
+    cache_max_gb: float = 0.0
 
 
 @dataclass
@@ -151,6 +154,7 @@ class Config:
 RUNTIME_KEYS = frozenset(
     {
         "data.workers", "data.cache_dir", "train.device", "train.pin_memory", "train.compile",
+        "data.cache_max_gb",
         "train.checkpoint_minutes",
         "train.checkpoint_every_iters", "train.log_period", "train.eval_batch_size",
         "test.clips", "test.crops", "test.crop_size", "test.ensemble", "test.batch_size",
@@ -254,6 +258,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: {key} must be positive, got {value}")
     non_negative = {
         "data.workers": d.workers, "solver.warmup_epochs": s.warmup_epochs,
+        "data.cache_max_gb": d.cache_max_gb,
         "solver.warmup_start_lr": s.warmup_start_lr, "solver.weight_decay": s.weight_decay,
         "solver.clip_grad_norm": s.clip_grad_norm, "train.precise_bn_batches": t.precise_bn_batches,
         "train.precise_bn_clips": t.precise_bn_clips,

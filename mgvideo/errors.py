@@ -23,3 +23,8 @@ class VideoDecodeError(MgvideoError, RuntimeError):
 
 class CheckpointError(MgvideoError, RuntimeError):
     """A checkpoint is unreadable, of the wrong architecture, or from a different run."""
+
+
+class CacheError(MgvideoError, RuntimeError):
+    """The frame cache cannot be written or read (a full disk, a bad directory); names the directory and
+    carries the I/O error. Not an OSError, so that a dataset never mistakes it for a bad video."""

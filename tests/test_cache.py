@@ -1,21 +1,26 @@
 """The decoded-frame cache: cached clips equal decoded ones, one decode per video across loader workers,
 versions keyed by file changes, the up-front fill, and how the config selects it."""
 
+import errno
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from videos import write_broken, write_video
+from videos import write_broken, write_gop_mp4, write_truncated, write_video
 
 from mgvideo.config import load_config
 from mgvideo.data import cache as C
 from mgvideo.data.annotations import read_kinetics
 from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.decode import PyAVReader, truncation
 from mgvideo.data.loader import build_loader
+from mgvideo.data.prepare import ensure_synthetic_data
 from mgvideo.engine import builders
+from mgvideo.errors import CacheError
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 from mgvideo.multigrid.schedule import ClipShape
 
@@ -32,7 +37,7 @@ def shape(frames, crop, rate=(1, 3)):
 @pytest.fixture(scope="module")
 def small():
     """The small synthetic set (real h264 videos with texture and motion)."""
-    builders.ensure_synthetic_data(load_config(REPO / "configs" / "synthetic" / "tiny.yaml",
+    ensure_synthetic_data(load_config(REPO / "configs" / "synthetic" / "tiny.yaml",
                                                [f"data.root={SMALL}"]))
     return read_kinetics(SMALL / "train.csv", SMALL)
 
@@ -140,3 +145,83 @@ def test_an_opened_entry_is_reused_and_not_pickled_into_workers(tmp_path):
     assert cache.open(str(video)) is first  # no second np.load of the same entry
     copy = pickle.loads(pickle.dumps(cache))
     assert not copy._opened and copy.open(str(video)).read([0, 5]).tolist() == first.read([0, 5]).tolist()
+
+
+def videos(directory: Path, count: int) -> list[str]:
+    return [str(write_video(directory / f"v{i}.mp4", frames=6, width=48, height=32)) for i in range(count)]
+
+
+def entries(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.glob("*.npy"))
+
+
+def test_fill_stores_a_truncated_video_from_what_decodes_and_counts_it(tmp_path):
+    good = write_gop_mp4(tmp_path / "good.mp4", frames=40)
+    cut = str(write_truncated(good, tmp_path / "cut.mp4", frame=15))
+    cache, lines = C.FrameCache(tmp_path / "cache", 24), []
+    assert cache.fill([str(good), cut], log=lines.append) == 2
+    assert "decoded 2 videos (1 truncated)" in lines[0]
+    stored = C.FrameCache(tmp_path / "cache", 24).open(cut)  # read back from its entry
+    assert stored.num_frames == 15 and truncation(stored) == "truncated: container says 40 frames, 15 decode"
+
+
+def test_an_unwritable_directory_stops_the_fill_and_the_dataset_with_the_io_error(tmp_path):
+    paths = videos(tmp_path, 2)
+    (tmp_path / "file").write_text("a regular file, not a directory\n")
+    cache = C.FrameCache(tmp_path / "file" / "cache", 24)  # no one, not even root, can create this
+    with pytest.raises(CacheError, match=r"file/cache: \[Errno 20\] Not a directory"):
+        cache.fill(paths, workers=2)
+    data = VideoClipDataset(read_kinetics_rows(tmp_path, paths), shape(4, 16), cache=cache)
+    with pytest.raises(CacheError, match="Not a directory"):  # not taken for a bad video and replaced
+        data[0]
+
+
+def read_kinetics_rows(directory: Path, paths: list[str]):
+    (directory / "list.txt").write_text("".join(f"{p} 0\n" for p in paths))
+    return read_kinetics(directory / "list.txt", directory)
+
+
+def test_a_full_disk_stops_the_fill_with_the_error_and_leaves_no_partial_entry(tmp_path, monkeypatch):
+    paths = videos(tmp_path, 3)
+
+    def disk_full(file, array, **kwargs):
+        file.write(b"half an entry")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(C.np, "save", disk_full)
+    with pytest.raises(CacheError, match=r"cannot write .*cache: \[Errno 28\] No space left on device"):
+        C.FrameCache(tmp_path / "cache", 24).fill(paths)
+    assert [f.name for f in (tmp_path / "cache").iterdir() if not f.name.endswith(".json")] == []
+
+
+def test_at_the_bound_the_rest_is_decoded_on_the_fly_at_the_same_size(tmp_path, monkeypatch):
+    paths = videos(tmp_path, 4)
+    cache = C.FrameCache(tmp_path / "cache", 24, max_bytes=1)
+    one = cache.estimate(paths[0])
+    assert one == 6 * 24 * 36 * 3  # frames x stored size x RGB, from the metadata alone
+    cache.max_bytes = int(2.5 * one)
+    lines = []
+    assert cache.fill(paths, log=lines.append) == 2
+    assert "2 of 4 videos do not fit (data.cache_max_gb=" in lines[1] and "decoded on the fly" in lines[1]
+    assert one * 2 <= entries(tmp_path / "cache") <= cache.max_bytes + 2 * 256  # plus the .npy headers
+    assert isinstance(cache.open(paths[0]), C.CachedVideo)
+    assert isinstance(cache.open(paths[3]), PyAVReader)  # past the bound: decoded, not stored
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    rows = read_kinetics_rows(tmp_path, paths)
+    bounded = VideoClipDataset(rows, shape(4, 16), mode="val", cache=cache)
+    decoded = VideoClipDataset(rows, shape(4, 16), mode="val", decode_short_side=24)
+    assert all(torch.equal(bounded[i].clip, decoded[i].clip) for i in range(4))  # hits and misses alike
+    monkeypatch.setattr(C.FrameCache, "estimate", lambda self, path: pytest.fail("planned again"))
+    assert cache.fill(paths) == 0  # the same two left out under the same bound: nothing to do
+
+
+def test_fill_checks_free_space_first_and_keeps_a_reserve(tmp_path, monkeypatch):
+    paths = videos(tmp_path, 3)
+    cache = C.FrameCache(tmp_path / "cache", 24)  # no bound of its own
+    one = cache.estimate(paths[0])
+    usage = shutil._ntuple_diskusage(total=10 * one, used=0, free=int(2.5 * one))  # 1 of 10 kept free
+    monkeypatch.setattr(C.shutil, "disk_usage", lambda path: usage)
+    lines = []
+    assert cache.fill(paths, log=lines.append) == 1
+    assert "2 of 3 videos do not fit" in lines[1] and "free in" in lines[1]
+    assert cache.bounded() and isinstance(cache.open(paths[2]), PyAVReader)

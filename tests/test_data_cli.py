@@ -4,7 +4,7 @@ import json
 import sys
 import types
 
-from videos import write_broken, write_video
+from videos import write_bit_flipped, write_broken, write_gop_mp4, write_truncated, write_video
 
 from mgvideo.cli import main
 
@@ -31,6 +31,23 @@ def test_check_exits_zero_when_all_rows_read(tmp_path, capsys):
     (tmp_path / "list.txt").write_text(f"{tmp_path / 'a.mp4'} 0\n")
     assert main(["data", "check", str(tmp_path / "list.txt"), "--root", "/elsewhere", "--full"]) == 0
     assert "1 readable, 0 bad" in capsys.readouterr().out
+
+
+def test_default_check_finds_truncation_and_full_finds_mid_stream_damage(tmp_path, capsys):
+    good = write_gop_mp4(tmp_path / "good.mp4", frames=40, keyint=10)
+    write_truncated(good, tmp_path / "cut.mp4", frame=15)
+    write_bit_flipped(good, tmp_path / "flipped.mp4", frame=15)  # in the second of four keyframe groups
+    (tmp_path / "list.txt").write_text("good.mp4 0\ncut.mp4 1\nflipped.mp4 0\n")
+    assert main(["data", "check", str(tmp_path / "list.txt"), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] == 2 and [b["line"] for b in report["bad"]] == [2]
+    reason = f"{tmp_path / 'cut.mp4'}: truncated: container says 40 frames, 15 decode"
+    assert report["bad"][0]["reason"] == reason
+    assert main(["data", "check", str(tmp_path / "list.txt"), "--full"]) == 1
+    out, err = capsys.readouterr()
+    assert "1 readable, 2 bad" in out
+    assert "list.txt:2: " in err and "container says 40 frames, 15 decode" in err
+    assert "list.txt:3: " in err and "flipped.mp4: decode error: [Errno" in err and "Invalid data" in err
 
 
 def test_check_ssv2_and_charades_formats(tmp_path, capsys):

@@ -1,12 +1,24 @@
 """The PyAV reader: every container/codec pair, awkward streams, window decoding, decoder-side resize."""
 
+import types
+
 import av
 import numpy as np
 import pytest
-from videos import PAIRS, frame_of, write_broken, write_image, write_pair, write_video
+from videos import (
+    PAIRS,
+    frame_of,
+    write_bit_flipped,
+    write_broken,
+    write_gop_mp4,
+    write_image,
+    write_pair,
+    write_truncated,
+    write_video,
+)
 
 from mgvideo.data import decode
-from mgvideo.data.decode import PyAVReader, open_video, scaled_size, select_backend
+from mgvideo.data.decode import PyAVReader, open_video, scaled_size, select_backend, truncation
 from mgvideo.errors import ConfigError, VideoDecodeError
 
 
@@ -152,3 +164,49 @@ def test_backend_selection_falls_back_cleanly():
     with pytest.raises(ConfigError, match="data.backend"):
         select_backend("ffmpeg-cli")
     assert select_backend("auto") == ("torchcodec" if decode._importable("torchcodec.decoders") else "pyav")
+
+
+def test_a_truncated_stream_reads_as_what_decodes_and_reports_the_counts(tmp_path):
+    cut = write_truncated(write_gop_mp4(tmp_path / "good.mp4", frames=40), tmp_path / "cut.mp4", frame=15)
+    with PyAVReader(str(cut)) as reader:
+        assert reader.num_frames == reader.stated_frames == 40  # what the index says, before any decoding
+        assert frames_of(reader.read([0, 3])) == [0, 3] and truncation(reader) is None  # not found yet
+        assert frames_of(reader.read([38, 39])) == [14, 14]  # past the real end: its last frame
+        assert reader.num_frames == 15 and reader.stated_frames == 40
+        assert truncation(reader) == "truncated: container says 40 frames, 15 decode"
+        assert frames_of(reader.read([5, 14, 30])) == [5, 14, 14]
+
+
+def test_a_damaged_packet_is_skipped_and_noted_and_the_rest_decodes(tmp_path):
+    good = write_gop_mp4(tmp_path / "good.mp4", frames=40, keyint=10)
+    flipped = write_bit_flipped(good, tmp_path / "flipped.mp4", frame=15)
+    with PyAVReader(str(flipped)) as reader:
+        assert frames_of(reader.read([0, 13])) == [0, 13] and frames_of(reader.read([38])) == [38 % 23]
+        assert not reader.errors  # a seek to the last keyframe group skips the damage
+        clip = reader.read(range(40))
+        assert len(reader.errors) == 1 and "Invalid data" in reader.errors[0]
+        assert frames_of(clip[:15]) == list(range(15))
+        assert frames_of(clip[20:]) == [i % 23 for i in range(20, 40)]  # resumed at the next keyframe
+    with PyAVReader(str(flipped)) as reader:
+        assert reader.scan() == 40 and len(reader.errors) == 1 and truncation(reader) is None
+    with PyAVReader(str(good)) as reader:
+        assert reader.scan() == 40 and not reader.errors
+
+
+def test_truncation_tolerates_an_estimated_count_a_little_off():
+    def found(stated, decoded):
+        return truncation(types.SimpleNamespace(stated_frames=stated, num_frames=decoded))
+
+    assert found(300, 294) is None and found(20, 18) is None  # within 2 % or 2 frames: an estimate
+    assert found(300, 293) == "truncated: container says 300 frames, 293 decode"
+    assert found(20, 17) is not None and found(75, 23) == "truncated: container says 75 frames, 23 decode"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"pts_ms": [0, 40, 80, 200, 240, 280, 400, 440, 480, 520]},
+                                    {"codec": "mjpeg", "pix_fmt": "yuvj420p"}])
+def test_scan_measures_the_length_that_reads_see(tmp_path, kwargs):
+    path = write_video(tmp_path / ("v.mkv" if "codec" in kwargs else "v.mp4"), frames=10, **kwargs)
+    with PyAVReader(str(path)) as reader:
+        stated = reader.stated_frames
+        assert reader.scan() == stated and not reader.errors and truncation(reader) is None
+        assert frames_of(reader.read([0])) == [0]  # still reads after a scan

@@ -58,7 +58,7 @@ def test_plan_with_a_small_dataset_size_gives_the_one_line_error(capsys):
 @pytest.mark.slow
 def test_the_reported_case_stops_before_training(tmp_path):
     """16 training videos, batch 4: the coarse stages' batches (32 and more) exceed the dataset."""
-    from mgvideo.engine.builders import ensure_synthetic_data
+    from mgvideo.data.prepare import ensure_synthetic_data
     from mgvideo.engine.trainer import train
 
     root = REPO / "runs" / "data" / "synthetic_small"

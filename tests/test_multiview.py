@@ -134,11 +134,12 @@ def test_the_test_command_under_torchrun_matches_one_process(tmp_path):
 
     from mgvideo.commands.test import evaluate_checkpoint
     from mgvideo.config import load_config
+    from mgvideo.data.prepare import ensure_synthetic_data
     from mgvideo.engine import builders, checkpoint
 
     repo = Path(__file__).resolve().parents[1]
     tiny, root = repo / "configs" / "synthetic" / "tiny.yaml", repo / "runs" / "data" / "synthetic_small"
-    builders.ensure_synthetic_data(load_config(tiny, [f"data.root={root}"]))
+    ensure_synthetic_data(load_config(tiny, [f"data.root={root}"]))
     rows = (root / "val.csv").read_text().splitlines()[:10] + ["videos/val/missing.mp4 3"]
     (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
     overrides = [f"data.root={root}", "data.cache=none", f"data.test_list={tmp_path / 'test.csv'}",

@@ -100,3 +100,41 @@ def write_image(path: str | Path, value: int, width: int = 48, height: int = 32)
         out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return path
+
+
+def write_gop_mp4(path: str | Path, frames: int = 40, keyint: int = 10) -> Path:
+    """An h264 mp4 with its index up front (faststart, as cameras and web videos write it), no B-frames and
+    a keyframe every `keyint` frames, so that packet k holds frame k and a seek skips earlier damage."""
+    path = Path(path)
+    params = f"bframes=0:keyint={keyint}:min-keyint={keyint}:scenecut=0"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=25, options={"x264-params": params})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            rgb = np.full((48, 64, 3), level(i), np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def _packet_start(path: Path, frame: int) -> int:
+    with av.open(str(path)) as container:
+        return [p.pos for p in container.demux(video=0) if p.size][frame]
+
+
+def write_truncated(good: Path, out: str | Path, frame: int) -> Path:
+    """`good` (from write_gop_mp4) cut off where frame `frame` starts: its index still states every frame,
+    but only the first `frame` decode."""
+    out = Path(out)
+    out.write_bytes(good.read_bytes()[: _packet_start(good, frame)])
+    return out
+
+
+def write_bit_flipped(good: Path, out: str | Path, frame: int) -> Path:
+    """`good` (from write_gop_mp4) with the first 4 bytes of frame `frame` inverted, so that it fails to
+    decode; the file's length and index are intact."""
+    data, start = bytearray(good.read_bytes()), _packet_start(good, frame)
+    data[start: start + 4] = bytes(b ^ 0xFF for b in data[start: start + 4])
+    out = Path(out)
+    out.write_bytes(bytes(data))
+    return out

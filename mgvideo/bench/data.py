@@ -89,10 +89,11 @@ def _setup(args: argparse.Namespace, scratch: str
     (its own cache, if it has one) or flags."""
     if args.config:  # the trainer's YAML: the same builders the trainer uses
         from mgvideo.bench.tta import load_any_config
+        from mgvideo.data.prepare import ensure_synthetic_data
         from mgvideo.engine import builders
 
         cfg = load_any_config(args.config)
-        builders.ensure_synthetic_data(cfg)
+        ensure_synthetic_data(cfg)
         model = {"name": cfg.model.name, **cfg.model.options}
         cache = builders.build_frame_cache(cfg) or FrameCache(Path(scratch) / "frames",
                                                               largest_short_side(cfg.data.crop))

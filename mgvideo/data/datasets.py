@@ -1,7 +1,8 @@
 """`VideoClipDataset`: receives `(index, ClipShape)` and returns exactly the clip that shape asks for.
 
 Bad videos never stop training: a video that cannot be decoded is logged once, counted, and replaced by
-another (seeded) index; only after `max_retries` bad videos in a row does it raise VideoDecodeError.
+another (seeded) index; only after `max_retries` bad videos in a row does it raise VideoDecodeError. A
+truncated video gives clips from the frames that decode; it is logged once and flagged in `truncated`.
 Validation and test never substitute: a view that cannot be read comes back as a blank clip whose index is
 `FAILED`, and the evaluation leaves it out (engine/evaluate.py drops, counts and names such videos).
 """
@@ -21,7 +22,14 @@ from torch.utils.data import Dataset
 from mgvideo.data import sampling as S
 from mgvideo.data.annotations import Annotations, VideoRecord
 from mgvideo.data.cache import FrameCache, storage_side
-from mgvideo.data.decode import FrameListReader, VideoReader, open_video, scaled_size, select_backend
+from mgvideo.data.decode import (
+    FrameListReader,
+    VideoReader,
+    open_video,
+    scaled_size,
+    select_backend,
+    truncation,
+)
 from mgvideo.errors import ConfigError, VideoDecodeError
 
 if TYPE_CHECKING:
@@ -107,6 +115,8 @@ class VideoClipDataset(Dataset):
         self.decode_short_side = cache.short_side if cache is not None else decode_short_side
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
         self._logged: set[str] = set()
+        # Videos found truncated, by any worker (shared flags, so that the trainer can count them).
+        self.truncated = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
 
     @property
     def num_videos(self) -> int:
@@ -136,7 +146,7 @@ class VideoClipDataset(Dataset):
         while len(bad) <= self.max_retries:
             record = self.records[video]
             try:
-                clip, label = self._load(record, shape, rng, view)
+                clip, label = self._load(record, shape, rng, view, video)
                 return Sample(clip, label, video, len(bad))
             except DECODE_ERRORS as err:
                 self._report(record, err)
@@ -153,7 +163,7 @@ class VideoClipDataset(Dataset):
         the expected size (so the batch still stacks) with index `FAILED`."""
         record = self.records[video]
         try:
-            clip, label = self._load(record, shape, rng, view)
+            clip, label = self._load(record, shape, rng, view, video)
             return Sample(clip, label, video)
         except DECODE_ERRORS as err:
             self._report(record, err)
@@ -169,6 +179,14 @@ class VideoClipDataset(Dataset):
             log.warning("skipping unreadable video %s (%s:%d): %s", record.path, record.source,
                         record.line, err)
 
+    def _note_truncation(self, record: VideoRecord, reader: VideoReader, video: int) -> None:
+        """Flag (and warn once about) a video whose reads found fewer frames than its container states."""
+        problem = truncation(reader)
+        if problem is not None and not self.truncated[video]:
+            self.truncated[video] = True
+            log.warning("video %s (%s:%d) is %s; its clips come from those", record.path, record.source,
+                        record.line, problem)
+
     def _open(self, record: VideoRecord) -> VideoReader:
         if record.frame_paths is not None:
             return FrameListReader(record.frame_paths)
@@ -183,14 +201,18 @@ class VideoClipDataset(Dataset):
         return short if self.decoder_resize else None
 
     def _load(self, record: VideoRecord, shape: ClipShape, rng: np.random.Generator,
-              view: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+              view: int, video: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         reader = self._open(record)
         try:
             indices = self._indices(reader.num_frames, shape, rng, view // self.test_crops)
             short = self._short_side(shape, rng)
             frames = reader.read(indices, self._decode_side(reader, short))
+            if truncation(reader) and max(indices) >= reader.num_frames:  # the read found the real end
+                indices = self._indices(reader.num_frames, shape, rng, view // self.test_crops)
+                frames = reader.read(indices, self._decode_side(reader, short))
         finally:
             reader.close()
+        self._note_truncation(record, reader, video)
         frames = resize_frames(frames, short)  # a no-op where the decoder already did it
         frames = self._crop(frames, shape, rng, view % self.test_crops)
         return S.to_tensor(frames), self._label(record, indices)

@@ -3,7 +3,9 @@
 A reader maps frame indices on a nominal timeline (index i is at time i / fps) to RGB frames. It decodes only
 the window the indices need (seek to the keyframe before it, stop after it) and can resize in the decoder,
 which is what makes coarse multigrid shapes cheap. Containers that lie about or lack their frame count,
-duration or rate are handled by estimating, and by clamping to the frames that really exist.
+duration or rate are handled by estimating, and by clamping to the frames that really exist. A damaged
+stream gives what decodes: a packet that fails to decode is skipped and noted in `errors`, and a stream
+that ends early (a truncated file) shortens `num_frames`, which `truncation` then reports.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class VideoReader(Protocol):
 
     path: str
     fps: float
-    num_frames: int
+    num_frames: int  # frames on the nominal timeline; shrinks when a read finds the stream ends early
+    stated_frames: int  # what the container said (or implied) before anything was decoded
     duration: float
     height: int
     width: int
@@ -45,6 +48,18 @@ def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     if height <= width:
         return short_side, max(1, round(width * short_side / height))
     return max(1, round(height * short_side / width)), short_side
+
+
+TRUNCATION_SLACK = 0.02  # a frame count may be estimated: fewer than 2 % (and 2 frames) missing is not damage
+
+
+def truncation(reader: VideoReader) -> str | None:
+    """'container says 75 frames, 23 decode' when `reader` has found its stream to end well short of what
+    the container stated, else None. Only what reads so far have reached is known."""
+    stated, found = reader.stated_frames, reader.num_frames
+    if stated - found <= max(2, TRUNCATION_SLACK * stated):
+        return None
+    return f"truncated: container says {stated} frames, {found} decode"
 
 
 def _check_file(path: str) -> None:
@@ -68,6 +83,8 @@ class PyAVReader:
         self.height, self.width = self._stream.height, self._stream.width
         self.fps = self._guess_fps()
         self.duration, self.num_frames = self._guess_length()
+        self.stated_frames = self.num_frames
+        self.errors: list[str] = []  # decode errors met so far (their packets were skipped)
         self._start = float(self._stream.start_time * self._stream.time_base) if (
             self._stream.start_time is not None) else 0.0
 
@@ -150,7 +167,7 @@ class PyAVReader:
         self._fresh = False
         picked: list[np.ndarray] = [None] * len(targets)
         prev, prev_rgb, last, j = None, None, 0.0, 0
-        for n, frame in enumerate(self._container.decode(stream)):
+        for n, frame in enumerate(self._frames(stream)):
             t = (float(frame.pts * tb) - self._start) if frame.pts is not None else n / self.fps
             while j < len(targets) and targets[j] < t:  # this frame starts after target j: prev is its pick
                 if prev_rgb is None:
@@ -164,6 +181,45 @@ class PyAVReader:
         rgb = self._to_rgb(prev, short_side)
         picked[j:] = [rgb] * (len(targets) - j)
         return picked, last, True
+
+    def _frames(self, stream):
+        """The stream's frames from the current position; a packet that fails to decode is skipped and
+        noted (the decoder resynchronises at the next good one), a demuxer error ends the stream."""
+        packets = self._container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as err:
+                self._note(err)
+                return
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as err:
+                self._note(err)
+                continue
+            yield from frames
+
+    def _note(self, err: Exception) -> None:
+        if len(self.errors) < 100:  # a badly broken file can fail on every packet
+            self.errors.append(str(err))
+
+    def scan(self) -> int:
+        """Decode every frame from the start, converting none (what `data check --full` does); sets
+        `num_frames` to the length that decodes and returns it. Errors are left in `errors`."""
+        self._rewind()
+        self._fresh = False
+        tb, last, count = self._stream.time_base, 0.0, 0
+        for frame in self._frames(self._stream):
+            count += 1
+            if frame.pts is not None and tb:
+                last = max(last, float(frame.pts * tb) - self._start)
+        if count == 0:
+            raise VideoDecodeError(f"{self.path}: no decodable frames")
+        # On the nominal timeline, as `read` counts (a variable frame rate may hold fewer frames).
+        self.num_frames = int(round(last * self.fps)) + 1 if last > 0 else count
+        return self.num_frames
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
@@ -199,7 +255,7 @@ class TorchCodecReader:
         meta = self._decoder.metadata
         self.height, self.width = int(meta.height), int(meta.width)
         self.fps = float(meta.average_fps or _FALLBACK_FPS)
-        self.num_frames = max(1, len(self._decoder))
+        self.num_frames = self.stated_frames = max(1, len(self._decoder))
         self.duration = float(meta.duration_seconds or self.num_frames / self.fps)
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
@@ -229,6 +285,7 @@ class FrameListReader:
         self.paths = [str(p) for p in paths]
         self.path = self.paths[0]
         self.fps, self.num_frames = fps, len(self.paths)
+        self.stated_frames = self.num_frames
         self.duration = self.num_frames / fps
         self.height, self.width = self.read([0]).shape[1:3]
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from mgvideo.config import Config
-from mgvideo.data.annotations import Annotations, read_annotations
-from mgvideo.data.cache import FrameCache, cache_directory
-from mgvideo.data.datasets import VideoClipDataset, largest_short_side
+from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.prepare import build_frame_cache, read_split
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
 from mgvideo.multigrid.batchnorm import convert_model
@@ -114,24 +111,6 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
 
 
-def read_split(cfg: Config, list_name: str) -> Annotations:
-    """Read one split's annotation file (`data.root / list_name`) in the dataset's format."""
-    d = cfg.data
-    root = Path(d.root)
-    fmt = {"kinetics": "kinetics", "synthetic": "kinetics", "ssv2": "ssv2", "charades": "charades"}[d.dataset]
-    options: dict = {}
-    if fmt == "ssv2":
-        options["labels"] = root / (d.labels_file or "labels.json")
-    elif fmt == "kinetics" and d.labels_file:
-        options["classes"] = root / d.labels_file
-    annotations = read_annotations(fmt, root / list_name, root, **options)
-    if annotations.num_classes > d.num_classes:
-        raise ConfigError(f"data.num_classes is {d.num_classes} but {root / list_name} has "
-                          f"{annotations.num_classes} classes")
-    annotations.num_classes = d.num_classes
-    return annotations
-
-
 def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset:
     """The train / val / test dataset; `shape` is its default shape (the sampler usually decides)."""
     d, t = cfg.data, cfg.test
@@ -141,46 +120,6 @@ def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset
         flip=d.flip, test_clips=t.clips, test_crops=t.crops, test_size=t.crop_size or d.crop,
         seed=cfg.train.seed, cache=build_frame_cache(cfg),
     )
-
-
-def build_frame_cache(cfg: Config) -> FrameCache | None:
-    """The run's decoded-frame cache (`data.cache`), sized for the largest clip any split asks for."""
-    d = cfg.data
-    mode = ("disk" if d.dataset == "synthetic" else "none") if d.cache == "auto" else d.cache
-    if mode == "none":
-        return None
-    side = largest_short_side(d.crop, cfg.test.crop_size or d.crop)
-    return FrameCache(cache_directory(mode, d.root, d.cache_dir), side)
-
-
-def fill_frame_cache(cfg: Config, datasets: list[VideoClipDataset], log=print) -> None:
-    """Decode every video of `datasets` into their (shared) cache up front, with `data.workers` processes,
-    so that training never waits on a first decode and the decoding time shows on its own line."""
-    cached = [ds for ds in datasets if ds.cache is not None]
-    if cached:
-        paths = [r.path for ds in cached for r in ds.records if r.frame_paths is None]
-        cached[0].cache.fill(paths, max(1, cfg.data.workers), log)
-
-
-def ensure_synthetic_data(cfg: Config) -> None:
-    """For `data.dataset: synthetic`, generate the videos into `data.root` if they are not there yet."""
-    d = cfg.data
-    if d.dataset != "synthetic":
-        return
-    from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
-
-    meta = Path(d.root) / "meta.json"  # written last, so it exists only for a complete set
-    if meta.exists() and json.loads(meta.read_text()).get("version") == synthetic.VERSION:
-        return
-    if d.synthetic_size in synthetic.SIZES:
-        synthetic.generate(d.root, seed=0, size=d.synthetic_size)
-        return
-    train, _, val = d.synthetic_size.partition("x")
-    if not (train.isdigit() and val.isdigit() and int(train) > 0 and int(val) > 0):
-        raise ConfigError(f"data.synthetic_size: {d.synthetic_size!r} is not one of "
-                          f"{sorted(synthetic.SIZES)} nor TRAINxVAL videos per class (e.g. 24x8)")
-    spec = synthetic.SizeSpec(int(train), int(val), 2, 2, 2, 2)  # the SSv2/Charades variants stay tiny
-    synthetic.generate_with(d.root, 0, spec)
 
 
 def build_network(cfg: Config, num_classes: int) -> nn.Module:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from mgvideo.config import Config, fingerprint, save_config, to_dict
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import build_loader
+from mgvideo.data.prepare import prepare_data
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import Inputs
@@ -99,6 +100,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present;
     `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
+    prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
     info = D.init(device)
     device = D.local_device(device, info)
     torch.manual_seed(cfg.train.seed)
@@ -106,7 +108,6 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        builders.ensure_synthetic_data(cfg)
         save_config(cfg, out_dir / "config.yaml")
     D.barrier(info)
     batch = builders.per_device_batch(cfg, info.world_size)
@@ -114,9 +115,6 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     train_set = builders.build_dataset(cfg, "train", full)
     check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
     val_set = builders.build_dataset(cfg, "val", full)
-    if info.is_main:  # before the run's clock starts: decoding the data once is not training time
-        builders.fill_frame_cache(cfg, [train_set, val_set])
-    D.barrier(info)
     net = builders.build_network(cfg, cfg.data.num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)

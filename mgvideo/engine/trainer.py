@@ -231,6 +231,8 @@ def finish(run: Run) -> dict[str, Any]:
         "schedule_iteration_saving": round(run.schedule.speedup(), 3),
     }
     summary["iteration_saving"] = round(summary["baseline_iterations"] / max(state.step, 1), 3)
+    found = D.all_reduce_sum(run.train_set.truncated.double().tolist(), run.device, run.info)  # any rank's
+    summary["truncated_videos"] = sum(flag > 0 for flag in found)  # since this process started
     if run.info.is_main:
         checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,128 @@
+"""A run's data, made ready before training: the synthetic set generated (for `dataset: synthetic`) and the
+frame cache filled, in one place.
+
+`prepare_data` runs before the process group starts. Every process of a run calls it; a file lock next to
+the data lets the first do the work while the others wait on the lock, which has no timeout (a collective
+would give up after the process group's timeout), and then find the work done. The same lock keeps two
+runs that share a dataset or a cache from preparing it at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mgvideo.config import Config
+from mgvideo.data.annotations import Annotations, read_annotations
+from mgvideo.data.cache import FrameCache, cache_directory
+from mgvideo.data.datasets import largest_short_side
+from mgvideo.errors import CacheError, ConfigError
+
+LOCK = ".prepare.lock"
+
+
+def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> None:
+    """Generate the synthetic set if the run needs it, then fill the frame cache with the training and
+    validation videos; a no-op where both are done already."""
+    ensure_synthetic_data(cfg)
+    cache = build_frame_cache(cfg)
+    if cache is not None:
+        fill_frame_cache(cfg, cache, log)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if need be); waits as long as it takes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_synthetic_data(cfg: Config) -> None:
+    """For `data.dataset: synthetic`, generate the videos into `data.root` unless a complete set of this
+    version is there."""
+    d = cfg.data
+    if d.dataset != "synthetic":
+        return
+    from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
+
+    seed = getattr(d, "synthetic_seed", 0)  # the generator's seed, where the config has one
+    root = Path(d.root)
+    if _synthetic_done(root, synthetic.VERSION, seed):
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"data.root: cannot create {root} for the synthetic set: {err}") from err
+    with locked(root / LOCK):
+        if _synthetic_done(root, synthetic.VERSION, seed):  # another process made it while we waited
+            return
+        if d.synthetic_size in synthetic.SIZES:
+            synthetic.generate(d.root, seed=seed, size=d.synthetic_size)
+            return
+        train, _, val = d.synthetic_size.partition("x")
+        if not (train.isdigit() and val.isdigit() and int(train) > 0 and int(val) > 0):
+            raise ConfigError(f"data.synthetic_size: {d.synthetic_size!r} is not one of "
+                              f"{sorted(synthetic.SIZES)} nor TRAINxVAL videos per class (e.g. 24x8)")
+        spec = synthetic.SizeSpec(int(train), int(val), 2, 2, 2, 2)  # the SSv2/Charades variants stay tiny
+        synthetic.generate_with(d.root, seed, spec)
+
+
+def _synthetic_done(root: Path, version: int, seed: int) -> bool:
+    meta = root / "meta.json"  # written last, so it exists only for a complete set
+    if not meta.exists():
+        return False
+    written = json.loads(meta.read_text())
+    return written.get("version") == version and written.get("seed", 0) == seed
+
+
+def build_frame_cache(cfg: Config) -> FrameCache | None:
+    """The run's decoded-frame cache (`data.cache`), sized for the largest clip any split asks for and
+    bounded by `data.cache_max_gb`."""
+    d = cfg.data
+    mode = ("disk" if d.dataset == "synthetic" else "none") if d.cache == "auto" else d.cache
+    if mode == "none":
+        return None
+    side = largest_short_side(d.crop, cfg.test.crop_size or d.crop)
+    return FrameCache(cache_directory(mode, d.root, d.cache_dir), side, max_bytes=int(d.cache_max_gb * 1e9))
+
+
+def fill_frame_cache(cfg: Config, cache: FrameCache, log: Callable[[str], None] = print) -> int:
+    """Decode the training and validation videos into `cache` up front, with `data.workers` processes,
+    so that training never waits on a first decode and the decoding time shows on its own line. Returns
+    how many videos were stored."""
+    d = cfg.data
+    paths = [r.path for name in (d.train_list, d.val_list) for r in read_split(cfg, name).records
+             if r.frame_paths is None]
+    if not cache.missing(paths):
+        return 0
+    try:
+        cache.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"frame cache: cannot create {cache.directory}: {err}") from err
+    with locked(cache.directory / LOCK):
+        return cache.fill(paths, max(1, d.workers), log)
+
+
+def read_split(cfg: Config, list_name: str) -> Annotations:
+    """Read one split's annotation file (`data.root / list_name`) in the dataset's format."""
+    d = cfg.data
+    root = Path(d.root)
+    fmt = {"kinetics": "kinetics", "synthetic": "kinetics", "ssv2": "ssv2", "charades": "charades"}[d.dataset]
+    options: dict = {}
+    if fmt == "ssv2":
+        options["labels"] = root / (d.labels_file or "labels.json")
+    elif fmt == "kinetics" and d.labels_file:
+        options["classes"] = root / d.labels_file
+    annotations = read_annotations(fmt, root / list_name, root, **options)
+    if annotations.num_classes > d.num_classes:
+        raise ConfigError(f"data.num_classes is {d.num_classes} but {root / list_name} has "
+                          f"{annotations.num_classes} classes")
+    annotations.num_classes = d.num_classes
+    return annotations
