@@ -108,7 +108,7 @@ def load_pretrained(model: nn.Module, path: str | Path, num_classes: int) -> Pre
     state, kind, unknown = read_pretrained(path, model.state_dict())
     loaded, skipped, head = match_pretrained(model, state, num_classes, str(path))
     model.load_state_dict(loaded, strict=False)
-    return Pretrained(str(path), kind, sorted(loaded), skipped + sorted(unknown), head)
+    return Pretrained(str(path), kind, sorted(loaded), skipped + sorted(unknown), sorted(head))
 
 
 def _short(keys: list[str], limit: int = 4) -> str:
