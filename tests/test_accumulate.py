@@ -1,0 +1,79 @@
+"""Any number of devices: the device plan (per-device batch, micro-batches, LR scale) and gradient
+accumulation, which makes one process take the same steps as two."""
+
+import pytest
+import torch
+from test_distributed import train
+
+from mgvideo.config import load_config
+from mgvideo.engine import builders
+from mgvideo.errors import ConfigError
+
+RECIPE = "configs/kinetics/slowfast_r50_8x8_baseline.yaml"  # batch 64 and LR 0.1 on 8 devices
+
+
+def plan(world, *overrides):
+    return builders.device_plan(load_config(RECIPE, list(overrides)), world)
+
+
+def test_on_the_recipes_devices_the_batch_is_split():
+    p = plan(8)
+    assert (p.batch, p.micro_batches, p.global_batch, p.lr_scale) == (8, 1, 64, 1.0)
+
+
+def test_fewer_devices_accumulate_to_the_recipes_global_batch_and_lr():
+    p = plan(1)
+    assert (p.batch, p.micro_batches, p.global_batch, p.lr_scale) == (64, 8, 64, 1.0)
+    assert plan(2, "solver.accumulate=2").micro_batches == 8  # 4 devices' share, each in 2 parts
+    assert "in 8 micro-batches of 8; global batch 64; base LR 0.1" in p.describe(0.1)
+
+
+def test_fewer_devices_with_linear_lr_keep_the_per_device_batch():
+    cfg = load_config(RECIPE, ["solver.device_scaling=linear_lr"])
+    p = builders.device_plan(cfg, 2)
+    assert (p.batch, p.micro_batches, p.global_batch, p.lr_scale) == (8, 1, 16, 0.25)
+    lr = builders.build_lr_config(cfg, 2)
+    assert (lr.base_lr, lr.warmup_start_lr) == pytest.approx((0.025, 0.0025))
+    assert builders.build_lr_config(cfg, 8).base_lr == pytest.approx(0.1)
+    assert "base LR 0.025 (0.1 x 2/8, linear scaling)" in p.describe(0.1)
+
+
+def test_more_devices_split_or_scale():
+    assert (plan(16).batch, plan(16).lr_scale) == (4, 1.0)
+    p = plan(16, "solver.device_scaling=linear_lr")
+    assert (p.batch, p.global_batch, p.lr_scale) == (8, 128, 2.0)
+
+
+def test_any_devices_without_a_recipe_count():
+    p = plan(2, "solver.recipe_devices=0", "solver.accumulate=4")
+    assert (p.batch, p.micro_batches, p.lr_scale) == (32, 4, 1.0)
+
+
+def test_impossible_layouts_name_the_field():
+    with pytest.raises(ConfigError, match="solver.recipe_devices .*multiple of the 3 devices"):
+        plan(3, "solver.batch_size=48")
+    with pytest.raises(ConfigError, match="solver.accumulate: the per-device batch of 8 clips"):
+        plan(8, "solver.accumulate=3")
+    with pytest.raises(ConfigError, match="solver.batch_size .*divisible by the 3 devices"):
+        plan(3, "solver.recipe_devices=0")
+    with pytest.raises(ConfigError, match="solver.accumulate must be positive"):
+        plan(8, "solver.accumulate=0")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.timeout(900)
+def test_one_process_accumulating_takes_the_steps_of_two(tmp_path):
+    # BN groups of 2 clips: two processes hold one group each; one process accumulating over 2 strided
+    # micro-batches holds the same two groups in turn (plain sub-batch BN would group other clips).
+    common = ("solver.batch_size=4", "model.bn_base_size=2")
+    weights_2, losses_2 = train(tmp_path / "two", 2, *common)
+    weights_1, losses_1 = train(tmp_path / "one", 1, *common, "solver.accumulate=2")
+    assert "2 micro-batches of 2" in (tmp_path / "one" / "launch.log").read_text()
+    assert len(losses_1) == len(losses_2) > 10
+    assert losses_1 == pytest.approx(losses_2, rel=1e-3)
+    for key, value in weights_2.items():
+        if value.is_floating_point():
+            assert torch.allclose(weights_1[key], value, rtol=1e-2, atol=1e-3), key
+    _, losses_plain = train(tmp_path / "plain", 1, *common)
+    assert losses_plain != pytest.approx(losses_2, rel=1e-3)  # the test can tell grouping apart
