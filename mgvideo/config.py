@@ -46,6 +46,7 @@ class DataConfig:
     # synthetic dataset, none for real datasets (whose decoded frames rarely fit).
     cache: Literal["auto", "none", "memory", "disk"] = "auto"
     cache_dir: str = ""
+    ssv2_ext: str = ".webm"  # SSv2: the videos' file extension (the release is .webm; the synthetic set .mp4)
 
 
 @dataclass

@@ -4,15 +4,19 @@ re-initialised, anything else that does not fit is a one-line error naming the k
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from test_models_checkpoint import to_caffe2
+from test_ssv2_charades import ensure_small_synthetic
 
 import mgvideo.models
-from mgvideo.engine import checkpoint
+from mgvideo.config import load_config
+from mgvideo.engine import builders, checkpoint
 from mgvideo.engine.init_from import classifier_keys, load_pretrained
+from mgvideo.engine.trainer import train
 from mgvideo.errors import CheckpointError
 from mgvideo.models import build_model
 
@@ -140,3 +144,44 @@ def test_the_classifier_is_the_last_linear_layer_with_the_class_count():
     assert classifier_keys(build_model("slowfast_tiny", 9), 9) == keys
     assert classifier_keys(build_model("x3d_xs", 9), 9) == keys
     assert classifier_keys(build_model("slowfast_tiny", 9), 4) == []
+
+
+# ---- through the trainer: a fine-tune on a dataset with another class count, then a plain resume ----
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = REPO / "runs" / "data" / "synthetic_small"
+
+
+def ten_class_lists(tmp_path):
+    """A 10-class Kinetics-format dataset: the synthetic set's first ten classes."""
+    ensure_small_synthetic(SMALL)
+    for split in ("train", "val"):
+        rows = [r for r in (SMALL / f"{split}.csv").read_text().splitlines() if int(r.split()[1]) < 10]
+        (tmp_path / f"{split}10.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_fine_tune_through_the_trainer_then_resume_ignores_init_from(tmp_path, capsys):
+    ten_class_lists(tmp_path)
+    torch.manual_seed(123)  # weights unlike the run's own seed-0 initialisation
+    pretrained = builders.build_network(load_config(REPO / "configs" / "synthetic" / "tiny.yaml"), 20)
+    checkpoint.save(pretrained.state_dict(), tmp_path / "model_final.pt")
+    cfg = load_config(REPO / "configs" / "synthetic" / "tiny.yaml", [
+        "data.dataset=kinetics", f"data.root={SMALL}", f"data.train_list={tmp_path / 'train10.csv'}",
+        f"data.val_list={tmp_path / 'val10.csv'}", "data.num_classes=10", "multigrid.long_cycle=false",
+        "multigrid.short_cycle=false", "solver.max_epoch=1", "solver.steps=[0]", "solver.warmup_epochs=0",
+        "solver.base_lr=1.0e-6", "solver.weight_decay=0", f"model.init_from={tmp_path / 'model_final.pt'}"])
+    summary = train(cfg, tmp_path / "ft")
+    assert summary["iterations"] == 10
+    out = capsys.readouterr().out
+    assert f"init_from {tmp_path / 'model_final.pt'} (mgvideo weights): loaded" in out
+    assert "re-initialised 2 (head.projection.bias, head.projection.weight)" in out
+    tuned = checkpoint.model_state(tmp_path / "ft" / "model_final.pt")
+    assert tuned["head.projection.weight"].shape[0] == 10
+    for key, value in pretrained.state_dict().items():
+        if key.endswith(".weight") and "bn" not in key and not key.startswith("head."):
+            assert torch.allclose(tuned[key], value, atol=1e-3), key  # LR ~0: still the pretrained weights
+    (tmp_path / "model_final.pt").unlink()  # a rerun resumes from last.pt and never reads init_from
+    train(cfg, tmp_path / "ft")
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "init_from" not in out
