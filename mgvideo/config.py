@@ -122,7 +122,7 @@ class TrainConfig:
     precise_bn_batches: int = 200
     precise_bn_clips: int = 0
     eval_period_samples: int = 0  # 0: the reference cadence (eval_freq per stage)
-    eval_batch_size: int = 0  # 0: the solver's batch per device
+    eval_batch_size: int = 0  # 0: the solver's batch per device (per micro-batch when accumulating)
     checkpoint_minutes: float = 10.0
     checkpoint_every_iters: int = 0  # 0: off; small values make resume tests fast
     log_period: int = 10

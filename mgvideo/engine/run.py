@@ -134,7 +134,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
         model = builders.compile_model(model, net, schedule, cfg, batch // devices.micro_batches, device)
     workers, pin = cfg.data.workers, cfg.train.pin_memory and device.type == "cuda"
     planned = PlannedBatches()
-    eval_batch = cfg.train.eval_batch_size or batch
+    eval_batch = cfg.train.eval_batch_size or batch // devices.micro_batches  # what fits in memory
     val_sampler = FixedShapeBatchSampler(full, len(val_set), eval_batch, rank=info.rank,
                                          world_size=info.world_size)
     lengths = [iterations_per_epoch(len(train_set), batch, info.world_size,
