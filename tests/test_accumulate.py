@@ -1,7 +1,9 @@
 """Any number of devices: the device plan (per-device batch, micro-batches, LR scale) and gradient
 accumulation, which makes one process take the same steps as two."""
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from test_distributed import train
 
 from mgvideo.cli import main
 from mgvideo.config import load_config
-from mgvideo.engine import builders
+from mgvideo.engine import builders, trainer
 from mgvideo.errors import ConfigError
 
 RECIPE = "configs/kinetics/slowfast_r50_8x8_baseline.yaml"  # batch 64 and LR 0.1 on 8 devices
@@ -104,3 +106,18 @@ def test_plan_shows_batch_and_lr_for_n_devices(capsys):
     assert iterations(two) == pytest.approx(4 * iterations(eight), rel=1e-3)
     flags = main(["plan", "--devices", "4", "--batch-size", "2"]) == 0 and capsys.readouterr().out
     assert "devices: 4; per-device batch 2; global batch 8; base LR 0.1" in flags
+
+
+@pytest.mark.slow
+def test_trainer_scales_the_lr_linearly_on_fewer_devices(tmp_path, capsys):
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "tiny.yaml"
+    cfg = load_config(tiny, [
+        "solver.batch_size=4", "solver.recipe_devices=2", "solver.device_scaling=linear_lr",
+        "multigrid.long_cycle=false", "multigrid.short_cycle=false", "solver.max_epoch=1", "solver.steps=[0]",
+        "solver.warmup_epochs=0"])
+    summary = trainer.train(cfg, tmp_path)
+    assert summary["iterations"] == 20  # 40 clips, 2 per step: the recipe's per-device batch
+    assert "global batch 2; base LR 0.025 (0.05 x 1/2, linear scaling)" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    assert len(lrs) == 20 and lrs == pytest.approx([0.025] * 20)
