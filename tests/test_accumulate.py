@@ -30,7 +30,8 @@ def test_fewer_devices_accumulate_to_the_recipes_global_batch_and_lr():
     p = plan(1)
     assert (p.batch, p.micro_batches, p.global_batch, p.lr_scale) == (64, 8, 64, 1.0)
     assert plan(2, "solver.accumulate=2").micro_batches == 8  # 4 devices' share, each in 2 parts
-    assert "in 8 micro-batches of 8; global batch 64; base LR 0.1" in p.describe(0.1)
+    assert p.describe(0.1) == ("devices: 1 (recipe: 8, accumulate); per-device batch 64 in 8 micro-batches "
+                               "of 8; global batch 64; base LR 0.1")
 
 
 def test_fewer_devices_with_linear_lr_keep_the_per_device_batch():
@@ -52,6 +53,7 @@ def test_more_devices_split_or_scale():
 def test_any_devices_without_a_recipe_count():
     p = plan(2, "solver.recipe_devices=0", "solver.accumulate=4")
     assert (p.batch, p.micro_batches, p.lr_scale) == (32, 4, 1.0)
+    assert p.describe(0.1).startswith("devices: 2 (any); per-device batch 32 in 4 micro-batches of 8")
 
 
 def test_impossible_layouts_name_the_field():
@@ -96,7 +98,7 @@ def iterations(out):
 
 def test_plan_shows_batch_and_lr_for_n_devices(capsys):
     eight = plan_output(capsys, "--devices", "8")
-    assert "devices: 8 (recipe: 8, as the recipe); per-device batch 8; global batch 64; base LR 0.1" in eight
+    assert "devices: 8 (as the recipe); per-device batch 8; global batch 64; base LR 0.1" in eight
     one = plan_output(capsys, "--devices", "1")
     assert "per-device batch 64 in 8 micro-batches of 8; global batch 64; base LR 0.1" in one
     assert iterations(one) == iterations(eight)  # the same optimizer steps, accumulated

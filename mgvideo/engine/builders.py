@@ -54,7 +54,7 @@ class DevicePlan:
     """How a recipe's global batch and LR map onto the devices that run (see `device_plan`)."""
 
     devices: int
-    recipe_devices: int  # what the recipe's batch and LR are for
+    recipe_devices: int  # what the recipe's batch and LR are for (0: any)
     batch: int  # long-cycle base clips per device per optimizer step (what the sampler deals)
     micro_batches: int  # forward/backward passes per step on each device; gradients are summed
     lr_scale: float
@@ -71,8 +71,11 @@ class DevicePlan:
                  if self.micro_batches > 1 else "")
         lr = (f"base LR {base_lr * self.lr_scale:g} ({base_lr:g} x {self.devices}/{self.recipe_devices}, "
               "linear scaling)" if self.lr_scale != 1 else f"base LR {base_lr:g}")
-        return (f"devices: {self.devices} (recipe: {self.recipe_devices}, {self.scaling}); per-device batch "
-                f"{self.batch}{micro}; global batch {self.global_batch}; {lr}")
+        if self.recipe_devices in (0, self.devices):
+            devices = f"devices: {self.devices} ({'as the recipe' if self.recipe_devices else 'any'})"
+        else:
+            devices = f"devices: {self.devices} (recipe: {self.recipe_devices}, {self.scaling})"
+        return f"{devices}; per-device batch {self.batch}{micro}; global batch {self.global_batch}; {lr}"
 
 
 def device_plan(cfg: Config, world_size: int) -> DevicePlan:
@@ -98,8 +101,8 @@ def device_plan(cfg: Config, world_size: int) -> DevicePlan:
     if per_device % micro:
         raise ConfigError(f"solver.accumulate: the per-device batch of {per_device} clips does not split "
                           f"into {micro} micro-batches")
-    return DevicePlan(world_size, recipe, per_device, micro, 1.0 if split else world_size / recipe,
-                      s.device_scaling if world_size != recipe else "as the recipe")
+    return DevicePlan(world_size, s.recipe_devices, per_device, micro, 1.0 if split else world_size / recipe,
+                      s.device_scaling)
 
 
 def per_device_batch(cfg: Config, world_size: int) -> int:

@@ -150,9 +150,8 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
         log.message(devices.describe(cfg.solver.base_lr))
     return Run(
         cfg, out_dir, info, device, schedule, builders.build_lr_config(cfg, info.world_size), fp, batch, net,
-        model, optimizer,
-        scaler, builders.build_loss(cfg), amp_dtype, Inputs(device, cfg.data.mean, cfg.data.std,
-                                                             cfg.train.channels_last),
+        model, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
+        Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last),
         train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
         planned, build_loader(train_set, planned, workers, pin, cfg.train.seed + 1),
         build_loader(val_set, val_sampler, workers, pin, cfg.train.seed + 2),
