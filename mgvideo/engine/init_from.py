@@ -54,7 +54,8 @@ def read_pretrained(path: str | Path, model_state: dict[str, torch.Tensor]) -> t
         _, state = hf.read_hf_videomae(path)
         return dict(state), "Hugging Face", []
     if not path.is_file():
-        raise CheckpointError(f"model.init_from: {path}: no such file or folder")
+        raise CheckpointError(f"model.init_from: {path}: no such file or folder (download the weights the "
+                              "recipe names, or set model.init_from='' to train from scratch)")
     if path.suffix == ".pkl":
         state, unknown = caffe2_state_dict(path, model_state)
         return state, "Caffe2", unknown
