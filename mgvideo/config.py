@@ -49,6 +49,7 @@ class DataConfig:
     # The cache's size bound in GB (1e9 bytes); 0: only free space bounds it (a fill leaves 10 % of the
     # file system free). Videos past the bound are decoded on the fly, at the same size, on every read.
     cache_max_gb: float = 0.0
+    ssv2_ext: str = ".webm"  # SSv2: the videos' file extension (the release is .webm; the synthetic set .mp4)
 
 
 @dataclass
@@ -58,6 +59,10 @@ class ModelConfig:
     name: str = "i3d_r50"
     options: dict[str, Any] = field(default_factory=dict)
     bn_base_size: int = 8
+    # Pretrained weights for a fresh run (not a resume): a PySlowFast .pyth, a Caffe2 .pkl, an mgvideo
+    # model_final.pt or checkpoints/last.pt, or a Hugging Face folder. A head of another class count is
+    # re-initialised (engine/init_from.py).
+    init_from: str = ""
 
 
 @dataclass
@@ -95,6 +100,13 @@ class SolverConfig:
     bn_weight_decay: bool = True  # False: no weight decay on BN and bias (the reference's ZERO_WD_1D_PARAM)
     label_smoothing: float = 0.0
     clip_grad_norm: float = 0.0  # 0: off
+    # The devices `batch_size` and `base_lr` are tuned for (8 in the paper's recipes); 0: any, the batch is
+    # split over the devices that run. On fewer devices `device_scaling` decides: `accumulate` keeps the
+    # global batch and LR (gradients summed over micro-batches), `linear_lr` keeps the per-device batch
+    # and scales the LR with the global batch (engine/builders.device_plan).
+    recipe_devices: int = 0
+    device_scaling: Literal["accumulate", "linear_lr"] = "accumulate"
+    accumulate: int = 1  # micro-batches per optimizer step on each device (times the device shortfall)
 
 
 @dataclass
@@ -113,10 +125,13 @@ class TrainConfig:
     precise_bn_batches: int = 200
     precise_bn_clips: int = 0
     eval_period_samples: int = 0  # 0: the reference cadence (eval_freq per stage)
-    eval_batch_size: int = 0  # 0: the solver's batch per device
+    eval_batch_size: int = 0  # 0: the solver's batch per device (per micro-batch when accumulating)
     checkpoint_minutes: float = 10.0
     checkpoint_every_iters: int = 0  # 0: off; small values make resume tests fast
     log_period: int = 10
+    # Single-stage runs: evaluate (with precise BN) and keep checkpoints/epoch_NNN.pt every this many
+    # epochs, as PySlowFast's TRAIN.EVAL_PERIOD; 0: the reference cadence (multigrid.eval_freq).
+    eval_period: int = 0
 
 
 @dataclass
@@ -251,7 +266,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         "solver.batch_size": s.batch_size, "solver.base_lr": s.base_lr, "solver.max_epoch": s.max_epoch,
         "multigrid.epoch_factor": m.epoch_factor, "multigrid.eval_freq": m.eval_freq,
         "train.log_period": t.log_period, "test.clips": cfg.test.clips, "test.crops": cfg.test.crops,
-        "test.batch_size": cfg.test.batch_size,
+        "test.batch_size": cfg.test.batch_size, "solver.accumulate": s.accumulate,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -265,6 +280,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         "train.eval_period_samples": t.eval_period_samples, "train.eval_batch_size": t.eval_batch_size,
         "train.checkpoint_minutes": t.checkpoint_minutes, "solver.momentum": s.momentum,
         "train.checkpoint_every_iters": t.checkpoint_every_iters, "test.crop_size": cfg.test.crop_size,
+        "solver.recipe_devices": s.recipe_devices, "train.eval_period": t.eval_period,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -288,6 +304,11 @@ def validate(cfg: Config, source: str = "<config>") -> None:
                           f"got {cfg.test.max_failed_fraction}")
     if s.nesterov and s.momentum == 0:
         raise ConfigError(f"{source}: solver.nesterov needs solver.momentum > 0")
+    if t.eval_period and m.long_cycle:
+        raise ConfigError(f"{source}: train.eval_period is for single-stage runs (multigrid.long_cycle: "
+                          "false); a multigrid run evaluates per stage (multigrid.eval_freq)")
+    if t.eval_period and t.eval_period_samples:
+        raise ConfigError(f"{source}: set train.eval_period or train.eval_period_samples, not both")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

@@ -100,7 +100,20 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
     cfg = load_any_config(resolve_recipe(args.config), args.overrides)  # a bench config: its multigrid run
     loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
                            cfg.model.bn_base_size)
-    return build_schedule(cfg), build_lr_config(cfg), loader
+    return build_schedule(cfg), build_lr_config(cfg, args.devices), loader
+
+
+def devices_line(args: argparse.Namespace, lr_cfg: LRConfig, loader: LoaderNumbers) -> str:
+    """What `--devices N` means for the run: per-device batch, micro-batches, global batch and LR."""
+    if args.config is None:
+        return (f"devices: {loader.devices}; per-device batch {loader.batch_size}; global batch "
+                f"{loader.batch_size * loader.devices}; base LR {lr_cfg.base_lr:g}")
+    from mgvideo.bench.tta import load_any_config
+    from mgvideo.config import resolve_recipe
+    from mgvideo.engine.builders import device_plan
+
+    cfg = load_any_config(resolve_recipe(args.config), args.overrides)
+    return device_plan(cfg, args.devices).describe(cfg.solver.base_lr)
 
 
 # -- what is printed ----------------------------------------------------------------------------------
@@ -226,7 +239,9 @@ def register(subparsers) -> None:
                    help="stretch warmup by the multigrid epoch factor")
     p.add_argument("--dataset-size", type=_positive_int, default=K400_TRAIN_SIZE)
     p.add_argument("--batch-size", type=_positive_int, default=8, help="base per-device batch")
-    p.add_argument("--devices", type=_positive_int, default=8)
+    p.add_argument("--devices", type=_positive_int, default=8,
+                   help="devices to plan for; with --config, the recipe's batch and LR are mapped onto them "
+                        "as solver.device_scaling says (accumulation or linear LR scaling)")
     p.add_argument("--bn-base-size", type=_positive_int, default=8)
     p.add_argument("--config", type=Path, metavar="CONFIG",
                    help="read the schedule, LR and batch from a trainer recipe (the schedule flags are "
@@ -265,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         print(schedule_table(schedule, lr_cfg, loader))
         print()
         print(summary(schedule, lr_cfg, loader))
+        print(devices_line(args, lr_cfg, loader))
         if args.plot is not None:
             print(f"plot: {args.plot}")
     return 0

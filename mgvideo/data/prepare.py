@@ -118,6 +118,7 @@ def read_split(cfg: Config, list_name: str) -> Annotations:
     options: dict = {}
     if fmt == "ssv2":
         options["labels"] = root / (d.labels_file or "labels.json")
+        options["ext"] = d.ssv2_ext
     elif fmt == "kinetics" and d.labels_file:
         options["classes"] = root / d.labels_file
     annotations = read_annotations(fmt, root / list_name, root, **options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,11 +47,12 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
         raise ScheduleError(f"{SCHEDULE_KEYS.get(field, field)}: {problem}") from None
 
 
-def build_lr_config(cfg: Config) -> LRConfig:
-    """The LR rule's inputs: base LR and warmup."""
+def build_lr_config(cfg: Config, world_size: int = 1) -> LRConfig:
+    """The LR rule's inputs: base LR and warmup, scaled as `device_plan` says for `world_size` devices."""
     s = cfg.solver
-    return LRConfig(base_lr=s.base_lr, warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
-                    rescale_warmup=s.rescale_warmup)
+    scale = device_plan(cfg, world_size).lr_scale
+    return LRConfig(base_lr=s.base_lr * scale, warmup_epochs=s.warmup_epochs,
+                    warmup_start_lr=s.warmup_start_lr * scale, rescale_warmup=s.rescale_warmup)
 
 
 def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:
@@ -58,12 +60,65 @@ def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:
     return {"schedule": schedule.to_dict(), "shapes": [dataclasses.astuple(s)[:7] for s in schedule.stages]}
 
 
+@dataclass(frozen=True)
+class DevicePlan:
+    """How a recipe's global batch and LR map onto the devices that run (see `device_plan`)."""
+
+    devices: int
+    recipe_devices: int  # what the recipe's batch and LR are for (0: any)
+    batch: int  # long-cycle base clips per device per optimizer step (what the sampler deals)
+    micro_batches: int  # forward/backward passes per step on each device; gradients are summed
+    lr_scale: float
+    scaling: str
+
+    @property
+    def global_batch(self) -> int:
+        """Clips per optimizer step, all devices together."""
+        return self.batch * self.devices
+
+    def describe(self, base_lr: float) -> str:
+        """One line saying what the run does with its devices (printed by `train` and `plan`)."""
+        micro = (f" in {self.micro_batches} micro-batches of {self.batch // self.micro_batches}"
+                 if self.micro_batches > 1 else "")
+        lr = (f"base LR {base_lr * self.lr_scale:g} ({base_lr:g} x {self.devices}/{self.recipe_devices}, "
+              "linear scaling)" if self.lr_scale != 1 else f"base LR {base_lr:g}")
+        if self.recipe_devices in (0, self.devices):
+            devices = f"devices: {self.devices} ({'as the recipe' if self.recipe_devices else 'any'})"
+        else:
+            devices = f"devices: {self.devices} (recipe: {self.recipe_devices}, {self.scaling})"
+        return f"{devices}; per-device batch {self.batch}{micro}; global batch {self.global_batch}; {lr}"
+
+
+def device_plan(cfg: Config, world_size: int) -> DevicePlan:
+    """Per-device batch, micro-batches and LR scale for `world_size` devices (pure).
+
+    `solver.batch_size` is the recipe's global batch on `solver.recipe_devices` devices (0: any). On fewer
+    devices, `accumulate` keeps that global batch and the LR, each device summing gradients over the
+    micro-batches a recipe device would hold; `linear_lr` keeps the recipe's per-device batch, so the
+    global batch shrinks and the LR with it. On more devices the global batch is split further.
+    """
+    s = cfg.solver
+    recipe = s.recipe_devices or world_size
+    split = s.device_scaling == "accumulate" or world_size == recipe
+    per_device = s.batch_size // (world_size if split else recipe)
+    if s.batch_size % (world_size if split else recipe):
+        raise ConfigError(f"solver.batch_size ({s.batch_size}) must be divisible by the "
+                          f"{world_size if split else recipe} devices")
+    shortfall = recipe // world_size if split and world_size < recipe else 1
+    if split and world_size < recipe and recipe % world_size:
+        raise ConfigError(f"solver.recipe_devices ({recipe}) must be a multiple of the {world_size} devices "
+                          "that run, to accumulate gradients (or set solver.device_scaling=linear_lr)")
+    micro = s.accumulate * shortfall
+    if per_device % micro:
+        raise ConfigError(f"solver.accumulate: the per-device batch of {per_device} clips does not split "
+                          f"into {micro} micro-batches")
+    return DevicePlan(world_size, s.recipe_devices, per_device, micro, 1.0 if split else world_size / recipe,
+                      s.device_scaling)
+
+
 def per_device_batch(cfg: Config, world_size: int) -> int:
-    """The long-cycle base batch of one device: the global batch split over the devices."""
-    if cfg.solver.batch_size % world_size:
-        raise ConfigError(f"solver.batch_size ({cfg.solver.batch_size}) must be divisible by the "
-                          f"{world_size} devices")
-    return cfg.solver.batch_size // world_size
+    """The long-cycle base batch of one device per optimizer step (`device_plan`)."""
+    return device_plan(cfg, world_size).batch
 
 
 def eval_shape(cfg: Config, batch: int) -> ClipShape:

@@ -19,7 +19,7 @@ from mgvideo.config import Config, fingerprint, save_config, to_dict
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import build_loader
 from mgvideo.data.prepare import prepare_data
-from mgvideo.engine import builders, checkpoint
+from mgvideo.engine import builders, checkpoint, init_from
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
@@ -93,6 +93,7 @@ class Run:
     log: RunLog
     last_save: float = 0.0
     crash_at: int = -1
+    accumulate: int = 1  # micro-batches per optimizer step (builders.device_plan)
 
 
 def build_run(cfg: Config, out_dir: Path, force: bool = False,
@@ -110,7 +111,8 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
     D.barrier(info)
-    batch = builders.per_device_batch(cfg, info.world_size)
+    devices = builders.device_plan(cfg, info.world_size)
+    batch = devices.batch
     full = builders.eval_shape(cfg, batch)
     train_set = builders.build_dataset(cfg, "train", full)
     check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
@@ -125,12 +127,14 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
     resumed = _resume(out_dir / "checkpoints" / "last.pt", fp, force, net, optimizer, scaler, sampler, state)
+    pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
+        net, cfg.model.init_from, cfg.data.num_classes)
     model = _wrap(net, info, device)
     if cfg.train.compile:
-        model = builders.compile_model(model, net, schedule, cfg, batch, device)
+        model = builders.compile_model(model, net, schedule, cfg, batch // devices.micro_batches, device)
     workers, pin = cfg.data.workers, cfg.train.pin_memory and device.type == "cuda"
     planned = PlannedBatches()
-    eval_batch = cfg.train.eval_batch_size or batch
+    eval_batch = cfg.train.eval_batch_size or batch // devices.micro_batches  # what fits in memory
     val_sampler = FixedShapeBatchSampler(full, len(val_set), eval_batch, rank=info.rank,
                                          world_size=info.world_size)
     lengths = [iterations_per_epoch(len(train_set), batch, info.world_size,
@@ -140,14 +144,19 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     log = RunLog(out_dir, info.is_main, state.records, total, done)
     if resumed:
         log.message(f"resumed from {resumed} at epoch {state.epoch}, iteration {state.iteration}")
+    if pretrained:
+        log.message(pretrained.message())
+    if cfg.solver.recipe_devices or devices.micro_batches > 1:
+        log.message(devices.describe(cfg.solver.base_lr))
     return Run(
-        cfg, out_dir, info, device, schedule, builders.build_lr_config(cfg), fp, batch, net, model, optimizer,
-        scaler, builders.build_loss(cfg), amp_dtype, Inputs(device, cfg.data.mean, cfg.data.std,
-                                                             cfg.train.channels_last),
+        cfg, out_dir, info, device, schedule, builders.build_lr_config(cfg, info.world_size), fp, batch, net,
+        model, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
+        Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last),
         train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
         planned, build_loader(train_set, planned, workers, pin, cfg.train.seed + 1),
         build_loader(val_set, val_sampler, workers, pin, cfg.train.seed + 2),
         state, Stopwatch(state.elapsed), log, crash_at=int(os.environ.get(CRASH_AT_STEP_ENV, "-1")),
+        accumulate=devices.micro_batches,
     )
 
 

@@ -5,6 +5,7 @@ rebuilt at a stage change. The plumbing lives in engine/run.py and engine/builde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -67,6 +68,8 @@ def end_epoch(run: Run, epoch: int) -> None:
                        "time": run.clock(), "seconds": round(time.perf_counter() - started, 3)})
     if stage_end:
         save_state(run, f"stage_{stage.index:02d}.pt")
+    elif period_end(run, epoch):
+        save_state(run, f"epoch_{epoch + 1:03d}.pt")
 
 
 def eval_due(run: Run, epoch: int) -> bool:
@@ -74,9 +77,18 @@ def eval_due(run: Run, epoch: int) -> bool:
     iteration, or the end of training when the final model has not been evaluated yet."""
     if epoch + 1 == run.schedule.max_epoch:
         return run.state.eval_step != run.state.step
+    if run.cfg.train.eval_period:
+        return period_end(run, epoch)
     if run.cfg.train.eval_period_samples == 0:
         return run.schedule.is_eval_epoch(epoch)
     return periodic_eval_due(run)
+
+
+def period_end(run: Run, epoch: int) -> bool:
+    """With `train.eval_period` (epochs): whether `epoch` ends a period (evaluation, precise BN and an
+    `epoch_NNN.pt` checkpoint, as PySlowFast's EVAL_PERIOD and CHECKPOINT_PERIOD)."""
+    period = run.cfg.train.eval_period
+    return bool(period) and (epoch + 1) % period == 0
 
 
 def periodic_eval_due(run: Run) -> bool:
@@ -115,14 +127,8 @@ def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
     """Forward, loss, backward and SGD step on one batch; returns the mean loss over all devices and the
     number of bad videos skipped to fill the batch."""
     x = run.inputs(batch)
-    stage_batch = run.batch * run.sampler.stage.batch_factor
-    set_bn_groups(run.net, bn_groups_for(len(batch), stage_batch, run.cfg.model.bn_base_size,
-                                         run.info.world_size))
-    # Dropout draws depend only on (seed, step, rank), so a resumed run makes the same draws.
-    torch.manual_seed((run.cfg.train.seed * 1_000_003 + run.state.step) * 1031 + run.info.rank)
-    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-        logits = run.model(x.clips)
-    loss = run.loss_fn(logits.float(), x.labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = forward_backward(run, x.clips, x.labels)
     total, count, skipped = D.all_reduce_sum([loss.item() * len(batch), len(batch), batch.skipped],
                                              run.device, run.info)
     mean = total / count
@@ -133,14 +139,37 @@ def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
             f"(step {run.state.step}), clip shape {frames}x{crop}x{crop}, batch {len(batch)}; stopping. "
             f"The last good checkpoint is {run.out_dir / 'checkpoints' / 'last.pt'}"
         )
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
     if run.cfg.solver.clip_grad_norm > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.net.parameters(), run.cfg.solver.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return mean, int(skipped)
+
+
+def forward_backward(run: Run, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradients of the batch's mean loss, in `run.accumulate` micro-batches; returns that loss (detached).
+
+    Micro-batch i takes every `accumulate`-th clip from i, as rank r + i·world_size of a run with that many
+    more devices would, with the same BN groups and dropout draws; DDP all-reduces once, after the last.
+    """
+    k, info = run.accumulate, run.info
+    stage_batch = run.batch * run.sampler.stage.batch_factor
+    set_bn_groups(run.net, bn_groups_for(len(clips) // k, stage_batch // k, run.cfg.model.bn_base_size,
+                                         info.world_size))
+    total = torch.zeros((), device=clips.device)
+    for i in range(k):
+        # Dropout draws depend only on (seed, step, rank), so a resumed run makes the same draws.
+        torch.manual_seed((run.cfg.train.seed * 1_000_003 + run.state.step) * 1031 + info.rank
+                          + i * info.world_size)
+        defer_sync = i < k - 1 and isinstance(run.model, torch.nn.parallel.DistributedDataParallel)
+        with run.model.no_sync() if defer_sync else contextlib.nullcontext():
+            with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                logits = run.model(clips[i::k])
+            loss = run.loss_fn(logits.float(), labels[i::k])
+            run.scaler.scale(loss / k).backward()
+        total += loss.detach()
+    return total / k
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:

@@ -1,0 +1,116 @@
+"""`model.init_from`: start a fresh run from pretrained weights (this is not a resume).
+
+Each reader turns one checkpoint format into a plain state dict in our key names; `match_pretrained` then
+checks it against the model in one place, whatever the format. Every file is read without executing
+anything from it: `torch.load(weights_only=True)`, or the restricted unpickler for Caffe2 pickles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mgvideo.engine import checkpoint
+from mgvideo.errors import CheckpointError
+from mgvideo.models.caffe2 import caffe2_state_dict
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """What `load_pretrained` did: the source, and the keys loaded, skipped and re-initialised."""
+
+    source: str
+    kind: str
+    loaded: list[str]
+    skipped: list[str]  # checkpoint tensors this model has no place for
+    reinitialised: list[str]  # the classifier, when the class counts differ
+
+    def message(self) -> str:
+        """One line for the run's log."""
+        def names(keys: list[str]) -> str:
+            return f" ({_short(keys)})" if keys else ""
+
+        return (f"init_from {self.source} ({self.kind}): loaded {len(self.loaded)} tensors, skipped "
+                f"{len(self.skipped)}{names(self.skipped)}, re-initialised {len(self.reinitialised)}"
+                f"{names(self.reinitialised)}; the optimizer and LR schedule start fresh")
+
+
+def read_pretrained(path: str | Path, model_state: dict[str, torch.Tensor]) -> tuple[dict, str, list[str]]:
+    """The weights at `path` in our key names: (state dict, format name, source names left unconverted).
+
+    Formats: a Hugging Face folder (config.json), a Caffe2 `.pkl`, a PySlowFast `.pyth` (`model_state`), an
+    mgvideo `checkpoints/last.pt` (`model`) or a plain state dict such as `model_final.pt`.
+    `model_state` gives the target shapes that Caffe2 blobs are reshaped to.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: a folder to init from must be a Hugging Face model (config.json)")
+        from mgvideo.models import hf  # lazily: only Hugging Face folders need it
+
+        _, state = hf.read_hf_videomae(path)
+        return dict(state), "Hugging Face", []
+    if not path.is_file():
+        raise CheckpointError(f"model.init_from: {path}: no such file or folder (download the weights the "
+                              "recipe names, or set model.init_from='' to train from scratch)")
+    if path.suffix == ".pkl":
+        state, unknown = caffe2_state_dict(path, model_state)
+        return state, "Caffe2", unknown
+    raw = checkpoint.load(path)
+    kind = "mgvideo weights"
+    if isinstance(raw.get("model_state"), dict):
+        raw, kind = raw["model_state"], "PySlowFast"
+    elif isinstance(raw.get("model"), dict):
+        raw, kind = raw["model"], "mgvideo checkpoint"
+    if not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path}: no model weights found (expected a state dict, a PySlowFast "
+                              "'model_state' or an mgvideo checkpoint's 'model')")
+    return {k.removeprefix("module."): v for k, v in raw.items()}, kind, []
+
+
+def classifier_keys(model: nn.Module, num_classes: int) -> list[str]:
+    """State-dict keys of the layer that produces the logits: the last Linear with `num_classes` outputs."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            last = name
+    if last is None:
+        return []
+    return [f"{last}.{p}" for p, _ in model.get_submodule(last).named_parameters(recurse=False)]
+
+
+def match_pretrained(model: nn.Module, state: dict[str, torch.Tensor], num_classes: int,
+                     source: str) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Check pretrained `state` against `model`: (tensors to load, keys skipped, keys re-initialised).
+
+    The classifier is re-initialised when its class count differs; any other missing key or shape
+    mismatch raises CheckpointError naming the keys.
+    """
+    own = model.state_dict()
+    head = [k for k in classifier_keys(model, num_classes) if k in state and state[k].shape != own[k].shape
+            and state[k].shape[1:] == own[k].shape[1:]]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and k not in head and state[k].shape != own[k].shape]
+    if missing or wrong:
+        parts = [f"{len(keys)} {label}: {_short(keys)}" for label, keys in
+                 (("missing", missing), ("of another shape (checkpoint vs model)", wrong)) if keys]
+        raise CheckpointError(f"{source}: weights do not fit model {type(model).__name__} "
+                              f"({'; '.join(parts)}); check model.name and model.options")
+    loaded = {k: v for k, v in state.items() if k in own and k not in head}
+    return loaded, sorted(set(state) - set(own)), head
+
+
+def load_pretrained(model: nn.Module, path: str | Path, num_classes: int) -> Pretrained:
+    """Load the weights at `path` into `model` (a fresh run's network) and say what was done."""
+    state, kind, unknown = read_pretrained(path, model.state_dict())
+    loaded, skipped, head = match_pretrained(model, state, num_classes, str(path))
+    model.load_state_dict(loaded, strict=False)
+    return Pretrained(str(path), kind, sorted(loaded), skipped + sorted(unknown), sorted(head))
+
+
+def _short(keys: list[str], limit: int = 4) -> str:
+    return ", ".join(keys[:limit]) + (f", +{len(keys) - limit} more" if len(keys) > limit else "")
