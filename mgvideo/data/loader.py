@@ -1,15 +1,17 @@
-"""The training loader: built once, persistent workers, batch sizes and shapes from the batch sampler,
-uint8 all the way to the device, where `to_device` converts and normalises."""
+"""The loaders: built once, persistent workers, batch sizes and shapes from the batch sampler, uint8 all the
+way to the device, where `to_device` converts and normalises. Besides the training loader, a run keeps
+one more worker pool (`SharedPool`), which precise BN and validation take turns on."""
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mgvideo.data.datasets import Sample
 
@@ -61,6 +63,70 @@ def build_loader(dataset: Dataset, batch_sampler: Iterable, workers: int = 0, pi
                  "worker_init_fn": _seed_worker, "multiprocessing_context": multiprocessing_context}
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed), **extra)
+
+
+def default_workers(local_ranks: int = 1, cores: int | None = None) -> int:
+    """Loader workers per process for `data.workers: -1`: this node's cores shared by its processes, less
+    one core each for the training process itself (at least 1, at most 16)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(16, cores // max(local_ranks, 1) - 1))
+
+
+class PlannedBatches(Sampler):
+    """A batch sampler whose batches are set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Named(Dataset):
+    """Several datasets behind one: item `(name, item)` is `datasets[name][item]`."""
+
+    def __init__(self, datasets: dict[str, Dataset]) -> None:
+        self.datasets = datasets
+
+    def __getitem__(self, item: tuple[str, object]):
+        name, inner = item
+        return self.datasets[name][inner]
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets.values())
+
+
+class SharedPool:
+    """One persistent worker pool for several datasets used in turn (precise BN, validation), so that a run
+    holds two pools (training and this), not one per use."""
+
+    def __init__(self, datasets: dict[str, Dataset], workers: int = 0, pin_memory: bool = False,
+                 seed: int = 0) -> None:
+        self._plan = PlannedBatches()
+        self._loader = build_loader(_Named(datasets), self._plan, workers, pin_memory, seed)
+
+    def view(self, name: str, batches: Iterable[list] = ()) -> PoolView:
+        """An iterable over `datasets[name]` whose batches are `batches` (or set later on the view)."""
+        return PoolView(self, name, batches)
+
+    def run(self, name: str, batches: Iterable[list]) -> Iterator[Batch]:
+        """Load `batches` (lists of items of `datasets[name]`) with the pool's workers."""
+        self._plan.batches = [[(name, item) for item in batch] for batch in batches]
+        return iter(self._loader)
+
+
+class PoolView:
+    """What a loop iterates: one dataset's batches, loaded by a shared pool."""
+
+    def __init__(self, pool: SharedPool, name: str, batches: Iterable[list]) -> None:
+        self.pool, self.name, self.batches = pool, name, batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.pool.run(self.name, self.batches)
 
 
 def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], std: Sequence[float],
