@@ -50,7 +50,8 @@ def shape_rows(records: list[dict]) -> list[dict]:
     for (frames, crop), group in by_shape.items():
         kept = group[1:] or group
         ms = [1000 * r["batch"] / r["clips_per_s"] / r.get("iterations", 1) for r in kept]
-        rows.append({"frames": frames, "crop": crop, "batch": kept[-1]["batch"] // kept[-1].get("iterations", 1),
+        per_iteration = kept[-1]["batch"] // kept[-1].get("iterations", 1)
+        rows.append({"frames": frames, "crop": crop, "batch": per_iteration,
                      "iterations": sum(r.get("iterations", 1) for r in group),
                      "ms_per_iter": round(statistics.median(ms), 1),
                      "data_wait": round(statistics.median(r["data_wait"] for r in kept), 3)})
