@@ -68,8 +68,9 @@ def report(args: argparse.Namespace) -> None:
     result: dict = {}
     if (out / "env.json").exists():
         result["env"] = json.loads((out / "env.json").read_text())
-    if (out / "profile.json").exists():
-        result["profile"] = json.loads((out / "profile.json").read_text())
+    for name in ("profile", "profile_cf"):
+        if (out / f"{name}.json").exists():
+            result[name] = json.loads((out / f"{name}.json").read_text())
     if (out / "shapes" / "metrics.jsonl").exists():
         records = [json.loads(x) for x in (out / "shapes" / "metrics.jsonl").read_text().splitlines() if x]
         result["train_shapes"] = shape_rows(records)
@@ -84,18 +85,28 @@ def report(args: argparse.Namespace) -> None:
     print(f"gpu_check: wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} ({', '.join(result)})")
 
 
+def profile_table(rows: list[dict], contiguous: list[dict] | None) -> list[str]:
+    """mgvideo profile's rows (channels-last), with the default memory format's ms/iter beside them."""
+    lines = ["## Model cost per shape (mgvideo profile: forward + backward, no data)", "",
+             "| batch | T | S | BN groups | ms/iter | clips/s | peak MB | vs full | ms/iter, contiguous |",
+             "|---" * 9 + "|"]
+    other = {(r["batch"], r["frames"], r["crop"], r.get("bn_groups")): r for r in contiguous or []}
+    for r in rows:
+        cf = other.get((r["batch"], r["frames"], r["crop"], r.get("bn_groups")))
+        contiguous_ms = f"{1000 * cf['sec_per_iter']:.1f}" if cf else "-"
+        lines.append(f"| {r['batch']} | {r['frames']} | {r['crop']} | {r.get('bn_groups', '')} | "
+                     f"{1000 * r['sec_per_iter']:.1f} | {r['clips_per_sec']:.1f} | {r['peak_mb']:.0f} | "
+                     f"{r['time_ratio']:.2f} | {contiguous_ms} |")
+    return lines + [""]
+
+
 def markdown(result: dict, out: Path) -> str:
     """The report's tables, one section per finished part."""
     lines = ["# gpu_check", ""]
     if "env" in result:
         lines += [", ".join(f"{k}: {v}" for k, v in result["env"].items()), ""]
     if "profile" in result:
-        lines += ["## Model cost per shape (mgvideo profile: forward + backward, no data)", "",
-                  "| batch | T | S | BN groups | ms/iter | clips/s | peak MB | vs full |", "|---" * 8 + "|"]
-        lines += [f"| {r['batch']} | {r['frames']} | {r['crop']} | {r.get('bn_groups', '')} | "
-                  f"{1000 * r['sec_per_iter']:.1f} | {r['clips_per_sec']:.1f} | {r['peak_mb']:.0f} | "
-                  f"{r['time_ratio']:.2f} |" for r in result["profile"]]
-        lines.append("")
+        lines += profile_table(result["profile"], result.get("profile_cf"))
     if "train_shapes" in result:
         lines += ["## Training per shape (mgvideo train, loader included; medians)", "",
                   "| T | S | batch | iterations | ms/iter | data wait | vs full |", "|---" * 7 + "|"]

@@ -3,7 +3,8 @@
 # time limit, each followed by the report (OUTDIR/gpu_check.md and gpu_check.json), so a timeout still
 # leaves the finished results:
 #   profile  SlowFast-R50 8x8 forward+backward (bf16, channels-last, training BN groups) at every shape of
-#            its multigrid schedule, against the full shape (mgvideo profile);
+#            its multigrid schedule, against the full shape (mgvideo profile); profile_cf the same in the
+#            default memory format, which shows what channels-last (with sub-batch BN's regrouping) costs;
 #   shapes   the same model trained briefly on a synthetic set, every shape with the real loader: ms/iteration
 #            and data wait per shape (configs/gpu/shapes.yaml);
 #   loader   loader clips/s at the coarsest shape with all cores;
@@ -47,7 +48,7 @@ if (( SMOKE )); then
        data.frames=8 data.crop=32 solver.batch_size=4 solver.base_lr=0.05 'solver.steps=[0, 2]'
        solver.max_epoch=3 solver.warmup_epochs=0.5 train.precise_bn_batches=2 train.precise_bn_clips=0
        train.eval_batch_size=8 bench.eval_every_samples=60 data.workers=0 train.log_period=5)
-  LIMITS=(120 180 90 240)  # safety nets: an idle 2-core CPU takes about a quarter of each
+  LIMITS=(120 120 180 90 240)  # safety nets: an idle 2-core CPU takes about a quarter of each
 else
   DEVICE=cuda
   PROFILE=(slowfast_r50_8x8 --config configs/kinetics/slowfast_r50_8x8_multigrid.yaml --batch-size 8
@@ -55,8 +56,8 @@ else
   SHAPES=(configs/gpu/shapes.yaml)
   LOADER=(configs/gpu/shapes.yaml --clips 1024)
   TTA=()
-  # Seconds per part: profile, shapes, loader, tta (about 9 minutes together, plus set-up).
-  read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-70 150 40 260}"
+  # Seconds per part: profile, profile_cf, shapes, loader, tta (9 minutes together, plus set-up).
+  read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-70 50 140 40 240}"
 fi
 
 # Fail fast, before generating data, when this interpreter cannot run the check.
@@ -98,8 +99,8 @@ part profile "${LIMITS[0]}" bash -c '"$0" -m mgvideo profile "$@" > "'"$OUT"'/pr
 rm -rf "$OUT/shapes"  # a fresh run, never a resumed one
 part shapes "${LIMITS[1]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT/shapes" \
   train.device="$DEVICE" train.amp=bf16
-part loader "${LIMITS[2]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
-part tta "${LIMITS[3]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/tta.yaml --seeds 1 \
+part loader "${LIMITS[3]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
+part tta "${LIMITS[4]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/tta.yaml --seeds 1 \
   --out "$OUT/tta" --json "$OUT/tta.json" train.device="$DEVICE" "${TTA[@]}"
 echo "gpu_check: done; see $OUT/gpu_check.md"
 if (( ${#FAILED[@]} )); then

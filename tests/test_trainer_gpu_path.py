@@ -24,7 +24,8 @@ def tiny(*overrides):
 
 
 def test_steps_between_log_points_never_read_a_device_value(tmp_path, monkeypatch):
-    run = build_run(tiny("train.amp=bf16"), tmp_path)
+    run = build_run(tiny("train.amp=bf16", "data.workers=1"), tmp_path)
+    assert run.data.precise.pool is run.data.val.pool  # one worker pool besides training's
     run.data.sampler.set_epoch(run.schedule.max_epoch - 1)  # a stage with several iterations
     reads = []
 
