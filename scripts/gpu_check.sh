@@ -93,11 +93,13 @@ part() {
   report
 }
 
-PROF_FLAGS=(--device "$DEVICE" --amp bf16 --channels-last --json)
-part profile "${LIMITS[0]}" bash -c '"$0" -m mgvideo profile "$@" > "'"$OUT"'/profile.json.tmp" && \
-  mv "'"$OUT"'/profile.json.tmp" "'"$OUT"'/profile.json"' "$PYTHON" "${PROFILE[@]}" "${PROF_FLAGS[@]}"
+# mgvideo profile's JSON rows into FILE (renamed there once complete): bash -c CMD PYTHON FILE ARGS...
+TO_JSON='"$0" -m mgvideo profile "${@:2}" > "$1.tmp" && mv "$1.tmp" "$1"'
+PROFILE+=(--device "$DEVICE" --amp bf16 --json)
+part profile "${LIMITS[0]}" bash -c "$TO_JSON" "$PYTHON" "$OUT/profile.json" "${PROFILE[@]}" --channels-last
+part profile_cf "${LIMITS[1]}" bash -c "$TO_JSON" "$PYTHON" "$OUT/profile_cf.json" "${PROFILE[@]}"
 rm -rf "$OUT/shapes"  # a fresh run, never a resumed one
-part shapes "${LIMITS[1]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT/shapes" \
+part shapes "${LIMITS[2]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT/shapes" \
   train.device="$DEVICE" train.amp=bf16
 part loader "${LIMITS[3]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
 part tta "${LIMITS[4]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/tta.yaml --seeds 1 \

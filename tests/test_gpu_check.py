@@ -23,6 +23,7 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
     profile = result["profile"]
     assert profile[-1]["time_ratio"] == 1.0 and len(profile) >= 8
     assert {r["bn_groups"] for r in profile} > {1}  # coarse shapes ran with sub-batch BN groups
+    assert len(result["profile_cf"]) == len(profile)  # and again in the default memory format
     shapes = result["train_shapes"]
     assert len(shapes) >= 5 and all(0 <= r["data_wait"] <= 1 and r["ms_per_iter"] > 0 for r in shapes)
     assert result["loader"]["clips_per_s"] > 0 and result["loader"]["frames"] == 2  # the coarsest, T/4
