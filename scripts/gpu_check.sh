@@ -8,7 +8,7 @@
 #   shapes   the same model trained briefly on a synthetic set, every shape with the real loader: ms/iteration
 #            and data wait per shape (configs/gpu/shapes.yaml);
 #   loader   loader clips/s at the coarsest shape with all cores;
-#   tta      time to accuracy, baseline against multigrid, crop 112 (configs/gpu/tta.yaml, mgvideo bench tta).
+#   tta      time to accuracy, baseline against multigrid, crop 112 (configs/gpu/bench.yaml, mgvideo bench tta).
 # The full check fits one 10-minute command on an H100-class machine, set-up included.
 #
 #   scripts/gpu_check.sh OUTDIR            the full check (needs CUDA)
@@ -102,7 +102,7 @@ rm -rf "$OUT/shapes"  # a fresh run, never a resumed one
 part shapes "${LIMITS[2]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT/shapes" \
   train.device="$DEVICE" train.amp=bf16
 part loader "${LIMITS[3]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
-part tta "${LIMITS[4]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/tta.yaml --seeds 1 \
+part tta "${LIMITS[4]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/bench.yaml --seeds 1 \
   --out "$OUT/tta" --json "$OUT/tta.json" train.device="$DEVICE" "${TTA[@]}"
 echo "gpu_check: done; see $OUT/gpu_check.md"
 if (( ${#FAILED[@]} )); then
