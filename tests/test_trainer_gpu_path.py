@@ -9,7 +9,7 @@ import torch
 
 from mgvideo.config import load_config
 from mgvideo.data.loader import default_workers
-from mgvideo.engine import builders
+from mgvideo.engine import builders, checkpoint
 from mgvideo.engine.run import build_run
 from mgvideo.engine.trainer import close_window, train, train_step
 from mgvideo.multigrid.batchnorm import SubBatchNorm3d, bn_groups_for, set_bn_groups
@@ -108,3 +108,16 @@ def test_default_workers_share_the_cores_between_local_ranks():
     assert default_workers(8, cores=96) == 11
     assert default_workers(8, cores=8) == 1  # never 0: the main process would decode
     assert default_workers(1, cores=64) == 16  # capped
+
+
+def test_fp16_scaler_state_round_trips_through_a_checkpoint(tmp_path):
+    saved = torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=7)
+    checkpoint.save({"scaler": saved.state_dict()}, tmp_path / "last.pt")
+    state = checkpoint.load(tmp_path / "last.pt")["scaler"]  # weights_only load
+    resumed = torch.amp.GradScaler("cpu")
+    checkpoint.load_scaler_state(resumed, state, "last.pt")
+    assert resumed.get_scale() == 512.0 and resumed.get_growth_interval() == 7
+    off = torch.amp.GradScaler("cpu", enabled=False)  # bf16 and fp32 runs save an empty state
+    assert off.state_dict() == {}
+    checkpoint.load_scaler_state(resumed, off.state_dict(), "last.pt")  # nothing to restore: kept
+    assert resumed.get_scale() == 512.0

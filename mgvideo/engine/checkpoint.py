@@ -85,8 +85,8 @@ def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], sourc
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any] | None, source: str) -> None:
-    """Restore a GradScaler's scale and growth tracker. A disabled scaler saves `{}`, so a run resumed with
-    other precision settings starts the fp16 scale afresh (with a note in the error if it cannot)."""
+    """Restore an fp16 GradScaler's scale and growth tracker. A disabled scaler saves `{}`: a run that
+    switched to fp16 (`--force`) starts from a fresh scale."""
     if not saved or not scaler.is_enabled():
         return
     try:

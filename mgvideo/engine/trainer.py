@@ -1,6 +1,8 @@
 """The training loop. `train` reads top to bottom: build once, then for each epoch train, refresh BN
 statistics at stage ends, evaluate, checkpoint. Shapes change through the batch sampler alone; nothing is
-rebuilt at a stage change. The plumbing lives in engine/run.py and engine/builders.py.
+rebuilt at a stage change. One step (engine/step.py) never waits for the device; its figures are reduced
+every `train.log_period` iterations (engine/window.py). The plumbing lives in engine/run.py and
+engine/builders.py.
 """
 
 from __future__ import annotations
