@@ -22,6 +22,7 @@ def loader(args: argparse.Namespace) -> None:
     """Clips/s of the training loader at the schedule's coarsest shape, with `--workers` processes."""
     from mgvideo.bench.data import distinct_shapes, loader_rate
     from mgvideo.config import load_config
+    from mgvideo.data.loader import resolve_workers
     from mgvideo.engine import builders
 
     cfg = load_config(args.config, args.overrides)
@@ -29,7 +30,7 @@ def loader(args: argparse.Namespace) -> None:
     batch = builders.per_device_batch(cfg, 1)
     size, shape = distinct_shapes(builders.build_schedule(cfg), batch)[0]
     annotations = builders.read_split(cfg, cfg.data.train_list)
-    workers = args.workers or builders.loader_workers(cfg, 1)
+    workers = args.workers or resolve_workers(-1)
     rate = loader_rate(annotations, shape, size, workers, resize=True, clips=args.clips)
     row = {"frames": shape.frames, "crop": shape.crop, "batch": size, "workers": workers,
            "cores": os.cpu_count(), "clips": args.clips, "clips_per_s": round(rate, 1)}

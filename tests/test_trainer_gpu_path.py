@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mgvideo.config import load_config
-from mgvideo.data.loader import default_workers
+from mgvideo.data.loader import default_workers, resolve_workers
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine.run import build_run
 from mgvideo.engine.trainer import close_window, train, train_step
@@ -103,11 +103,13 @@ def test_compiled_model_compiles_once_per_shape_and_bn_plan_and_never_during_tra
     torch._dynamo.reset()
 
 
-def test_default_workers_share_the_cores_between_local_ranks():
+def test_default_workers_share_the_cores_between_local_ranks(monkeypatch):
     assert default_workers(1, cores=16) == 15
     assert default_workers(8, cores=96) == 11
     assert default_workers(8, cores=8) == 1  # never 0: the main process would decode
     assert default_workers(1, cores=64) == 16  # capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # under torchrun: data.workers -1 follows the local ranks
+    assert resolve_workers(-1) == default_workers(2) and resolve_workers(3) == 3
 
 
 def test_fp16_scaler_state_round_trips_through_a_checkpoint(tmp_path):

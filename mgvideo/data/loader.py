@@ -56,13 +56,20 @@ def build_loader(dataset: Dataset, batch_sampler: Iterable, workers: int = 0, pi
                  ) -> DataLoader:
     """The one loader of a run: `batch_sampler` yields lists of `(index, ClipShape)` (or indices) and
     decides every batch's size and shape; workers stay alive across epochs (call `set_epoch` on the
-    sampler and the dataset before each epoch)."""
+    sampler and the dataset before each epoch). `workers` -1 sizes the pool from the cores."""
+    workers = resolve_workers(workers)
     extra = {}
     if workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor,
                  "worker_init_fn": _seed_worker, "multiprocessing_context": multiprocessing_context}
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed), **extra)
+
+
+def resolve_workers(workers: int) -> int:
+    """`data.workers` as a process count: -1 becomes `default_workers` for this node's local ranks
+    (torchrun's LOCAL_WORLD_SIZE)."""
+    return workers if workers >= 0 else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def default_workers(local_ranks: int = 1, cores: int | None = None) -> int:

@@ -14,7 +14,7 @@ from mgvideo.config import Config
 from mgvideo.data.annotations import Annotations, read_annotations
 from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import VideoClipDataset, largest_short_side
-from mgvideo.data.loader import default_workers
+from mgvideo.data.loader import resolve_workers
 from mgvideo.errors import ConfigError
 from mgvideo.models import build_model
 from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, convert_model, set_bn_groups
@@ -113,11 +113,6 @@ def configure_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def loader_workers(cfg: Config, local_ranks: int) -> int:
-    """`data.workers`, or for -1 the cores of this node shared by its `local_ranks` processes."""
-    return cfg.data.workers if cfg.data.workers >= 0 else default_workers(local_ranks)
-
-
 def read_split(cfg: Config, list_name: str) -> Annotations:
     """Read one split's annotation file (`data.root / list_name`) in the dataset's format."""
     d = cfg.data
@@ -163,7 +158,7 @@ def fill_frame_cache(cfg: Config, datasets: list[VideoClipDataset], log=print) -
     cached = [ds for ds in datasets if ds.cache is not None]
     if cached:
         paths = [r.path for ds in cached for r in ds.records if r.frame_paths is None]
-        cached[0].cache.fill(paths, max(1, cfg.data.workers), log)
+        cached[0].cache.fill(paths, max(1, resolve_workers(cfg.data.workers)), log)
 
 
 def ensure_synthetic_data(cfg: Config) -> None:

@@ -62,11 +62,6 @@ def _attempt_store(rank: int, world_size: int) -> dist.Store:
     return dist.PrefixStore(f"mgvideo/attempt{attempt}", store)
 
 
-def local_world_size() -> int:
-    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
-    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
     """This process's device: `cuda:local_rank` under torchrun on CUDA, else `device` unchanged."""
     if device.type == "cuda" and info.enabled:

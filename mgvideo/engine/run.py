@@ -141,7 +141,7 @@ def _optimization(cfg: Config, net: nn.Module, device: torch.device) -> Optimiza
 
 def _data(cfg: Config, info: D.DistInfo, device: torch.device, train_set: VideoClipDataset,
           val_set: VideoClipDataset, sampler: MultigridBatchSampler, full: ClipShape, batch: int) -> RunData:
-    workers = builders.loader_workers(cfg, D.local_world_size())
+    workers = cfg.data.workers  # -1: build_loader sizes it from the cores
     pin = cfg.train.pin_memory and device.type == "cuda"
     val_sampler = FixedShapeBatchSampler(full, len(val_set), cfg.train.eval_batch_size or batch,
                                          rank=info.rank, world_size=info.world_size)
