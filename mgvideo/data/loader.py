@@ -4,6 +4,7 @@ one more worker pool (`SharedPool`), which precise BN and validation take turns 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -136,6 +137,17 @@ class PoolView:
         return self.pool.run(self.name, self.batches)
 
 
+@functools.lru_cache(maxsize=8)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std x 255 as (1, C, 1, 1, 1) tensors on `device`, made once: copying them from the host at
+    every step would make the host wait for the device."""
+    shape = (1, -1, 1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32).view(shape).to(device) * 255
+    s = torch.as_tensor(std, dtype=torch.float32).view(shape).to(device) * 255
+    return m, s
+
+
 def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], std: Sequence[float],
               channels_last: bool = False) -> Batch:
     """Move a batch to `device`, then convert the clips to float and normalise there: (x/255 - mean) / std
@@ -143,9 +155,7 @@ def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], s
     device = torch.device(device)
     non_blocking = device.type == "cuda" and batch.clips.is_pinned()
     clips = batch.clips.to(device, non_blocking=non_blocking)
-    shape = (1, -1, 1, 1, 1)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(shape) * 255
-    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(shape) * 255
+    m, s = _normalisation(tuple(mean), tuple(std), device)
     clips = (clips.float() - m) / s
     if channels_last:
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
