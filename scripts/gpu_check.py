@@ -1,5 +1,6 @@
 """Helpers of scripts/gpu_check.sh: the loader measurement and the report.
 
+    python scripts/gpu_check.py syncs CONFIG OUT.json [key=value ...]
     python scripts/gpu_check.py loader CONFIG OUT.json [--workers N] [--clips K] [key=value ...]
     python scripts/gpu_check.py report OUTDIR
 
@@ -11,11 +12,70 @@ timeout still leaves the finished results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
+
+
+def syncs(args: argparse.Namespace) -> None:
+    """Train a few steps with host syncs forbidden: CUDA's sync debug mode on a GPU, and on the CPU the
+    Tensor methods that read a value. Writes which steps ran and the first sync met, if any."""
+    import tempfile
+
+    from mgvideo.config import load_config
+    from mgvideo.engine.run import build_run
+    from mgvideo.engine.trainer import close_window, train_step
+
+    run = build_run(load_config(args.config, args.overrides), Path(tempfile.mkdtemp()))
+    run.data.sampler.set_epoch(run.schedule.max_epoch - 1)
+    loaded = iter(run.data.loader)
+    batches = [next(loaded) for _ in range(args.steps)]
+    for batch in batches:  # warm-up at these shapes (cuDNN picks its kernels) before the checked steps
+        train_step(run, batch, lr=0.01)
+    result = {"device": run.inputs.device.type, "steps": 0, "sync": None}
+    with _no_syncs(run.inputs.device):
+        try:
+            for step, batch in enumerate(batches, 1):
+                loss, correct, clips = train_step(run, batch, lr=0.01)
+                run.window.add(step, 0, clips, loss, correct, batch.skipped, 0.01, 0.0, 0.0)
+                result["steps"] = step
+        except RuntimeError as err:  # CUDA's sync debug mode raises RuntimeError
+            result["sync"] = str(err).splitlines()[0]
+    run.state.step = result["steps"]
+    close_window(run, 0.0)  # the log point's sync, allowed
+    run.log.close()
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"syncs: {result}")
+    if result["sync"]:
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _no_syncs(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return
+    saved = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "__bool__", "__float__")}
+
+    def refuse(self, *args):
+        raise RuntimeError("a Tensor value was read on the host during a training step")
+
+    for name in saved:
+        setattr(torch.Tensor, name, refuse)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
 
 
 def loader(args: argparse.Namespace) -> None:
@@ -69,6 +129,8 @@ def report(args: argparse.Namespace) -> None:
     result: dict = {}
     if (out / "env.json").exists():
         result["env"] = json.loads((out / "env.json").read_text())
+    if (out / "syncs.json").exists():
+        result["syncs"] = json.loads((out / "syncs.json").read_text())
     for name in ("profile", "profile_cf"):
         if (out / f"{name}.json").exists():
             result[name] = json.loads((out / f"{name}.json").read_text())
@@ -106,6 +168,10 @@ def markdown(result: dict, out: Path) -> str:
     lines = ["# gpu_check", ""]
     if "env" in result:
         lines += [", ".join(f"{k}: {v}" for k, v in result["env"].items()), ""]
+    if "syncs" in result:
+        r = result["syncs"]
+        verdict = f"one in step {r['steps'] + 1}: {r['sync']}" if r["sync"] else f"none in {r['steps']} steps"
+        lines += [f"Host syncs between log points ({r['device']}): {verdict}", ""]
     if "profile" in result:
         lines += profile_table(result["profile"], result.get("profile_cf"))
     if "train_shapes" in result:
@@ -127,6 +193,12 @@ def markdown(result: dict, out: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("syncs")
+    p.add_argument("config")
+    p.add_argument("out")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=syncs)
     p = sub.add_parser("loader")
     p.add_argument("config")
     p.add_argument("out")

@@ -2,6 +2,7 @@
 # The GPU check: does the CUDA training path run, and how fast, on one GPU. Four parts, each under its own
 # time limit, each followed by the report (OUTDIR/gpu_check.md and gpu_check.json), so a timeout still
 # leaves the finished results:
+#   syncs    a few training steps with host syncs forbidden (CUDA's sync debug mode): the step must not wait;
 #   profile  SlowFast-R50 8x8 forward+backward (bf16, channels-last, training BN groups) at every shape of
 #            its multigrid schedule, against the full shape (mgvideo profile); profile_cf the same in the
 #            default memory format, which shows what channels-last (with sub-batch BN's regrouping) costs;
@@ -48,7 +49,8 @@ if (( SMOKE )); then
        data.frames=8 data.crop=32 solver.batch_size=4 solver.base_lr=0.05 'solver.steps=[0, 2]'
        solver.max_epoch=3 solver.warmup_epochs=0.5 train.precise_bn_batches=2 train.precise_bn_clips=0
        train.eval_batch_size=8 bench.eval_every_samples=60 data.workers=0 train.log_period=5)
-  LIMITS=(120 120 180 90 240)  # safety nets: an idle 2-core CPU takes about a quarter of each
+  SYNCS=(configs/synthetic/tiny.yaml)
+  LIMITS=(120 120 120 180 90 240)  # safety nets: an idle 2-core CPU takes about a quarter of each
 else
   DEVICE=cuda
   PROFILE=(slowfast_r50_8x8 --config configs/kinetics/slowfast_r50_8x8_multigrid.yaml --batch-size 8
@@ -56,8 +58,9 @@ else
   SHAPES=(configs/gpu/shapes.yaml)
   LOADER=(configs/gpu/shapes.yaml --clips 1024)
   TTA=()
-  # Seconds per part: profile, profile_cf, shapes, loader, tta (9 minutes together, plus set-up).
-  read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-70 50 140 40 240}"
+  SYNCS=(configs/synthetic/tiny.yaml data.workers=4)
+  # Seconds per part: syncs, profile, profile_cf, shapes, loader, tta (9 minutes together, plus set-up).
+  read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-30 60 45 140 40 230}"
 fi
 
 # Fail fast, before generating data, when this interpreter cannot run the check.
@@ -96,13 +99,15 @@ part() {
 # mgvideo profile's JSON rows into FILE (renamed there once complete): bash -c CMD PYTHON FILE ARGS...
 TO_JSON='"$0" -m mgvideo profile "${@:2}" > "$1.tmp" && mv "$1.tmp" "$1"'
 PROFILE+=(--device "$DEVICE" --amp bf16 --json)
-part profile "${LIMITS[0]}" bash -c "$TO_JSON" "$PYTHON" "$OUT/profile.json" "${PROFILE[@]}" --channels-last
-part profile_cf "${LIMITS[1]}" bash -c "$TO_JSON" "$PYTHON" "$OUT/profile_cf.json" "${PROFILE[@]}"
-rm -rf "$OUT/shapes"  # a fresh run, never a resumed one
-part shapes "${LIMITS[2]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT/shapes" \
+part syncs "${LIMITS[0]}" "$PYTHON" scripts/gpu_check.py syncs "${SYNCS[@]}" "$OUT/syncs.json" \
   train.device="$DEVICE" train.amp=bf16
-part loader "${LIMITS[3]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
-part tta "${LIMITS[4]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/bench.yaml --seeds 1 \
+part profile "${LIMITS[1]}" bash -c "$TO_JSON" "$PYTHON" "$OUT/profile.json" "${PROFILE[@]}" --channels-last
+part profile_cf "${LIMITS[2]}" bash -c "$TO_JSON" "$PYTHON" "$OUT/profile_cf.json" "${PROFILE[@]}"
+rm -rf "$OUT/shapes"  # a fresh run, never a resumed one
+part shapes "${LIMITS[3]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT/shapes" \
+  train.device="$DEVICE" train.amp=bf16
+part loader "${LIMITS[4]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
+part tta "${LIMITS[5]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/bench.yaml --seeds 1 \
   --out "$OUT/tta" --json "$OUT/tta.json" train.device="$DEVICE" "${TTA[@]}"
 echo "gpu_check: done; see $OUT/gpu_check.md"
 if (( ${#FAILED[@]} )); then

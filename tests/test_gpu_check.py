@@ -20,6 +20,7 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["env"]["device"] == "cpu"
+    assert result["syncs"]["steps"] == 4 and result["syncs"]["sync"] is None  # no value read in a step
     profile = result["profile"]
     assert profile[-1]["time_ratio"] == 1.0 and len(profile) >= 8
     assert {r["bn_groups"] for r in profile} > {1}  # coarse shapes ran with sub-batch BN groups
