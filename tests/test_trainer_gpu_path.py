@@ -123,3 +123,16 @@ def test_fp16_scaler_state_round_trips_through_a_checkpoint(tmp_path):
     assert off.state_dict() == {}
     checkpoint.load_scaler_state(resumed, off.state_dict(), "last.pt")  # nothing to restore: kept
     assert resumed.get_scale() == 512.0
+
+
+def test_compiled_runs_keep_their_compile_cache_in_the_run_folder(tmp_path, monkeypatch):
+    import os
+
+    seen = []
+    monkeypatch.setattr(builders, "compile_model", lambda model, *args, **kw: seen.append(args) or model)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    run = build_run(tiny("train.compile=true"), tmp_path)
+    run.log.close()
+    # A resumed run (same folder) finds Inductor's FX-graph and kernel caches of the first segment there.
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "compile_cache").resolve())
+    assert len(seen) == 1 and seen[0][-2] is None  # compiled under the run's precision (fp32 on the CPU)
