@@ -27,7 +27,6 @@ class _Shape:
 
     sums: torch.Tensor
     iterations: int = 0
-    clips: int = 0  # this rank's
     seconds: float = 0.0  # host time of its iterations (waiting for data included)
     waited: float = 0.0
 
@@ -56,7 +55,6 @@ class LogWindow:
         count = torch.ones_like(loss, dtype=torch.float) * n
         entry.sums += torch.stack([loss.float() * n, correct.float(), count])
         entry.iterations += 1
-        entry.clips += n
         entry.seconds += seconds
         entry.waited += waited
         self.skipped += skipped
