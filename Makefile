@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean gpu-check
 
 setup: $(VENV_STAMP)
 
@@ -22,6 +22,10 @@ lint: $(VENV_STAMP)
 
 test: $(VENV_STAMP) lint
 	$(PY) -m pytest -q --timeout=900
+
+# On a CUDA machine (see README, "Checking a GPU machine"); `make test` runs its --smoke mode.
+gpu-check:
+	scripts/gpu_check.sh runs/gpu_check
 
 clean:
 	rm -rf .venv runs .pytest_cache

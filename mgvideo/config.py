@@ -39,7 +39,7 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
     flip: bool = True  # random horizontal flip in training (off for SSv2, whose labels say left/right)
-    workers: int = 4
+    workers: int = -1  # loader processes per training process; -1: this node's cores / local ranks, less 1
     synthetic_size: str = "default"  # for dataset=synthetic: what `synthetic.generate` makes if root is empty
     # Decoded-frame cache (data/cache.py): each video decoded once, shared by every loader and worker.
     # memory: files in /dev/shm; disk: under <root>/.frame_cache (or cache_dir); auto: disk for the
@@ -115,7 +115,7 @@ class TrainConfig:
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA where supported, else none
     channels_last: bool = True
     compile: bool = False
     pin_memory: bool = True
@@ -272,8 +272,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         if value <= 0:
             raise ConfigError(f"{source}: {key} must be positive, got {value}")
     non_negative = {
-        "data.workers": d.workers, "solver.warmup_epochs": s.warmup_epochs,
-        "data.cache_max_gb": d.cache_max_gb,
+        "solver.warmup_epochs": s.warmup_epochs, "data.cache_max_gb": d.cache_max_gb,
         "solver.warmup_start_lr": s.warmup_start_lr, "solver.weight_decay": s.weight_decay,
         "solver.clip_grad_norm": s.clip_grad_norm, "train.precise_bn_batches": t.precise_bn_batches,
         "train.precise_bn_clips": t.precise_bn_clips,
@@ -285,6 +284,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{source}: {key} must be >= 0, got {value}")
+    if d.workers < -1:
+        raise ConfigError(f"{source}: data.workers must be >= 0, or -1 for one per core, got {d.workers}")
     if not 0.0 <= s.label_smoothing < 1.0:
         raise ConfigError(f"{source}: solver.label_smoothing must be in [0, 1), got {s.label_smoothing}")
     if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:

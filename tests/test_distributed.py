@@ -24,16 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(out: Path, nproc: int, *extra: str, env: dict | None = None, restarts: int = 0):
+def train(out: Path, nproc: int, *extra: str, crash: tuple[int, int] | None = None, restarts: int = 0):
     launcher = [] if nproc == 1 else [
         "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
         "--master-port", str(free_port()), "--max-restarts", str(restarts)]
+    # crash (step, rank): SIGKILL that rank after that step, through the trainer's test hooks.
+    program = ["-m", "mgvideo", "train"] if crash is None else [
+        str(REPO / "tests" / "crash_train.py"), "--crash-at", str(crash[0]), "--crash-rank", str(crash[1])]
     # A gentle LR and BN groups of 8 clips: with tiny groups of tiny clips the run is chaotic, and
     # summation-order noise (which differs between 1 and 2 processes) would grow without bound.
-    cmd = [sys.executable, *launcher, "-m", "mgvideo", "train", str(TINY), "--out", str(out),
+    # A record per iteration, to compare the losses step by step.
+    cmd = [sys.executable, *launcher, *program, str(TINY), "--out", str(out),
            "data.workers=0", "solver.base_lr=0.002", "solver.warmup_start_lr=0.0005", "model.bn_base_size=8",
-           *extra]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+           "train.log_period=1", *extra]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=500)
     (out / "launch.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-3000:]
@@ -68,7 +72,6 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, single):
 
 
 def test_max_restarts_resumes_after_a_killed_rank(tmp_path, single):
-    env = {"MGVIDEO_TEST_CRASH_AT_ITER": "10", "MGVIDEO_TEST_CRASH_RANK": "1"}
-    two = train(tmp_path, 2, "train.checkpoint_every_iters=4", env=env, restarts=1)
+    two = train(tmp_path, 2, "train.checkpoint_every_iters=4", crash=(10, 1), restarts=1)
     assert "resumed from" in (tmp_path / "launch.log").read_text()
     assert_close(two, single)

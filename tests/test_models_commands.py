@@ -25,14 +25,17 @@ def test_models_json_lists_every_preset_with_its_costs(capsys):
 
 
 def test_profile_covers_every_multigrid_shape(capsys):
-    assert main(["profile", "r3d_tiny", "--iters", "1", "--batch-size", "1", "--json"]) == 0
+    args = ["profile", "r3d_tiny", "--iters", "1", "--batch-size", "1", "--bn-base-size", "1", "--json"]
+    assert main(args) == 0
     rows = json.loads(capsys.readouterr().out)
     shapes = [(r["batch"], r["frames"], r["crop"]) for r in rows]
-    assert (
-        len(shapes) == len(set(shapes)) == 8
-    )  # K400 default factors: 3 short-cycle shapes x 4 stages, distinct
+    assert len(set(shapes)) == 8  # K400 default factors: 3 short-cycle shapes x 4 stages, distinct
+    with_bn = [(*shape, r["bn_groups"]) for shape, r in zip(shapes, rows)]
+    assert len(with_bn) == len(set(with_bn))  # a shape recurs only with other BN groups (another stage)
     assert shapes[-1] == (1, 16, 64) and rows[-1]["time_ratio"] == 1.0
-    assert (16, 4, 32) in shapes  # stage 0, first short-cycle slot: 8x long cycle x 2x short cycle
+    # Stage 0, first short-cycle slot: 8x long cycle x 2x short cycle; BN groups follow the stage batch
+    # (8 clips, groups of 1), as in training.
+    assert rows[shapes.index((16, 4, 32))]["bn_groups"] == 8
     for r in rows:
         assert r["sec_per_iter"] > 0 and r["clips_per_sec"] == pytest.approx(r["batch"] / r["sec_per_iter"])
         assert r["peak_mb"] > 0

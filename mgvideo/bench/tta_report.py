@@ -86,8 +86,13 @@ def figures_from_records(variant: str, seed: int, records: Sequence[dict[str, An
     gflops = sum(r["batch"] * clip_gflops(r["frames"], r["crop"]) for r in its)
     eval_s = sum(r.get("bn_s", 0.0) + r.get("val_s", 0.0) for r in records if r["kind"] == "eval")
     stage_bn_s = sum(r["seconds"] for r in records if r["kind"] == "precise_bn")
-    return RunFigures(variant, seed, evals, wall, len(its), sum(r["batch"] for r in its), gflops,
+    return RunFigures(variant, seed, evals, wall, _iterations(its), sum(r["batch"] for r in its), gflops,
                       stage_costs(its), max(wall - busy, 0.0), eval_s, stage_bn_s)
+
+
+def _iterations(its: Sequence[dict[str, Any]]) -> int:
+    """Iterations covered by training records (a record sums `iterations` steps of one shape)."""
+    return sum(r.get("iterations", 1) for r in its)
 
 
 def _iteration_seconds(record: dict[str, Any]) -> float:
@@ -107,8 +112,8 @@ def stage_costs(its: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         waited = sum(r["data_wait"] * s for r, s in zip(group, seconds))
         shapes = sorted({(r["frames"], r["crop"]) for r in group}, key=lambda fc: fc[0] * fc[1] ** 2)
         rows.append({
-            "stage": stage, "shapes": [f"{f}x{c}" for f, c in shapes], "iterations": len(group),
-            "ms_per_iter": round(1000 * total / len(group), 1),
+            "stage": stage, "shapes": [f"{f}x{c}" for f, c in shapes], "iterations": _iterations(group),
+            "ms_per_iter": round(1000 * total / _iterations(group), 1),
             "ms_per_clip": round(1000 * total / max(sum(r["batch"] for r in group), 1), 2),
             "data_wait": round(waited / total, 3) if total > 0 else 0.0,
         })

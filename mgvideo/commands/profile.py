@@ -2,7 +2,8 @@
 
 Multigrid keeps batch x T x S^2 roughly constant, so every shape should cost about the same per iteration;
 this shows how close a model and device come to that (small shapes are often less efficient), together with
-clips/s and peak memory. Figures depend on the machine and on its load.
+clips/s and peak memory. Each shape runs with the BN groups training gives it (sub-batch BN) and, with
+--amp, under the training autocast. Figures depend on the machine and on its load.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS, build_model
+from mgvideo.multigrid.batchnorm import bn_groups_for, convert_model, set_bn_groups
 from mgvideo.multigrid.schedule import MultigridConfig, MultigridSchedule
 
 
@@ -34,13 +36,18 @@ def register(subparsers) -> None:
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per shape (after 1 warm-up)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--channels-last", action="store_true", help="use torch.channels_last_3d")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                        help="autocast dtype of the forward pass, as train.amp")
+    parser.add_argument("--bn-base-size", type=int, default=None,
+                        help="clips per BN group (default: the config's model.bn_base_size, else 8)")
     parser.add_argument("--num-classes", type=int, default=400)
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
     parser.set_defaults(func=run)
 
 
-def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[int, int, int]]:
-    """Distinct (batch, frames, crop) of the schedule, in training order; the full shape comes last."""
+def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[int, int, int, int]]:
+    """Distinct (batch, frames, crop, stage batch) of the schedule, in training order; the full shape comes
+    last. The stage batch (the stage's long-cycle batch) decides the BN groups, as in training."""
     if config:
         from mgvideo.bench.tta import load_any_config
         from mgvideo.engine.builders import build_schedule
@@ -51,13 +58,21 @@ def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[in
         schedule = MultigridSchedule(
             MultigridConfig(frames=p.frames, crop=p.crop, sampling_rate=p.sampling_rate)
         )
-    shapes: list[tuple[int, int, int]] = []
+    shapes: list[tuple[int, int, int, int]] = []
     for stage in schedule.stages:
         for b, shape in schedule.shapes(stage, batch):
-            if (b, shape.frames, shape.crop) not in shapes:
-                shapes.append((b, shape.frames, shape.crop))
-    full = (batch, schedule.cfg.frames, schedule.cfg.crop)
+            if (b, shape.frames, shape.crop, shape.stage_batch) not in shapes:
+                shapes.append((b, shape.frames, shape.crop, shape.stage_batch))
+    full = (batch, schedule.cfg.frames, schedule.cfg.crop, batch)
     return [s for s in shapes if s != full] + [full]
+
+
+def _config_bn_base_size(config: str | None) -> int:
+    if not config:
+        return 8
+    from mgvideo.bench.tta import load_any_config
+
+    return load_any_config(Path(config)).model.bn_base_size
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -94,6 +109,7 @@ def time_shape(
     iters: int,
     device: torch.device,
     channels_last: bool,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict:
     """Seconds per forward+backward iteration and peak memory at one (batch, T, S)."""
     clip = torch.randn(batch, 3, frames, crop, crop, device=device)
@@ -107,7 +123,9 @@ def time_shape(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(clip), labels).backward()
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(clip)
+        F.cross_entropy(logits.float(), labels).backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:
@@ -132,15 +150,22 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("profile: --device cuda requested but CUDA is not available")
     device = torch.device(args.device)
-    model = build_model(args.model, args.num_classes).to(device).train()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as in training
+    bn_base = args.bn_base_size or _config_bn_base_size(args.config)
+    model = convert_model(build_model(args.model, args.num_classes), bn_base).to(device).train()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     rows = []
-    for b, t, s in schedule_shapes(args.model, args.config, args.batch_size):
+    for b, t, s, stage_batch in schedule_shapes(args.model, args.config, args.batch_size):
+        plan = bn_groups_for(b, stage_batch, bn_base)
+        set_bn_groups(model, plan)
         try:
-            rows.append(time_shape(model, b, t, s, args.iters, device, args.channels_last))
+            row = time_shape(model, b, t, s, args.iters, device, args.channels_last, amp_dtype)
         except ValueError as err:  # e.g. BN over a single value: batch 1 at a clip the net pools to 1x1x1
             raise ConfigError(f"profile: {args.model} fails at batch {b}, T={t}, S={s}: {err}") from err
+        rows.append({**row, "bn_groups": plan.groups})
     base = rows[-1]["sec_per_iter"]
     for row in rows:
         row["time_ratio"] = row["sec_per_iter"] / base
@@ -148,12 +173,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     layout = " (channels_last_3d)" if args.channels_last else ""
-    print(f"{args.model} on {device}{layout}, base batch {args.batch_size}, {args.iters} timed iterations")
-    print(f"{'batch':>6}{'T':>5}{'S':>6}{'ms/iter':>10}{'clips/s':>10}{'peak MB':>10}{'vs full':>9}")
+    print(f"{args.model} on {device}{layout}, amp {args.amp}, base batch {args.batch_size}, "
+          f"{args.iters} timed iterations, BN groups of {bn_base} clips per stage batch")
+    print(f"{'batch':>6}{'T':>5}{'S':>6}{'groups':>7}{'ms/iter':>10}{'clips/s':>10}{'peak MB':>10}"
+          f"{'vs full':>9}")
     for r in rows:
         print(
-            f"{r['batch']:>6}{r['frames']:>5}{r['crop']:>6}{r['sec_per_iter'] * 1e3:>10.1f}"
-            f"{r['clips_per_sec']:>10.2f}{r['peak_mb']:>10.0f}{r['time_ratio']:>9.2f}"
+            f"{r['batch']:>6}{r['frames']:>5}{r['crop']:>6}{r['bn_groups']:>7}"
+            f"{r['sec_per_iter'] * 1e3:>10.1f}{r['clips_per_sec']:>10.2f}"
+            f"{r['peak_mb']:>10.0f}{r['time_ratio']:>9.2f}"
         )
     print("peak MB: " + ("torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS"))
     return 0

@@ -1,15 +1,18 @@
-"""The training loader: built once, persistent workers, batch sizes and shapes from the batch sampler,
-uint8 all the way to the device, where `to_device` converts and normalises."""
+"""The loaders: built once, persistent workers, batch sizes and shapes from the batch sampler, uint8 all the
+way to the device, where `to_device` converts and normalises. Besides the training loader, a run keeps
+one more worker pool (`SharedPool`), which precise BN and validation take turns on."""
 
 from __future__ import annotations
 
+import functools
+import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mgvideo.data.datasets import Sample
 
@@ -54,13 +57,101 @@ def build_loader(dataset: Dataset, batch_sampler: Iterable, workers: int = 0, pi
                  ) -> DataLoader:
     """The one loader of a run: `batch_sampler` yields lists of `(index, ClipShape)` (or indices) and
     decides every batch's size and shape; workers stay alive across epochs (call `set_epoch` on the
-    sampler and the dataset before each epoch)."""
+    sampler and the dataset before each epoch). `workers` -1 sizes the pool from the cores."""
+    workers = resolve_workers(workers)
     extra = {}
     if workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor,
                  "worker_init_fn": _seed_worker, "multiprocessing_context": multiprocessing_context}
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed), **extra)
+
+
+def resolve_workers(workers: int) -> int:
+    """`data.workers` as a process count: -1 becomes `default_workers` for this node's local ranks
+    (torchrun's LOCAL_WORLD_SIZE)."""
+    return workers if workers >= 0 else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def default_workers(local_ranks: int = 1, cores: int | None = None) -> int:
+    """Loader workers per process for `data.workers: -1`: this node's cores shared by its processes, less
+    one core each for the training process itself (at least 1, at most 16)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(16, cores // max(local_ranks, 1) - 1))
+
+
+class PlannedBatches(Sampler):
+    """A batch sampler whose batches are set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Named(Dataset):
+    """Several datasets behind one: item `(name, item)` is `datasets[name][item]`."""
+
+    def __init__(self, datasets: dict[str, Dataset]) -> None:
+        self.datasets = datasets
+
+    def __getitem__(self, item: tuple[str, object]):
+        name, inner = item
+        return self.datasets[name][inner]
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets.values())
+
+
+class SharedPool:
+    """One persistent worker pool for several datasets used in turn (precise BN, validation), so that a run
+    holds two pools (training and this), not one per use."""
+
+    def __init__(self, datasets: dict[str, Dataset], workers: int = 0, pin_memory: bool = False,
+                 seed: int = 0) -> None:
+        self.datasets = datasets
+        self._plan = PlannedBatches()
+        self._loader = build_loader(_Named(datasets), self._plan, workers, pin_memory, seed)
+
+    def view(self, name: str, batches: Iterable[list] = ()) -> PoolView:
+        """An iterable over `datasets[name]` whose batches are `batches` (or set later on the view)."""
+        return PoolView(self, name, batches)
+
+    def run(self, name: str, batches: Iterable[list]) -> Iterator[Batch]:
+        """Load `batches` (lists of items of `datasets[name]`) with the pool's workers."""
+        self._plan.batches = [[(name, item) for item in batch] for batch in batches]
+        return iter(self._loader)
+
+
+class PoolView:
+    """What a loop iterates: one dataset's batches, loaded by a shared pool."""
+
+    def __init__(self, pool: SharedPool, name: str, batches: Iterable[list]) -> None:
+        self.pool, self.name, self.batches = pool, name, batches
+
+    @property
+    def dataset(self) -> Dataset:
+        """The dataset this view loads from (as `DataLoader.dataset`)."""
+        return self.pool.datasets[self.name]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.pool.run(self.name, self.batches)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std x 255 as (1, C, 1, 1, 1) tensors on `device`, made once: copying them from the host at
+    every step would make the host wait for the device."""
+    shape = (1, -1, 1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32).view(shape).to(device) * 255
+    s = torch.as_tensor(std, dtype=torch.float32).view(shape).to(device) * 255
+    return m, s
 
 
 def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], std: Sequence[float],
@@ -70,9 +161,7 @@ def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], s
     device = torch.device(device)
     non_blocking = device.type == "cuda" and batch.clips.is_pinned()
     clips = batch.clips.to(device, non_blocking=non_blocking)
-    shape = (1, -1, 1, 1, 1)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(shape) * 255
-    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(shape) * 255
+    m, s = _normalisation(tuple(mean), tuple(std), device)
     clips = (clips.float() - m) / s
     if channels_last:
         clips = clips.contiguous(memory_format=torch.channels_last_3d)

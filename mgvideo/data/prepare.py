@@ -19,6 +19,7 @@ from mgvideo.config import Config
 from mgvideo.data.annotations import Annotations, read_annotations
 from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import largest_short_side
+from mgvideo.data.loader import resolve_workers
 from mgvideo.errors import CacheError, ConfigError
 
 LOCK = ".prepare.lock"
@@ -107,7 +108,7 @@ def fill_frame_cache(cfg: Config, cache: FrameCache, log: Callable[[str], None] 
     except OSError as err:
         raise CacheError(f"frame cache: cannot create {cache.directory}: {err}") from err
     with locked(cache.directory / LOCK):
-        return cache.fill(paths, max(1, d.workers), log)
+        return cache.fill(paths, max(1, resolve_workers(d.workers)), log)
 
 
 def read_split(cfg: Config, list_name: str) -> Annotations:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,7 +15,7 @@ from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.prepare import build_frame_cache, read_split
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
-from mgvideo.multigrid.batchnorm import convert_model
+from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, convert_model, set_bn_groups
 from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
 
@@ -158,12 +160,23 @@ def build_loss(cfg: Config) -> nn.Module:
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """The AMP dtype, or None; AMP is a CUDA feature here (on CPU it is refused rather than ignored)."""
-    if cfg.train.amp == "none":
+    """The AMP dtype, or None. `auto`: bf16 on a CUDA device that supports it, none elsewhere; `bf16` also
+    runs on the CPU (so tests exercise autocast); `fp16` needs CUDA."""
+    amp = cfg.train.amp
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if amp == "none":
         return None
-    if device.type != "cuda":
-        raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this run is on {device.type})")
-    return torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.amp=fp16 needs a CUDA device (this run is on {device.type}); "
+                          "use train.amp=bf16 or none")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def configure_device(device: torch.device) -> None:
+    """Per-process backend settings: cuDNN picks the fastest kernel per shape (a run has 10-30 shapes)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset:
@@ -184,23 +197,55 @@ def build_network(cfg: Config, num_classes: int) -> nn.Module:
 
 
 def compile_model(model: nn.Module, net: nn.Module, schedule: MultigridSchedule, cfg: Config, batch: int,
-                  device: torch.device) -> nn.Module:
+                  device: torch.device, amp_dtype: torch.dtype | None, world_size: int = 1,
+                  backend: str = "inductor") -> nn.Module:
     """`torch.compile` without dynamic shapes, warmed up on every shape the run will see.
 
-    Each distinct (batch, T, S) compiles once, here rather than mid-training; the cache limit is raised to
-    hold them all. The warm-up leaves weights, BN statistics and gradients as they were.
+    Each distinct (batch, T, S, BN plan) compiles once, here rather than mid-training: the warm-up runs
+    under the training autocast and sets each shape's BN plan, so that training meets only graphs whose
+    guards it already passed. The cache limit is raised to hold them all. The warm-up leaves weights, BN
+    statistics and gradients as they were.
     """
     import torch._dynamo
 
-    shapes = {(b, s.frames, s.crop) for stage in schedule.stages for b, s in schedule.shapes(stage, batch)}
-    shapes.add((batch, cfg.data.frames, cfg.data.crop))
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(shapes) + 2)
-    compiled = torch.compile(model, dynamic=False)
+    plans = warmup_plans(schedule, cfg, batch, world_size)
+    limit = 2 * len(plans) + 2
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, limit)
+    if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):  # 2.2+: the total over all frames
+        torch._dynamo.config.accumulated_cache_size_limit = max(
+            torch._dynamo.config.accumulated_cache_size_limit, limit)
+    compiled = torch.compile(model, dynamic=False, backend=backend)
     saved = {k: v.clone() for k, v in net.state_dict().items()}
     memory = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
-    for b, frames, crop in sorted(shapes):
+    for b, frames, crop, plan in plans:
+        set_bn_groups(net, plan)
         x = torch.zeros(b, 3, frames, crop, crop, device=device).contiguous(memory_format=memory)
-        compiled(x).float().sum().backward()
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = compiled(x)
+        out.float().sum().backward()
     net.load_state_dict(saved)
     net.zero_grad(set_to_none=True)
     return compiled
+
+
+def warmup_plans(schedule: MultigridSchedule, cfg: Config, batch: int,
+                 world_size: int = 1) -> list[tuple[int, int, int, BNPlan]]:
+    """Every distinct (batch, T, S, BN plan) that training will see, by the trainer's BN rule."""
+    plans = []
+    for stage in schedule.stages:
+        for b, shape in schedule.shapes(stage, batch):
+            plan = bn_groups_for(b, shape.stage_batch, cfg.model.bn_base_size, world_size)
+            if (b, shape.frames, shape.crop, plan) not in plans:
+                plans.append((b, shape.frames, shape.crop, plan))
+    return plans
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Keep torch.compile's on-disk caches (Inductor's FX graph and AOTAutograd caches, Triton kernels) in
+    the run's folder, so that a resumed run loads the kernels its first segment compiled instead of
+    compiling them again. The cache holds code that torch generated for this run, in this run's folder."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.resolve())
+    import torch._inductor.config as inductor_config
+
+    if hasattr(inductor_config, "fx_graph_cache"):  # 2.2+; on by default from 2.5
+        inductor_config.fx_graph_cache = True

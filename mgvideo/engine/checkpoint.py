@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ from torch import nn
 
 from mgvideo.errors import CheckpointError
 
-# Test hook: exit abruptly after a checkpoint's temp file is written but before it is renamed.
-CRASH_BEFORE_RENAME_ENV = "MGVIDEO_TEST_CRASH_BEFORE_RENAME"
 
+def save(state: dict[str, Any], path: str | Path,
+         before_rename: Callable[[Path], None] | None = None) -> None:
+    """Write `state` to `path` atomically: temp file in the same folder, fsync, then os.replace.
 
-def save(state: dict[str, Any], path: str | Path) -> None:
-    """Write `state` to `path` atomically: temp file in the same folder, fsync, then os.replace."""
+    `before_rename(tmp)` is a test hook, called between the temp write and the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -31,8 +33,8 @@ def save(state: dict[str, Any], path: str | Path) -> None:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    if os.environ.get(CRASH_BEFORE_RENAME_ENV):
-        os._exit(137)
+    if before_rename is not None:
+        before_rename(tmp)
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -80,6 +82,17 @@ def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], sourc
             "check model.name and model.options"
         )
     model.load_state_dict(weights)
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any] | None, source: str) -> None:
+    """Restore an fp16 GradScaler's scale and growth tracker. A disabled scaler saves `{}`: a run that
+    switched to fp16 (`--force`) starts from a fresh scale."""
+    if not saved or not scaler.is_enabled():
+        return
+    try:
+        scaler.load_state_dict(saved)
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{source}: cannot restore the fp16 GradScaler state: {err}") from err
 
 
 def check_fingerprint(state: dict[str, Any], expected: str, source: str, force: bool) -> None:

@@ -69,13 +69,11 @@ def local_device(device: torch.device, info: DistInfo) -> torch.device:
     return device
 
 
-def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
-    """Sum a few numbers over all ranks (identity in a single process)."""
-    if not info.enabled:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+def all_reduce_tensor(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum `tensor` over all ranks in place and return it (identity in a single process)."""
+    if info.enabled:
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -85,15 +83,6 @@ def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
-
-
-def broadcast_flag(flag: bool, device: torch.device, info: DistInfo) -> bool:
-    """Rank 0's decision, shared (e.g. 'checkpoint now', which depends on rank 0's clock)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.broadcast(t, 0)
-    return bool(t.item())
 
 
 def barrier(info: DistInfo) -> None:

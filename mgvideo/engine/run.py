@@ -3,35 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
-import os
-import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from mgvideo.config import Config, fingerprint, save_config, to_dict
 from mgvideo.data.datasets import VideoClipDataset
-from mgvideo.data.loader import build_loader
+from mgvideo.data.loader import PoolView, SharedPool, build_loader
 from mgvideo.data.prepare import prepare_data
 from mgvideo.engine import builders, checkpoint, init_from
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
+from mgvideo.engine.step import Optimization
+from mgvideo.engine.window import LogWindow
 from mgvideo.multigrid.fit import check_dataset_fits
-from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler, iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
-
-# Test hooks: SIGKILL this process once it has finished this many iterations; under torchrun only on
-# the rank named by CRASH_RANK_ENV (if set) and only in the first attempt, so that a restart can finish.
-CRASH_AT_STEP_ENV = "MGVIDEO_TEST_CRASH_AT_ITER"
-CRASH_RANK_ENV = "MGVIDEO_TEST_CRASH_RANK"
 
 
 @dataclass
@@ -43,67 +38,64 @@ class TrainState:
     step: int = 0  # batches finished in the whole run
     samples: int = 0  # clips trained on, all devices
     next_eval: int = 0  # sample count of the next periodic evaluation (train.eval_period_samples)
-    skipped: int = 0  # unreadable videos skipped, all devices
+    skipped: int = 0  # unreadable videos skipped, all devices (counted at log points)
     records: int = 0  # lines of metrics.jsonl written
     elapsed: float = 0.0  # wall-clock seconds of the run, across resumes
     eval_step: int = -1  # the step of the last evaluation
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
-class PlannedBatches(Sampler):
-    """A batch sampler whose batches are set before each pass (precise BN at changing shapes)."""
+@dataclass
+class RunData:
+    """The data side: the training set, its sampler and loader, and one more worker pool that precise BN
+    (`precise`, batches planned per refresh) and validation (`val`) take turns on."""
 
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[int, ClipShape]]] = []
+    train_set: VideoClipDataset
+    sampler: MultigridBatchSampler
+    loader: DataLoader
+    precise: PoolView
+    val: PoolView
 
-    def __iter__(self) -> Iterator[list[tuple[int, ClipShape]]]:
-        return iter(self.batches)
 
-    def __len__(self) -> int:
-        return len(self.batches)
+@dataclass
+class TestHooks:
+    """Test-only fault injection, passed to `train` by tests (never set by the CLI): `after_step(run)` runs
+    after every iteration, `before_rename(path)` between a checkpoint's temp write and its rename."""
+
+    after_step: Callable[[Run], None] | None = None
+    before_rename: Callable[[Path], None] | None = None
 
 
 @dataclass
 class Run:
-    """Everything the loop needs, built once: no part is rebuilt when the shape changes."""
+    """Everything the loop needs, built once: nothing is rebuilt when the shape changes."""
 
     cfg: Config
     out_dir: Path
     info: D.DistInfo
-    device: torch.device
     schedule: MultigridSchedule
-    lr_cfg: LRConfig
-    fingerprint: str
     batch: int  # long-cycle base batch per device
     net: nn.Module  # the model itself (evaluation, precise BN, checkpoints)
-    model: nn.Module  # what training calls: DDP- and/or compile-wrapped `net`
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    loss_fn: nn.Module
-    amp_dtype: torch.dtype | None
-    inputs: Inputs
-    train_set: VideoClipDataset
-    sampler: MultigridBatchSampler
-    loader: DataLoader
-    planned: PlannedBatches
-    precise_loader: DataLoader
-    val_loader: DataLoader
+    inputs: Inputs  # device, normalisation and memory format of model inputs
+    opt: Optimization  # what a training step uses: wrapped model, optimizer, scaler, loss, LR rule
+    data: RunData
     state: TrainState
-    clock: Stopwatch
     log: RunLog
+    window: LogWindow  # figures since the last log point, still on the device
+    clock: Stopwatch
+    hooks: TestHooks
     last_save: float = 0.0
-    crash_at: int = -1
-    accumulate: int = 1  # micro-batches per optimizer step (builders.device_plan)
 
 
-def build_run(cfg: Config, out_dir: Path, force: bool = False,
-              schedule: MultigridSchedule | None = None) -> Run:
-    """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present;
-    `schedule` (if given) replaces the config's."""
+def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: MultigridSchedule | None = None,
+              hooks: TestHooks | None = None) -> Run:
+    """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present
+    (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
     prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
     info = D.init(device)
     device = D.local_device(device, info)
+    builders.configure_device(device)
     torch.manual_seed(cfg.train.seed)
     schedule = builders.build_schedule(cfg) if schedule is None else schedule
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
@@ -120,58 +112,75 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
     net = builders.build_network(cfg, cfg.data.num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
-    optimizer = builders.build_optimizer(net, cfg)
-    amp_dtype = builders.autocast_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    opt = _optimization(cfg, net, device, info.world_size, devices.micro_batches)
     state = TrainState()
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
-    resumed = _resume(out_dir / "checkpoints" / "last.pt", fp, force, net, optimizer, scaler, sampler, state)
+    resumed = _resume(out_dir / "checkpoints" / "last.pt", fp, force, net, opt, sampler, state)
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
         net, cfg.model.init_from, cfg.data.num_classes)
-    model = _wrap(net, info, device)
+    micro = batch // devices.micro_batches  # what one forward pass holds
+    opt.model = _wrap(net, info, device)
     if cfg.train.compile:
-        model = builders.compile_model(model, net, schedule, cfg, batch // devices.micro_batches, device)
-    workers, pin = cfg.data.workers, cfg.train.pin_memory and device.type == "cuda"
-    planned = PlannedBatches()
-    eval_batch = cfg.train.eval_batch_size or batch // devices.micro_batches  # what fits in memory
-    val_sampler = FixedShapeBatchSampler(full, len(val_set), eval_batch, rank=info.rank,
-                                         world_size=info.world_size)
-    lengths = [iterations_per_epoch(len(train_set), batch, info.world_size,
-                                    [slot.batch_factor for slot in schedule.stage_at(e).slots])
-               for e in range(schedule.max_epoch)]
-    total, done = sum(lengths), sum(lengths[: state.epoch]) + state.iteration
-    log = RunLog(out_dir, info.is_main, state.records, total, done)
+        builders.use_compile_cache(out_dir / "compile_cache")
+        opt.model = builders.compile_model(opt.model, net, schedule, cfg, micro, device, opt.amp_dtype,
+                                           info.world_size)
+    data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
+    lengths = _epoch_lengths(schedule, len(train_set), batch, info)
+    log = RunLog(out_dir, info.is_main, state.records, sum(lengths),
+                 sum(lengths[: state.epoch]) + state.iteration)
     if resumed:
         log.message(f"resumed from {resumed} at epoch {state.epoch}, iteration {state.iteration}")
     if pretrained:
         log.message(pretrained.message())
     if cfg.solver.recipe_devices or devices.micro_batches > 1:
         log.message(devices.describe(cfg.solver.base_lr))
-    return Run(
-        cfg, out_dir, info, device, schedule, builders.build_lr_config(cfg, info.world_size), fp, batch, net,
-        model, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
-        Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last),
-        train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
-        planned, build_loader(train_set, planned, workers, pin, cfg.train.seed + 1),
-        build_loader(val_set, val_sampler, workers, pin, cfg.train.seed + 2),
-        state, Stopwatch(state.elapsed), log, crash_at=int(os.environ.get(CRASH_AT_STEP_ENV, "-1")),
-        accumulate=devices.micro_batches,
-    )
+    inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
+    return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state, log, LogWindow(device),
+               Stopwatch(state.elapsed), hooks or TestHooks(), last_save=state.elapsed)
+
+
+def _optimization(cfg: Config, net: nn.Module, device: torch.device, world_size: int,
+                  micro_batches: int) -> Optimization:
+    amp_dtype = builders.autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return Optimization(net, builders.build_optimizer(net, cfg), scaler, builders.build_loss(cfg), amp_dtype,
+                        builders.build_lr_config(cfg, world_size), cfg.solver.clip_grad_norm, micro_batches)
+
+
+def _data(cfg: Config, info: D.DistInfo, device: torch.device, train_set: VideoClipDataset,
+          val_set: VideoClipDataset, sampler: MultigridBatchSampler, full: ClipShape,
+          eval_batch: int) -> RunData:
+    workers = cfg.data.workers  # -1: build_loader sizes it from the cores
+    pin = cfg.train.pin_memory and device.type == "cuda"
+    val_sampler = FixedShapeBatchSampler(full, len(val_set), eval_batch, rank=info.rank,
+                                         world_size=info.world_size)
+    pool = SharedPool({"train": train_set, "val": val_set}, workers, pin, cfg.train.seed + 1)
+    return RunData(train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
+                   pool.view("train"), pool.view("val", val_sampler))
+
+
+def _epoch_lengths(schedule: MultigridSchedule, videos: int, batch: int, info: D.DistInfo) -> list[int]:
+    return [iterations_per_epoch(videos, batch, info.world_size,
+                                 [slot.batch_factor for slot in schedule.stage_at(e).slots])
+            for e in range(schedule.max_epoch)]
 
 
 def plan_batches(run: Run, shape: ClipShape, batch: int, num_batches: int, epoch: int) -> int:
     """Fill the precise-BN loader with up to `num_batches` training batches at `shape`; returns how many."""
-    sampler = FixedShapeBatchSampler(shape, len(run.train_set), batch, rank=run.info.rank,
+    sampler = FixedShapeBatchSampler(shape, len(run.data.train_set), batch, rank=run.info.rank,
                                      world_size=run.info.world_size, seed=run.cfg.train.seed + 7919,
                                      shuffle=True, drop_last=True)
     sampler.set_epoch(epoch)
-    run.planned.batches = list(itertools.islice(sampler, num_batches))
-    return len(run.planned.batches)
+    run.data.precise.batches = list(itertools.islice(sampler, num_batches))
+    return len(run.data.precise.batches)
 
 
 def save_state(run: Run, name: str = "last.pt") -> Path:
-    """Write the full resumable state to `checkpoints/<name>` (rank 0 only; others wait)."""
+    """Write the full resumable state to `checkpoints/<name>` (rank 0 only; others wait).
+
+    The log window must be closed first (the trainer does), so the state's counters are complete.
+    """
     path = run.out_dir / "checkpoints" / name
     run.state.elapsed = run.clock()
     run.state.records = run.log.records
@@ -179,36 +188,29 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     if run.info.is_main:
         checkpoint.save(
             {
-                "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
-                "scaler": run.scaler.state_dict(),
-                "sampler": run.sampler.state_dict(consumed=run.state.iteration),
+                "model": run.net.state_dict(), "optimizer": run.opt.optimizer.state_dict(),
+                "scaler": run.opt.scaler.state_dict(),
+                "sampler": run.data.sampler.state_dict(consumed=run.state.iteration),
                 "rng": checkpoint.rng_state(), "state": dataclasses.asdict(run.state),
-                "fingerprint": run.fingerprint, "config": to_dict(run.cfg), "model_name": run.cfg.model.name,
+                "fingerprint": fingerprint(run.cfg, builders.schedule_fingerprint_data(run.schedule)),
+                "config": to_dict(run.cfg), "model_name": run.cfg.model.name,
             },
-            path,
+            path, before_rename=run.hooks.before_rename,
         )
     D.barrier(run.info)
     run.last_save = run.clock()
     return path
 
 
-def crash_hook(run: Run) -> None:
-    """For resume tests: die abruptly (SIGKILL) at the configured step."""
-    if run.state.step != run.crash_at or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
-        return
-    if os.environ.get(CRASH_RANK_ENV, str(run.info.rank)) == str(run.info.rank):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _resume(path: Path, fp: str, force: bool, net: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
+def _resume(path: Path, fp: str, force: bool, net: nn.Module, opt: Optimization,
+            sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
     if not path.exists():
         return None
     saved = checkpoint.load(path)
     checkpoint.check_fingerprint(saved, fp, str(path), force)
     checkpoint.load_model_weights(net, saved["model"], str(path))
-    optimizer.load_state_dict(saved["optimizer"])
-    scaler.load_state_dict(saved["scaler"])
+    opt.optimizer.load_state_dict(saved["optimizer"])
+    checkpoint.load_scaler_state(opt.scaler, saved.get("scaler"), str(path))
     sampler.load_state_dict(saved["sampler"])
     checkpoint.set_rng_state(saved["rng"])
     for key, value in saved["state"].items():
@@ -223,4 +225,8 @@ def _wrap(net: nn.Module, info: D.DistInfo, device: torch.device) -> nn.Module:
     # channels_last 1x1x1 kernels have ambiguous strides; DDP then copies their grads (harmless, noisy).
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # BN buffers stay per rank during training; precise BN merges them before they are used.
-    return nn.parallel.DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
+    # torch 2.13 renamed broadcast_buffers (now deprecated) to forward_sync_buffers.
+    ddp = nn.parallel.DistributedDataParallel
+    new_name = "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+    no_sync = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
+    return ddp(net, device_ids=ids, **no_sync)

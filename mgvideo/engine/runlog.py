@@ -1,5 +1,6 @@
-"""What a run reports: `metrics.jsonl` (one record per iteration or evaluation), TensorBoard when
-installed, and a progress bar. Only rank 0 writes; the other ranks get a silent log."""
+"""What a run reports: `metrics.jsonl` (training records per shape every `train.log_period` iterations,
+one per evaluation), TensorBoard when installed, and a progress bar. Only rank 0 writes; the other ranks
+get a silent log."""
 
 from __future__ import annotations
 
@@ -49,10 +50,10 @@ class RunLog:
                 if isinstance(value, int | float) and key not in ("step", "epoch"):
                     self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
-    def progress(self, stage: int, shape: str, clips_per_s: float) -> None:
-        """Advance the bar by one iteration and show the stage, shape and throughput."""
+    def progress(self, iterations: int, stage: int, shape: str, clips_per_s: float) -> None:
+        """Advance the bar by `iterations` and show the last stage and shape, and the throughput."""
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(iterations)
             self._bar.set_postfix_str(f"stage {stage} {shape} {clips_per_s:.1f} clips/s", refresh=False)
 
     def message(self, text: str) -> None:

@@ -1,11 +1,12 @@
 """The training loop. `train` reads top to bottom: build once, then for each epoch train, refresh BN
 statistics at stage ends, evaluate, checkpoint. Shapes change through the batch sampler alone; nothing is
-rebuilt at a stage change. The plumbing lives in engine/run.py and engine/builders.py.
+rebuilt at a stage change. One step (engine/step.py) never waits for the device; its figures are reduced
+every `train.log_period` iterations (engine/window.py). The plumbing lives in engine/run.py and
+engine/builders.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -20,26 +21,26 @@ from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import validate
 from mgvideo.engine.plots import plot_run
-from mgvideo.engine.run import Run, build_run, crash_hook, plan_batches, save_state
-from mgvideo.errors import MgvideoError
+from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state
+from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step
+from mgvideo.engine.window import NonFiniteLossError
 from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
 from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule, Stage
 
-
-class NonFiniteLossError(MgvideoError, FloatingPointError):
-    """The loss became NaN or infinite; the message names the iteration and the clip shape."""
+__all__ = ["NonFiniteLossError", "TestHooks", "train"]
 
 
-def train(cfg: Config, out_dir: str | Path, force: bool = False,
-          schedule: MultigridSchedule | None = None) -> dict[str, Any]:
+def train(cfg: Config, out_dir: str | Path, force: bool = False, schedule: MultigridSchedule | None = None,
+          hooks: TestHooks | None = None) -> dict[str, Any]:
     """Train (or resume) the run in `out_dir`; returns the summary also written to `summary.json`.
 
-    `schedule` replaces the one the config describes (the benchmark's random-shape ablation).
+    `schedule` replaces the one the config describes (the benchmark's random-shape ablation); `hooks`
+    inject faults for tests.
     """
-    run = build_run(cfg, Path(out_dir), force, schedule)
+    run = build_run(cfg, Path(out_dir), force, schedule, hooks)
     state = run.state
     state.next_eval = state.next_eval or cfg.train.eval_period_samples
     try:
@@ -97,79 +98,89 @@ def periodic_eval_due(run: Run) -> bool:
 
 
 def train_epoch(run: Run, epoch: int) -> None:
-    """One pass over the training set, at the shapes and batch sizes the sampler picks per iteration."""
-    state = run.state
-    run.sampler.set_epoch(epoch)
-    run.train_set.set_epoch(epoch)
-    iterations = len(run.sampler)
-    run.model.train()
+    """One pass over the training set, at the shapes and batch sizes the sampler picks per iteration.
+
+    Nothing in the loop waits for the device: figures are reduced and logged every `train.log_period`
+    iterations, at the epoch's end, and before an evaluation or a checkpoint.
+    """
+    state, data = run.state, run.data
+    data.sampler.set_epoch(epoch)
+    data.train_set.set_epoch(epoch)
+    iterations = len(data.sampler)
+    run.opt.model.train()
     waited = time.perf_counter()
-    for batch in run.loader:
+    for batch in data.loader:
         started = time.perf_counter()
-        lr = lr_at(epoch + state.iteration / iterations, run.schedule, run.lr_cfg)
-        set_lr(run.optimizer, lr)
-        loss, skipped = train_step(run, batch, epoch)
+        lr = lr_at(epoch + state.iteration / iterations, run.schedule, run.opt.lr)
+        loss, correct, clips = train_step(run, batch, lr)
         state.iteration, state.step = state.iteration + 1, state.step + 1
         state.samples += len(batch) * run.info.world_size
-        state.skipped += skipped
-        log_iteration(run, batch, epoch + state.iteration / iterations, loss, lr, waited, started)
+        run.window.add(state.step, data.sampler.stage.index, clips, loss, correct, batch.skipped, lr,
+                       time.perf_counter() - waited, started - waited)
+        late = False
+        if state.step % run.cfg.train.log_period == 0 or state.iteration == iterations:
+            late = close_window(run, epoch + state.iteration / iterations)
         # A point reached by the epoch's last batch is left to end_epoch, which then skips the
         # stage-end precise BN.
         if state.iteration < iterations and periodic_eval_due(run):
+            close_window(run, epoch + state.iteration / iterations)
             evaluate(run, epoch)
-        if checkpoint_due(run):
+        if checkpoint_due(run, late):
+            close_window(run, epoch + state.iteration / iterations)
             save_state(run)
-        crash_hook(run)
+        if run.hooks.after_step is not None:
+            run.hooks.after_step(run)
         waited = time.perf_counter()
 
 
-def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
-    """Forward, loss, backward and SGD step on one batch; returns the mean loss over all devices and the
-    number of bad videos skipped to fill the batch."""
-    x = run.inputs(batch)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss = forward_backward(run, x.clips, x.labels)
-    total, count, skipped = D.all_reduce_sum([loss.item() * len(batch), len(batch), batch.skipped],
-                                             run.device, run.info)
-    mean = total / count
-    if not math.isfinite(mean):
-        _, _, frames, crop, _ = x.clips.shape
-        raise NonFiniteLossError(
-            f"non-finite loss ({mean}) at epoch {epoch}, iteration {run.state.iteration} "
-            f"(step {run.state.step}), clip shape {frames}x{crop}x{crop}, batch {len(batch)}; stopping. "
-            f"The last good checkpoint is {run.out_dir / 'checkpoints' / 'last.pt'}"
-        )
-    if run.cfg.solver.clip_grad_norm > 0:
-        run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.net.parameters(), run.cfg.solver.clip_grad_norm)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    return mean, int(skipped)
+def train_step(run: Run, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Set the LR and the batch's BN plan, then forward and backward over the step's micro-batches and one
+    optimizer step.
 
-
-def forward_backward(run: Run, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Gradients of the batch's mean loss, in `run.accumulate` micro-batches; returns that loss (detached).
-
-    Micro-batch i takes every `accumulate`-th clip from i, as rank r + i·world_size of a run with that many
-    more devices would, with the same BN groups and dropout draws; DDP all-reduces once, after the last.
+    Micro-batch i takes every `micro_batches`-th clip from i, as rank r + i·world_size of a run with that
+    many more devices would, with the same BN groups and dropout draws; DDP all-reduces once, after the last.
+    Returns the mean loss and the top-1 hits as device tensors (no sync) and the clips on the device.
     """
-    k, info = run.accumulate, run.info
-    stage_batch = run.batch * run.sampler.stage.batch_factor
-    set_bn_groups(run.net, bn_groups_for(len(clips) // k, stage_batch // k, run.cfg.model.bn_base_size,
+    x = run.inputs(batch)
+    k, info = run.opt.micro_batches, run.info
+    stage_batch = run.batch * run.data.sampler.stage.batch_factor
+    set_bn_groups(run.net, bn_groups_for(len(batch) // k, stage_batch // k, run.cfg.model.bn_base_size,
                                          info.world_size))
-    total = torch.zeros((), device=clips.device)
+    set_lr(run.opt.optimizer, lr)
+    loss = correct = torch.zeros((), device=x.clips.device)
     for i in range(k):
         # Dropout draws depend only on (seed, step, rank), so a resumed run makes the same draws.
         torch.manual_seed((run.cfg.train.seed * 1_000_003 + run.state.step) * 1031 + info.rank
                           + i * info.world_size)
-        defer_sync = i < k - 1 and isinstance(run.model, torch.nn.parallel.DistributedDataParallel)
-        with run.model.no_sync() if defer_sync else contextlib.nullcontext():
-            with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                logits = run.model(clips[i::k])
-            loss = run.loss_fn(logits.float(), labels[i::k])
-            run.scaler.scale(loss / k).backward()
-        total += loss.detach()
-    return total / k
+        with gradient_sync(run.opt.model, i == k - 1):
+            part_loss, part_correct = forward_backward(run.opt, x.clips[i::k], x.labels[i::k], 1 / k)
+        loss, correct = loss + part_loss / k, correct + part_correct
+    optimizer_step(run.opt)
+    return loss, correct, x.clips
+
+
+def close_window(run: Run, epoch: float) -> bool:
+    """Reduce and log the figures since the last log point (the loop's one sync); returns rank 0's
+    'checkpoint now' (`train.checkpoint_minutes`), shared with every rank by the same collective.
+
+    Raises NonFiniteLossError, before any checkpoint of those steps is written, if the loss was not finite.
+    """
+    if not len(run.window):
+        return False
+    minutes = run.cfg.train.checkpoint_minutes
+    late = run.info.is_main and minutes > 0 and run.clock() - run.last_save >= 60 * minutes
+    iterations = len(run.window)
+    records, skipped, late = run.window.close(run.info, run.state.step, late)
+    run.state.skipped += skipped
+    now = round(run.clock(), 3)
+    for record in records:
+        run.log.write({"step": run.state.step, "epoch": round(epoch, 5), **record, "time": now})
+    last = records[-1]
+    seconds = sum(r["batch"] / r["clips_per_s"] for r in records)
+    clips_per_s = sum(r["batch"] for r in records) / max(seconds, 1e-9)
+    run.log.progress(iterations, last["stage"], f"{last['frames']}x{last['crop']}", clips_per_s)
+    return late
+
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
@@ -179,7 +190,7 @@ def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
         return
     set_bn_groups(run.net, bn_groups_for(batch, shape.stage_batch, run.cfg.model.bn_base_size,
                                          run.info.world_size))
-    clips = (run.inputs(b).clips for b in run.precise_loader)  # DDP: all ranks' statistics merged
+    clips = (run.inputs(b).clips for b in run.data.precise)  # DDP: all ranks' statistics merged
     update_bn_stats(run.net, clips, num, average_across_ranks=run.info.enabled)
 
 
@@ -198,7 +209,7 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     started = time.perf_counter()
     refresh_bn(run, run.batch, full, epoch)
     refreshed = time.perf_counter()
-    result = validate(run.net, run.val_loader, run.inputs, run.info, run.cfg.multi_label,
+    result = validate(run.net, run.data.val, run.inputs, run.info, run.cfg.multi_label,
                       run.cfg.test.max_failed_fraction)
     mark_evaluated(run, result)
     state = run.state
@@ -223,31 +234,11 @@ def stage_shape(run: Run, stage: Stage) -> tuple[int, ClipShape]:
     return run.schedule.shapes(stage, run.batch)[-1]
 
 
-def checkpoint_due(run: Run) -> bool:
-    """Every `checkpoint_every_iters` steps, or every `checkpoint_minutes` (rank 0's clock decides)."""
-    t = run.cfg.train
-    if t.checkpoint_every_iters and run.state.step % t.checkpoint_every_iters == 0:
-        return True
-    late = t.checkpoint_minutes > 0 and run.clock() - run.last_save >= 60 * t.checkpoint_minutes
-    return D.broadcast_flag(late, run.device, run.info)
-
-
-def log_iteration(run: Run, batch: Batch, epoch: float, loss: float, lr: float, waited: float,
-                  started: float) -> None:
-    """One metrics record and a progress-bar tick; `waited` is when the loop began waiting for this
-    batch and `started` when it arrived."""
-    seconds = max(time.perf_counter() - waited, 1e-9)
-    data_wait = started - waited
-    clips = len(batch) * run.info.world_size
-    _, _, frames, crop, _ = batch.clips.shape
-    stage = run.sampler.stage.index
-    run.log.write({
-        "kind": "train", "step": run.state.step, "epoch": round(epoch, 5), "stage": stage,
-        "frames": frames, "crop": crop, "batch": clips, "loss": loss, "lr": lr,
-        "clips_per_s": round(clips / seconds, 2), "data_wait": round(data_wait / seconds, 4),
-        "time": round(run.clock(), 3),
-    })
-    run.log.progress(stage, f"{frames}x{crop}", clips / seconds)
+def checkpoint_due(run: Run, late: bool) -> bool:
+    """Every `checkpoint_every_iters` steps, or when rank 0's clock said so at the last log point (`late`):
+    no collective of its own."""
+    every = run.cfg.train.checkpoint_every_iters
+    return late or bool(every and run.state.step % every == 0)
 
 
 def finish(run: Run) -> dict[str, Any]:
@@ -256,12 +247,13 @@ def finish(run: Run) -> dict[str, Any]:
     summary = {
         "val": state.last_eval, "wall_clock_s": round(run.clock(), 1), "iterations": state.step,
         "epochs": run.schedule.max_epoch, "samples": state.samples, "skipped_videos": state.skipped,
-        "baseline_iterations": baseline_iterations(run.cfg, len(run.train_set), run.info.world_size),
+        "baseline_iterations": baseline_iterations(run.cfg, len(run.data.train_set), run.info.world_size),
         "schedule_iteration_saving": round(run.schedule.speedup(), 3),
     }
     summary["iteration_saving"] = round(summary["baseline_iterations"] / max(state.step, 1), 3)
-    found = D.all_reduce_sum(run.train_set.truncated.double().tolist(), run.device, run.info)  # any rank's
-    summary["truncated_videos"] = sum(flag > 0 for flag in found)  # since this process started
+    flags = run.data.train_set.truncated.to(run.inputs.device, torch.float32)
+    found = D.all_reduce_tensor(flags, run.info)  # any rank's, since this process started
+    summary["truncated_videos"] = int((found > 0).sum())
     if run.info.is_main:
         checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
