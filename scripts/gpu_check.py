@@ -83,10 +83,11 @@ def loader(args: argparse.Namespace) -> None:
     from mgvideo.bench.data import distinct_shapes, loader_rate
     from mgvideo.config import load_config
     from mgvideo.data.loader import resolve_workers
+    from mgvideo.data.prepare import ensure_synthetic_data
     from mgvideo.engine import builders
 
     cfg = load_config(args.config, args.overrides)
-    builders.ensure_synthetic_data(cfg)
+    ensure_synthetic_data(cfg)
     batch = builders.per_device_batch(cfg, 1)
     size, shape = distinct_shapes(builders.build_schedule(cfg), batch)[0]
     annotations = builders.read_split(cfg, cfg.data.train_list)

@@ -46,7 +46,7 @@ if (( SMOKE )); then
   SHAPES=(configs/synthetic/tiny.yaml train.log_period=1 data.cache=none data.workers=1)
   LOADER=(configs/synthetic/tiny.yaml --workers 1 --clips 16)
   TTA=(model.name=c3d_tiny 'model.options={}' data.root=runs/data/synthetic_small data.synthetic_size=small
-       data.frames=8 data.crop=32 solver.batch_size=4 solver.base_lr=0.05 'solver.steps=[0, 2]'
+       data.frames=8 data.crop=32 solver.batch_size=2 solver.base_lr=0.05 'solver.steps=[0, 2]'
        solver.max_epoch=3 solver.warmup_epochs=0.5 train.precise_bn_batches=2 train.precise_bn_clips=0
        train.eval_batch_size=8 bench.eval_every_samples=60 data.workers=0 train.log_period=5)
   SYNCS=(configs/synthetic/tiny.yaml)

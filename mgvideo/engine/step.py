@@ -40,12 +40,17 @@ class Optimization:
         return torch.autocast(device.type, dtype=self.amp_dtype)
 
     def kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """Around forward and backward: on the CPU under bf16, without oneDNN, whose bf16 conv3d weight
-        gradient is intermittently NaN for a 1x1 input with padding (torch 2.13, seen at coarse shapes)."""
-        if device.type == "cpu" and self.amp_dtype is not None:
-            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # set by flags()
-            return torch.backends.mkldnn.flags(enabled=False)
-        return contextlib.nullcontext()
+        """Around forward and backward: see `safe_kernels`."""
+        return safe_kernels(device, self.amp_dtype)
+
+
+def safe_kernels(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Around forward and backward: on the CPU under bf16, without oneDNN, whose bf16 conv3d weight gradient
+    is intermittently NaN for a 1x1 input with padding, and which crashed channels-last runs (torch 2.13)."""
+    if device.type == "cpu" and amp_dtype is not None:
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # set by flags()
+        return torch.backends.mkldnn.flags(enabled=False)
+    return contextlib.nullcontext()
 
 
 def forward_backward(opt: Optimization, clips: torch.Tensor, labels: torch.Tensor,
