@@ -13,8 +13,10 @@ from mgvideo.config import Config
 from mgvideo.data.annotations import Annotations, read_annotations
 from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import VideoClipDataset, largest_short_side
+from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
 from mgvideo.errors import ConfigError
 from mgvideo.models import build_model
+from mgvideo.models.zoo import shape_multiple
 from mgvideo.multigrid.batchnorm import convert_model
 from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
@@ -30,16 +32,23 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
             epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
             short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
             short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
-            eval_freq=m.eval_freq,
+            eval_freq=m.eval_freq, shape_multiple=run_shape_multiple(cfg),
         )
     )
+
+
+def run_shape_multiple(cfg: Config) -> tuple[int, int]:
+    """`multigrid.shape_multiple`, or the model's own (a ViT's tubelet and patch sizes) when unset."""
+    if cfg.multigrid.shape_multiple:
+        return tuple(cfg.multigrid.shape_multiple)
+    return shape_multiple(cfg.model.name, cfg.model.options)
 
 
 def build_lr_config(cfg: Config) -> LRConfig:
     """The LR rule's inputs: base LR and warmup."""
     s = cfg.solver
     return LRConfig(base_lr=s.base_lr, warmup_epochs=s.warmup_epochs, warmup_start_lr=s.warmup_start_lr,
-                    rescale_warmup=s.rescale_warmup)
+                    rescale_warmup=s.rescale_warmup, batch_scaling=s.lr_batch_scaling)
 
 
 def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:
@@ -69,19 +78,6 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
-    """SGD with momentum (optionally nesterov); optionally no weight decay on BN and bias (1-d params)."""
-    s = cfg.solver
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 and not s.bn_weight_decay else decay).append(param)
-    groups = [{"params": decay, "weight_decay": s.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.SGD(groups, lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov)
 
 
 def build_loss(cfg: Config) -> nn.Module:

@@ -21,7 +21,7 @@ from mgvideo.engine.evaluate import precise_bn, validate
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.run import Run, build_run, crash_hook, plan_batches, save_state
 from mgvideo.errors import MgvideoError
-from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
+from mgvideo.multigrid.batchnorm import bn_groups_for, has_batchnorm, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
 from mgvideo.multigrid.sampler import iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule, Stage
@@ -143,7 +143,9 @@ def train_step(run: Run, batch: Batch, epoch: int) -> tuple[float, int]:
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
-    """Precise BN: exact BN statistics over training batches at `shape` (spec §4)."""
+    """Precise BN: exact BN statistics over training batches at `shape` (spec §4); none without BN."""
+    if not has_batchnorm(run.net):
+        return
     num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
     if num == 0:
         return
