@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mgvideo.errors import ConfigError
-from mgvideo.models.zoo import PRESETS, build_model
+from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
 from mgvideo.multigrid.schedule import MultigridConfig, MultigridSchedule
 
 
@@ -49,7 +49,8 @@ def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[in
     else:
         p = PRESETS[model]
         schedule = MultigridSchedule(
-            MultigridConfig(frames=p.frames, crop=p.crop, sampling_rate=p.sampling_rate)
+            MultigridConfig(frames=p.frames, crop=p.crop, sampling_rate=p.sampling_rate,
+                            shape_multiple=shape_multiple(model))
         )
     shapes: list[tuple[int, int, int]] = []
     for stage in schedule.stages:

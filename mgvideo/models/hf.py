@@ -138,12 +138,13 @@ def read_hf_videomae(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
 
 
 def from_hf_videomae(path: str | Path) -> nn.Module:
-    """Our VideoViT with a Hugging Face VideoMAE folder's weights; it takes clips (B, C, T, H, W).
+    """Our VideoViT with a Hugging Face VideoMAE folder's weights, in eval mode; it takes clips
+    (B, C, T, H, W) and returns logits as Hugging Face's does (`head_act` none).
 
     Every tensor must match: a missing or mis-shaped key raises CheckpointError naming it.
     """
     config, state = read_hf_videomae(path)
-    model = VideoViT(**model_kwargs(config, str(path)))
+    model = VideoViT(**model_kwargs(config, str(path)), head_act="none")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgvideo.models.heads import HEAD_ACTIVATIONS
+
 
 def sinusoid_table(tokens: int, dim: int) -> torch.Tensor:
     """VideoMAE's fixed position table (1, tokens, dim): sin on even channels, cos on odd ones."""
@@ -91,14 +93,20 @@ class VideoViT(nn.Module):
 
     `frames` and `crop` fix the native token grid of the position table (the checkpoint's shape).
     `drop_path` is the last block's rate (linearly increasing from 0, as VideoMAE), `dropout` the head's.
+    As the zoo's CNN heads, it returns logits in training and `head_act` (softmax, sigmoid or none) of
+    them in eval mode.
     """
 
     def __init__(self, num_classes: int, frames: int = 16, crop: int = 224, tubelet_size: int = 2,
                  patch_size: int = 16, in_channels: int = 3, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
                  dropout: float = 0.0, attn_dropout: float = 0.0, mean_pooling: bool = True,
-                 norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, head_init_scale: float = 1.0) -> None:
+                 norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, head_init_scale: float = 1.0,
+                 head_act: str = "softmax") -> None:
         super().__init__()
+        if head_act not in HEAD_ACTIVATIONS:
+            raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {head_act!r}")
+        self.head_act = head_act
         if frames % tubelet_size or crop % patch_size:
             raise ValueError(f"native shape {frames}x{crop} is not a multiple of tubelet {tubelet_size} "
                              f"and patch {patch_size}")
@@ -156,7 +164,10 @@ class VideoViT(nn.Module):
             x = block(x)
         x = self.norm(x)
         x = self.fc_norm(x.mean(1)) if self.mean_pooling else x[:, 0]
-        return self.head(self.dropout(x))
+        x = self.head(self.dropout(x))
+        if self.training or self.head_act == "none":
+            return x
+        return x.softmax(-1) if self.head_act == "softmax" else x.sigmoid()
 
 
 def _init_weights(module: nn.Module) -> None:
