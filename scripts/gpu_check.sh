@@ -2,7 +2,7 @@
 # Short time-to-accuracy check on one CUDA GPU: baseline vs multigrid (long + short cycle), SlowFast-R50
 # 8x8 (fast pathway 32 frames, here at crop 112) with bf16 AMP on the synthetic dataset, one seed.
 # Writes tta.md, tta.json and tta.png (and the run folders) to OUTDIR. Meant to finish in under 8 minutes
-# on one H100-class GPU, data generation included.
+# on one H100-class GPU, data generation included; then the same for a VideoMAE ViT-S/16 (about 4 minutes).
 #
 #   scripts/gpu_check.sh OUTDIR            (PYTHON=/path/to/python to choose the interpreter)
 set -euo pipefail
@@ -46,4 +46,17 @@ timeout --signal=INT 470 "$PYTHON" -m mgvideo bench tta --config configs/synthet
   solver.warmup_epochs=0.5 train.precise_bn_batches=10 train.eval_batch_size=64 \
   2>&1 | tee "$OUT/gpu_check.log" | { grep -v --line-buffered -E 'it/s\]|s/it\]' || true; }
 
-echo "gpu_check: wrote $OUT/tta.md, $OUT/tta.json, $OUT/tta.png"
+# The video transformer: VideoMAE ViT-S/16 at 16 x 112 (8 x 7 x 7 tokens), AdamW, no BN; the multigrid
+# schedule rounds frames to the tubelet (2) and crops to the patch (16). About 4 more minutes.
+mkdir -p "$OUT/vit"
+timeout --signal=INT 300 "$PYTHON" -m mgvideo bench tta --config configs/synthetic/bench_vit.yaml \
+  --seeds 1 --variants baseline,multigrid --out "$OUT/vit" --json "$OUT/vit/tta.json" \
+  data.cache=none bench.eval_every_samples=4800 \
+  train.device=cuda train.amp=bf16 train.pin_memory=true \
+  data.workers="$WORKERS" data.root=runs/data/synthetic \
+  model.name=videomae_vit_s16 'model.options={frames: 16, crop: 112, drop_path: 0.1}' \
+  data.frames=16 data.crop=112 solver.batch_size=32 'solver.steps=[0, 4, 5]' solver.max_epoch=6 \
+  solver.warmup_epochs=0.5 train.eval_batch_size=64 \
+  2>&1 | tee "$OUT/vit/gpu_check.log" | { grep -v --line-buffered -E 'it/s\]|s/it\]' || true; }
+
+echo "gpu_check: wrote $OUT/tta.md, $OUT/tta.json, $OUT/tta.png (CNN) and $OUT/vit/tta.* (ViT)"

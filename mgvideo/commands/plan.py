@@ -98,14 +98,20 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
 
     cfg = load_any_config(resolve_recipe(args.config), args.overrides)  # a bench config: its multigrid run
+    from mgvideo.models.zoo import PRESETS
+
+    no_bn = PRESETS[cfg.model.name].family == "vit"  # a transformer: BN size 0 prints "none"
     loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
-                           cfg.model.bn_base_size)
+                           0 if no_bn else cfg.model.bn_base_size)
     return build_schedule(cfg), build_lr_config(cfg), loader
 
 
 # -- what is printed ----------------------------------------------------------------------------------
 def bn_groups(per_device_batch: int, bn_base_size: int, devices: int) -> str:
-    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`bn_groups_for`)."""
+    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`bn_groups_for`); "none"
+    for a model without BN (`bn_base_size` 0)."""
+    if bn_base_size == 0:
+        return "none"
     plan = bn_groups_for(per_device_batch, per_device_batch, bn_base_size, devices)
     if plan.sync_size > 1:
         return f"sync×{plan.sync_size}"
