@@ -117,3 +117,18 @@ def test_bad_folders(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
     with pytest.raises(CheckpointError, match="expected 'videomae'"):
         read_hf_videomae(tmp_path)
+
+
+def test_both_names_of_the_q_and_v_biases(saved, tmp_path):
+    """save_pretrained writes attention.attention.{q,v}_bias; transformers 5's modules (hence their
+    state_dict, as in the .bin test) call them {query,value}.bias. Both load."""
+    model, folder = saved
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    tensors = load_file(str(folder / "model.safetensors"))
+    renamed = {k.replace("q_bias", "query.bias").replace("v_bias", "value.bias"): v
+               for k, v in tensors.items()}
+    assert renamed.keys() != tensors.keys()
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    x = clips()
+    with torch.no_grad():
+        torch.testing.assert_close(from_hf_videomae(tmp_path)(x), hf_logits(model, x), rtol=1e-4, atol=1e-5)

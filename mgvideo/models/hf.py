@@ -85,7 +85,7 @@ def convert_state_dict(hf: dict[str, torch.Tensor], where: str) -> dict[str, tor
                 unknown.append(key)
         elif re.fullmatch(r"encoder\.layer\.\d+\.attention\.attention\.[qv]_bias", name):
             i = int(name.split(".")[2])
-            qkv.setdefault(i, {})[f"{name[-6]}.bias"] = tensor  # 'q' or 'v' (transformers 4.x)
+            qkv.setdefault(i, {})[f"{name[-6]}.bias"] = tensor  # 'q' or 'v': save_pretrained's names
         elif module in _TOP_KEYS and kind in ("weight", "bias"):
             ours[f"{_TOP_KEYS[module]}.{kind}"] = tensor
         else:
