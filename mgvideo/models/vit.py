@@ -94,7 +94,8 @@ class VideoViT(nn.Module):
     `frames` and `crop` fix the native token grid of the position table (the checkpoint's shape).
     `drop_path` is the last block's rate (linearly increasing from 0, as VideoMAE), `dropout` the head's.
     As the zoo's CNN heads, it returns logits in training and `head_act` (softmax, sigmoid or none) of
-    them in eval mode.
+    them in eval mode. `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each
+    clip's mean frame first, so the model sees what moves.
     """
 
     def __init__(self, num_classes: int, frames: int = 16, crop: int = 224, tubelet_size: int = 2,
@@ -102,11 +103,11 @@ class VideoViT(nn.Module):
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
                  dropout: float = 0.0, attn_dropout: float = 0.0, mean_pooling: bool = True,
                  norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, head_init_scale: float = 1.0,
-                 head_act: str = "softmax") -> None:
+                 head_act: str = "softmax", remove_static: bool = False) -> None:
         super().__init__()
         if head_act not in HEAD_ACTIVATIONS:
             raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {head_act!r}")
-        self.head_act = head_act
+        self.head_act, self.remove_static = head_act, remove_static
         if frames % tubelet_size or crop % patch_size:
             raise ValueError(f"native shape {frames}x{crop} is not a multiple of tubelet {tubelet_size} "
                              f"and patch {patch_size}")
@@ -156,6 +157,8 @@ class VideoViT(nn.Module):
         if t % self.tubelet_size or h % self.patch_size or w % self.patch_size:
             raise ValueError(f"clip {t}x{h}x{w} is not a multiple of tubelet {self.tubelet_size} (frames) "
                              f"and patch {self.patch_size} (height, width)")
+        if self.remove_static:
+            x = x - x.mean(dim=2, keepdim=True)
         x = self.patch_embed(x)
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)
