@@ -139,3 +139,13 @@ def test_vit_tiny_trains_under_the_full_multigrid_schedule(tmp_path):
     weights = checkpoint.model_state(tmp_path / "model_final.pt")
     model = builders.build_network(cfg, 20)
     checkpoint.load_model_weights(model, weights, "model_final.pt")
+
+
+def test_bn_plans_are_a_no_op_on_a_vit():
+    """No sub-batch BN and no cross-device BN: even a sync plan needs no process group."""
+    from mgvideo.multigrid.batchnorm import BNPlan, convert_model, has_batchnorm, set_bn_groups
+
+    model = convert_model(build_model("vit_tiny", 5))
+    assert not has_batchnorm(model)
+    assert set_bn_groups(model, BNPlan(groups=4)) == 0
+    assert set_bn_groups(model, BNPlan(sync_size=2)) == 0  # torch.distributed is not initialised here

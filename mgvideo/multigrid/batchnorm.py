@@ -283,8 +283,6 @@ def set_bn_groups(model: nn.Module, plan: BNPlan) -> int:
     Cheap enough to call every iteration; a model without BN layers is left alone. A sync plan's process
     group is created at its first use, so that call must happen on every rank.
     """
-    if plan.sync_size > 1:
-        sync_group(plan.sync_size)
     count = 0
     groups, sync_size = plan.groups, plan.sync_size
     for module in model.modules():
@@ -295,6 +293,8 @@ def set_bn_groups(model: nn.Module, plan: BNPlan) -> int:
     if count == 0 and not plan.plain and has_batchnorm(model):
         raise ConfigError(f"set_bn_groups: the model has no SubBatchNorm3d to apply {plan} to; "
                           "call convert_model(model) first")
+    if count and sync_size > 1:  # every rank holds the same model, so every rank gets here
+        sync_group(sync_size)
     return count
 
 
