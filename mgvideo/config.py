@@ -79,6 +79,9 @@ class MultigridSection:
     short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (spec §9, #429)
     scale_jitter: Literal["reference", "same_view"] = "reference"  # same_view: coarse crops keep the view
     eval_freq: int = 3
+    # [frames, crop] multiples every shape is rounded to; [] takes them from the model (a ViT's tubelet and
+    # patch sizes, so that the token count per batch stays constant; CNNs: none).
+    shape_multiple: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +110,11 @@ class SolverConfig:
     recipe_devices: int = 0
     device_scaling: Literal["accumulate", "linear_lr"] = "accumulate"
     accumulate: int = 1  # micro-batches per optimizer step on each device (times the device shortfall)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: VideoMAE's fine-tuning (betas; momentum unused)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float = 1.0  # layer-wise LR decay for ViTs: block i gets decay^(depth + 1 - (i + 1))
+    # The multigrid LR multiplier of a B-times larger batch: B (linear, the reference) or sqrt(B).
+    lr_batch_scaling: Literal["linear", "sqrt"] = "linear"
 
 
 @dataclass
@@ -303,13 +311,20 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if not 0.0 <= cfg.test.max_failed_fraction <= 1.0:
         raise ConfigError(f"{source}: test.max_failed_fraction must be in [0, 1], "
                           f"got {cfg.test.max_failed_fraction}")
-    if s.nesterov and s.momentum == 0:
+    if s.nesterov and s.momentum == 0 and s.optimizer == "sgd":
         raise ConfigError(f"{source}: solver.nesterov needs solver.momentum > 0")
     if t.eval_period and m.long_cycle:
         raise ConfigError(f"{source}: train.eval_period is for single-stage runs (multigrid.long_cycle: "
                           "false); a multigrid run evaluates per stage (multigrid.eval_freq)")
     if t.eval_period and t.eval_period_samples:
         raise ConfigError(f"{source}: set train.eval_period or train.eval_period_samples, not both")
+    if not 0 < s.layer_decay <= 1:
+        raise ConfigError(f"{source}: solver.layer_decay must be in (0, 1], got {s.layer_decay}")
+    if len(s.betas) != 2 or not all(0 <= b < 1 for b in s.betas):
+        raise ConfigError(f"{source}: solver.betas needs two values in [0, 1), got {s.betas}")
+    if m.shape_multiple and (len(m.shape_multiple) != 2 or min(m.shape_multiple) < 1):
+        raise ConfigError(f"{source}: multigrid.shape_multiple must be [] or [frames, crop] multiples >= 1, "
+                          f"got {m.shape_multiple}")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

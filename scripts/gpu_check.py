@@ -140,10 +140,11 @@ def report(args: argparse.Namespace) -> None:
         result["train_shapes"] = shape_rows(records)
     if (out / "loader.json").exists():
         result["loader"] = json.loads((out / "loader.json").read_text())
-    if (out / "tta.json").exists():
-        tta = json.loads((out / "tta.json").read_text())
-        result["tta"] = {k: tta.get(k) for k in ("speedup", "final_top1_delta", "target_top1", "variants",
-                                                 "bench_minutes")}
+    for name in ("tta", "vit"):  # the CNN's and the ViT's time to accuracy
+        if (out / f"{name}.json").exists():
+            tta = json.loads((out / f"{name}.json").read_text())
+            result[name] = {k: tta.get(k) for k in ("speedup", "final_top1_delta", "target_top1", "variants",
+                                                    "bench_minutes")}
     (out / "gpu_check.json").write_text(json.dumps(result, indent=2))
     (out / "gpu_check.md").write_text(markdown(result, out))
     print(f"gpu_check: wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} ({', '.join(result)})")
@@ -186,8 +187,10 @@ def markdown(result: dict, out: Path) -> str:
         lines += ["## Loader at the coarsest shape", "",
                   f"{r['clips_per_s']} clips/s at {r['frames']}x{r['crop']} (batch {r['batch']}), "
                   f"{r['workers']} workers on {r['cores']} cores", ""]
-    if "tta" in result and (out / "tta" / "tta.md").exists():
-        lines += ["## Time to accuracy (mgvideo bench tta)", "", (out / "tta" / "tta.md").read_text(), ""]
+    for name, title in (("tta", "a 3D CNN"), ("vit", "a video ViT")):
+        if name in result and (out / name / "tta.md").exists():
+            table = (out / name / "tta.md").read_text()
+            lines += [f"## Time to accuracy, {title} (mgvideo bench tta)", "", table, ""]
     return "\n".join(lines) + "\n"
 
 

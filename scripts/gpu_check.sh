@@ -9,7 +9,9 @@
 #   shapes   the same model trained briefly on a synthetic set, every shape with the real loader: ms/iteration
 #            and data wait per shape (configs/gpu/shapes.yaml);
 #   loader   loader clips/s at the coarsest shape with all cores;
-#   tta      time to accuracy, baseline against multigrid, crop 112 (configs/gpu/bench.yaml, mgvideo bench tta).
+#   tta      time to accuracy, baseline against multigrid, crop 112 (configs/gpu/bench.yaml, mgvideo bench tta);
+#   vit      the same for a video transformer, VideoMAE ViT-S/16 at 16 x 112 with AdamW and no BN
+#            (configs/synthetic/bench_vit.yaml; the schedule rounds shapes to the tubelet and patch).
 # The full check fits one 10-minute command on an H100-class machine, set-up included.
 #
 #   scripts/gpu_check.sh OUTDIR            the full check (needs CUDA)
@@ -50,7 +52,11 @@ if (( SMOKE )); then
        solver.max_epoch=3 solver.warmup_epochs=0.5 train.precise_bn_batches=2 train.precise_bn_clips=0
        train.eval_batch_size=8 bench.eval_every_samples=60 data.workers=0 train.log_period=5)
   SYNCS=(configs/synthetic/tiny.yaml)
-  LIMITS=(120 120 120 180 90 240)  # safety nets: an idle 2-core CPU takes about a quarter of each
+  VIT=(data.root=runs/data/synthetic_small data.synthetic_size=small data.cache=none data.frames=8 data.crop=32
+       'model.options={embed_dim: 32, depth: 2, num_heads: 2, frames: 8, crop: 32}' solver.batch_size=2
+       'solver.steps=[0, 2]' solver.max_epoch=3 solver.warmup_epochs=0.5 bench.eval_every_samples=60
+       data.workers=0 train.log_period=5)
+  LIMITS=(120 120 120 180 90 240 240)  # safety nets: an idle 2-core CPU takes about a quarter of each
 else
   DEVICE=cuda
   PROFILE=(slowfast_r50_8x8 --config configs/kinetics/slowfast_r50_8x8_multigrid.yaml --batch-size 8
@@ -59,8 +65,13 @@ else
   LOADER=(configs/gpu/shapes.yaml --clips 1024)
   TTA=()
   SYNCS=(configs/synthetic/tiny.yaml data.workers=4)
-  # Seconds per part: syncs, profile, profile_cf, shapes, loader, tta (9 minutes together, plus set-up).
-  read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-30 60 45 140 40 230}"
+  # VideoMAE ViT-S/16 at 16 x 112 (8 x 7 x 7 tokens): frames round to the tubelet (2), crops to the patch (16).
+  VIT=(train.amp=bf16 train.pin_memory=true data.cache=none data.workers=-1 data.root=runs/data/synthetic
+       model.name=videomae_vit_s16 'model.options={frames: 16, crop: 112, drop_path: 0.1}' data.frames=16
+       data.crop=112 solver.batch_size=32 'solver.steps=[0, 4, 5]' solver.max_epoch=6 solver.warmup_epochs=0.5
+       train.eval_batch_size=64 bench.eval_every_samples=4800)
+  # Seconds per part: syncs, profile, profile_cf, shapes, loader, tta, vit (9.3 minutes, plus set-up).
+  read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-30 55 40 120 35 180 100}"
 fi
 
 # Fail fast, before generating data, when this interpreter cannot run the check.
@@ -119,6 +130,8 @@ part shapes "${LIMITS[3]}" "$PYTHON" -m mgvideo train "${SHAPES[@]}" --out "$OUT
 part loader "${LIMITS[4]}" "$PYTHON" scripts/gpu_check.py loader "${LOADER[@]}" "$OUT/loader.json"
 part tta "${LIMITS[5]}" "$PYTHON" -m mgvideo bench tta --config configs/gpu/bench.yaml --seeds 1 \
   --out "$OUT/tta" --json "$OUT/tta.json" train.device="$DEVICE" "${TTA[@]}"
+part vit "${LIMITS[6]}" "$PYTHON" -m mgvideo bench tta --config configs/synthetic/bench_vit.yaml --seeds 1 \
+  --variants baseline,multigrid --out "$OUT/vit" --json "$OUT/vit.json" train.device="$DEVICE" "${VIT[@]}"
 echo "gpu_check: done; see $OUT/gpu_check.md"
 if (( ${#FAILED[@]} )); then
   echo "gpu_check: failed or timed out: ${FAILED[*]}" >&2

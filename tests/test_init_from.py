@@ -2,8 +2,6 @@
 re-initialised, anything else that does not fit is a one-line error naming the keys."""
 
 import pickle
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,6 @@ import torch
 import yaml
 from test_models_checkpoint import to_caffe2
 
-import mgvideo.models
 from mgvideo.config import load_config
 from mgvideo.data.prepare import ensure_synthetic_data
 from mgvideo.engine import builders, checkpoint
@@ -96,22 +93,9 @@ def test_caffe2_pkl_loads_and_reports_unknown_blobs(tmp_path, source):
     assert_backbone_equal(model, source, head_reinitialised=True)
 
 
-def test_hugging_face_folder_goes_through_the_same_matching(tmp_path, source, monkeypatch):
-    (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text("{}")
-    seen = []
-
-    def read_hf_videomae(path):
-        seen.append(path)
-        return {"num_labels": 20}, dict(source)
-
-    fake = types.SimpleNamespace(read_hf_videomae=read_hf_videomae)
-    monkeypatch.setitem(sys.modules, "mgvideo.models.hf", fake)
-    monkeypatch.setattr(mgvideo.models, "hf", fake, raising=False)
-    model = fresh(5)
-    report = load_pretrained(model, tmp_path / "hf", 5)
-    assert seen == [tmp_path / "hf"] and report.kind == "Hugging Face" and report.reinitialised == HEAD
-    assert_backbone_equal(model, source, head_reinitialised=True)
+def test_a_folder_without_config_json_is_named(tmp_path):
+    """A folder is read as a Hugging Face checkpoint (tests/test_hf.py loads a real one); without its
+    config.json the error says so."""
     (tmp_path / "plain").mkdir()
     with pytest.raises(CheckpointError, match="config.json"):
         load_pretrained(fresh(5), tmp_path / "plain", 5)

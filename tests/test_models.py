@@ -28,8 +28,9 @@ REFERENCE_PARAMS_M = {
 }
 # PySlowFast MODEL_ZOO.md X3D table, "FLOPs (G)" column (multiply-adds at the train crop).
 REFERENCE_GFLOPS = {"x3d_xs": 0.60, "x3d_s": 1.96, "x3d_m": 4.73, "x3d_l": 18.37}
-BIG = [n for n in PRESETS if not n.endswith("_tiny")]
-TINY = [n for n in PRESETS if n.endswith("_tiny")]
+CNNS = [n for n in PRESETS if PRESETS[n].family != "vit"]  # ViTs: tests/test_vit.py
+BIG = [n for n in CNNS if not n.endswith("_tiny")]
+TINY = [n for n in CNNS if n.endswith("_tiny")]
 
 
 def meta_model(name, **overrides):
@@ -200,7 +201,7 @@ def test_temporal_kernel_layout_is_the_references():
 def test_every_norm_is_batchnorm3d_and_converts_to_sub_batch_bn():
     from mgvideo.multigrid.batchnorm import convert_model
 
-    for name in PRESETS:
+    for name in CNNS:  # ViTs have LayerNorm only
         norms = [m for m in meta_model(name).modules() if "Norm" in type(m).__name__]
         assert norms and all(type(m) is torch.nn.BatchNorm3d for m in norms), name
     model = build_model("slowfast_tiny", 3)

@@ -25,8 +25,8 @@ def test_recipes_exist():
 
 
 def load(path: Path):
-    """A trainer recipe; bench.yaml also has a `bench:` section, read by the bench's own loader."""
-    if path.name == "bench.yaml":
+    """A trainer recipe; bench*.yaml also have a `bench:` section, read by the bench's own loader."""
+    if path.name.startswith("bench"):
         from mgvideo.bench.tta import load_bench
 
         return load_bench(path)[1]

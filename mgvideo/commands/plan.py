@@ -21,6 +21,7 @@ from mgvideo.multigrid import (
     lr_at,
 )
 from mgvideo.multigrid.fit import check_dataset_fits
+from mgvideo.multigrid.lr import policy_lr
 from mgvideo.multigrid.schedule import Stage
 
 K400_STEPS = (0, 94, 154, 196)
@@ -96,10 +97,12 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
     from mgvideo.bench.tta import load_any_config
     from mgvideo.config import resolve_recipe
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
+    from mgvideo.models.zoo import PRESETS
 
     cfg = load_any_config(resolve_recipe(args.config), args.overrides)  # a bench config: its multigrid run
+    no_bn = PRESETS[cfg.model.name].family == "vit"  # a transformer: BN size 0 prints "none"
     loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
-                           cfg.model.bn_base_size)
+                           0 if no_bn else cfg.model.bn_base_size)
     return build_schedule(cfg), build_lr_config(cfg, args.devices), loader
 
 
@@ -118,7 +121,10 @@ def devices_line(args: argparse.Namespace, lr_cfg: LRConfig, loader: LoaderNumbe
 
 # -- what is printed ----------------------------------------------------------------------------------
 def bn_groups(per_device_batch: int, bn_base_size: int, devices: int) -> str:
-    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`bn_groups_for`)."""
+    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`bn_groups_for`); "none"
+    for a model without BN (`bn_base_size` 0)."""
+    if bn_base_size == 0:
+        return "none"
     plan = bn_groups_for(per_device_batch, per_device_batch, bn_base_size, devices)
     if plan.sync_size > 1:
         return f"sync×{plan.sync_size}"
@@ -131,7 +137,7 @@ def stage_lrs(schedule: MultigridSchedule, lr_cfg: LRConfig, stage: Stage) -> st
         epochs = [stage.start_epoch, max(stage.end_epoch - 1, stage.start_epoch)]
     else:
         epochs = [stage.start_epoch] + [s for s in schedule.steps if stage.start_epoch < s < stage.end_epoch]
-    values = [lr_cfg.base_lr * schedule.relative_lr(e) for e in epochs]
+    values = [policy_lr(e, schedule, lr_cfg) for e in epochs]
     values = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
     return "→".join(f"{v:.3g}" for v in values)
 
@@ -172,6 +178,22 @@ def summary(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers
         f"FLOPs vs baseline: {schedule.flop_ratio():.3f} (assumes cost per clip ∝ T·S², every clip seen "
         "once per epoch, a slot's share of clips = its share of the cycle's batch)",
     ])
+
+
+def counted_flop_ratio(args: argparse.Namespace, schedule: MultigridSchedule) -> str:
+    """For a ViT recipe, the FLOP ratio with each shape's cost counted on the model (attention is
+    quadratic in tokens, so T·S² overstates coarse shapes); '' for other models."""
+    from mgvideo.bench.tta import load_any_config
+    from mgvideo.config import resolve_recipe
+    from mgvideo.models.flops import clip_cost_fn
+    from mgvideo.models.zoo import PRESETS
+
+    cfg = load_any_config(resolve_recipe(args.config), args.overrides)
+    if PRESETS[cfg.model.name].family != "vit":
+        return ""
+    cost = clip_cost_fn(cfg.model.name, cfg.data.num_classes, **cfg.model.options)
+    return (f"FLOPs vs baseline counted on {cfg.model.name} (attention's quadratic cost in tokens included): "
+            f"{schedule.flop_ratio(cost):.3f}")
 
 
 def plot(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers, path: Path) -> None:
@@ -281,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(summary(schedule, lr_cfg, loader))
         print(devices_line(args, lr_cfg, loader))
+        if args.config is not None and (line := counted_flop_ratio(args, schedule)):
+            print(line)
         if args.plot is not None:
             print(f"plot: {args.plot}")
     return 0

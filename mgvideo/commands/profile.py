@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mgvideo.engine.step import safe_kernels
 from mgvideo.errors import ConfigError
-from mgvideo.models.zoo import PRESETS, build_model
+from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
 from mgvideo.multigrid.batchnorm import bn_groups_for, convert_model, set_bn_groups
 from mgvideo.multigrid.schedule import MultigridConfig, MultigridSchedule
 
@@ -57,7 +57,8 @@ def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[in
     else:
         p = PRESETS[model]
         schedule = MultigridSchedule(
-            MultigridConfig(frames=p.frames, crop=p.crop, sampling_rate=p.sampling_rate)
+            MultigridConfig(frames=p.frames, crop=p.crop, sampling_rate=p.sampling_rate,
+                            shape_multiple=shape_multiple(model))
         )
     shapes: list[tuple[int, int, int, int]] = []
     for stage in schedule.stages:

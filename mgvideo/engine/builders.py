@@ -13,8 +13,10 @@ from torch import nn
 from mgvideo.config import Config
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.prepare import build_frame_cache, read_split
+from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
+from mgvideo.models.zoo import shape_multiple
 from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, convert_model, set_bn_groups
 from mgvideo.multigrid.lr import LRConfig
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
@@ -41,7 +43,7 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
                 epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
                 short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
                 short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
-                eval_freq=m.eval_freq,
+                eval_freq=m.eval_freq, shape_multiple=run_shape_multiple(cfg),
             )
         )
     except ScheduleError as err:
@@ -49,12 +51,20 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
         raise ScheduleError(f"{SCHEDULE_KEYS.get(field, field)}: {problem}") from None
 
 
+def run_shape_multiple(cfg: Config) -> tuple[int, int]:
+    """`multigrid.shape_multiple`, or the model's own (a ViT's tubelet and patch sizes) when unset."""
+    if cfg.multigrid.shape_multiple:
+        return tuple(cfg.multigrid.shape_multiple)
+    return shape_multiple(cfg.model.name, cfg.model.options)
+
+
 def build_lr_config(cfg: Config, world_size: int = 1) -> LRConfig:
     """The LR rule's inputs: base LR and warmup, scaled as `device_plan` says for `world_size` devices."""
     s = cfg.solver
     scale = device_plan(cfg, world_size).lr_scale
     return LRConfig(base_lr=s.base_lr * scale, warmup_epochs=s.warmup_epochs,
-                    warmup_start_lr=s.warmup_start_lr * scale, rescale_warmup=s.rescale_warmup)
+                    warmup_start_lr=s.warmup_start_lr * scale, rescale_warmup=s.rescale_warmup,
+                    batch_scaling=s.lr_batch_scaling)
 
 
 def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:
@@ -137,19 +147,6 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
-    """SGD with momentum (optionally nesterov); optionally no weight decay on BN and bias (1-d params)."""
-    s = cfg.solver
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 and not s.bn_weight_decay else decay).append(param)
-    groups = [{"params": decay, "weight_decay": s.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.SGD(groups, lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov)
 
 
 def build_loss(cfg: Config) -> nn.Module:

@@ -24,7 +24,7 @@ from mgvideo.engine.plots import plot_run
 from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state
 from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step
 from mgvideo.engine.window import NonFiniteLossError
-from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
+from mgvideo.multigrid.batchnorm import bn_groups_for, has_batchnorm, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
 from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import iterations_per_epoch
@@ -184,7 +184,9 @@ def close_window(run: Run, epoch: float) -> bool:
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
-    """Precise BN: exact BN statistics over training batches at `shape` (spec §4)."""
+    """Precise BN: exact BN statistics over training batches at `shape` (spec §4); none without BN."""
+    if not has_batchnorm(run.net):
+        return
     num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
     if num == 0:
         return

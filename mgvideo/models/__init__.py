@@ -1,8 +1,11 @@
-"""Video models: PySlowFast's C2D / I3D / Slow / SlowFast / X3D with shape-agnostic heads, and the zoo."""
+"""Video models: PySlowFast's C2D / I3D / Slow / SlowFast / X3D with shape-agnostic heads, VideoMAE's ViT,
+and the zoo."""
 
+from mgvideo.models.hf import from_hf_videomae, read_hf_videomae
 from mgvideo.models.pyslowfast import from_pyslowfast
 from mgvideo.models.resnet3d import ResNet3D
 from mgvideo.models.slowfast import SlowFast, pack_pathways
+from mgvideo.models.vit import VideoViT
 from mgvideo.models.x3d import X3D
 from mgvideo.models.zoo import PRESETS, Preset, build_model
 
@@ -11,8 +14,11 @@ __all__ = [
     "Preset",
     "ResNet3D",
     "SlowFast",
+    "VideoViT",
     "X3D",
     "build_model",
+    "from_hf_videomae",
     "from_pyslowfast",
     "pack_pathways",
+    "read_hf_videomae",
 ]

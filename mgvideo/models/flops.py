@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgvideo.models.zoo import PRESETS, build_model
@@ -18,7 +22,9 @@ def count_gmacs(model: nn.Module, clip_shape: tuple[int, ...]) -> float:
     """Giga multiply-adds of one eval-mode forward pass on a clip of `clip_shape` (B, C, T, H, W).
 
     This is what PySlowFast and the model-zoo tables call "GFLOPs" (fvcore counts one multiply-add as one).
-    The model may live on the meta device, which makes counting the big presets instant.
+    The model may live on the meta device, which makes counting the big presets instant. Attention runs
+    through the math kernel, whose matmuls the counter sees on every device (the fused CPU kernel is not
+    counted), so a ViT's cost includes attention's quadratic term.
     """
     device = next(model.parameters()).device
     clip = torch.empty(clip_shape, device=device)
@@ -26,7 +32,7 @@ def count_gmacs(model: nn.Module, clip_shape: tuple[int, ...]) -> float:
     counter = FlopCounterMode(display=False)
     try:
         model.eval()
-        with counter, torch.no_grad():
+        with counter, torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
             model(clip)
     finally:
         model.train(was_training)
@@ -46,3 +52,16 @@ def preset_costs(name: str, num_classes: int = 400) -> dict:
         "frames": preset.frames,
         "crop": preset.crop,
     }
+
+
+def clip_cost_fn(name: str, num_classes: int = 400, **overrides) -> Callable[[int, int], float]:
+    """`(frames, crop) -> GMACs of one clip` for a preset, counted on the meta device and cached; feeds
+    `MultigridSchedule.flop_ratio` so that the ratio counts what the model really costs per shape."""
+    with torch.device("meta"):
+        model = build_model(name, num_classes, **overrides)
+
+    @cache
+    def clip_cost(frames: int, crop: int) -> float:
+        return count_gmacs(model, (1, 3, frames, crop, crop))
+
+    return clip_cost

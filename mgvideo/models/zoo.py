@@ -1,4 +1,5 @@
-"""Named model presets (the PySlowFast model-zoo architectures plus tiny CPU models) and `build_model`."""
+"""Named model presets (the PySlowFast model-zoo architectures, VideoMAE ViTs, tiny CPU models) and
+`build_model`."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from mgvideo.errors import ConfigError
 from mgvideo.models.c3d import PlainC3D
 from mgvideo.models.resnet3d import ResNet3D
 from mgvideo.models.slowfast import SlowFast
+from mgvideo.models.vit import VideoViT
 from mgvideo.models.x3d import X3D, X3D_SIZES
 
 FAMILIES: dict[str, type[nn.Module]] = {
-    "resnet": ResNet3D, "slowfast": SlowFast, "x3d": X3D, "plain": PlainC3D,
+    "resnet": ResNet3D, "slowfast": SlowFast, "x3d": X3D, "plain": PlainC3D, "vit": VideoViT,
 }
 
 
@@ -42,6 +44,13 @@ def _x3d(size: str, frames: int, crop: int, rate: int) -> Preset:
         {"width_factor": width, "depth_factor": depth, "head_pool_size": (frames, spatial, spatial)},
         f"configs/Kinetics/X3D_{size.upper()}.yaml",
     )
+
+
+def _videomae(dim: int, depth: int, heads: int) -> Preset:
+    """A VideoMAE ViT on 16 frames of 224 px (tubelet 2, patch 16), 16x4 sampling as VideoMAE's K400."""
+    size = {"frames": 16, "crop": 224, "tubelet_size": 2, "patch_size": 16}
+    arch = {"embed_dim": dim, "depth": depth, "num_heads": heads}
+    return Preset("vit", 16, 224, 4, {**size, **arch}, "VideoMAE (Tong et al. 2022), Hugging Face VideoMAE")
 
 
 _NLN = {"nonlocal_location": ((), (1, 3), (1, 3, 5), ()), "nonlocal_instantiation": "softmax"}
@@ -103,6 +112,17 @@ PRESETS: dict[str, Preset] = {
     "slowfast_tiny": Preset(
         "slowfast", 16, 64, 2, {"alpha": 4, "beta_inv": 4, "fusion_kernel": 5, **_TINY}, "ours"
     ),
+    "videomae_vit_s16": _videomae(384, 12, 6),
+    "videomae_vit_b16": _videomae(768, 12, 12),
+    "videomae_vit_l16": _videomae(1024, 24, 16),
+    # vit_tiny: 8 x 6 x 6 tokens at 16x48; patch 8 so that coarse multigrid crops (32, 24) keep tokens.
+    # It removes the static scene, as c3d_tiny: on the synthetic set a ViT otherwise stays at chance.
+    "vit_tiny": Preset(
+        "vit", 16, 48, 2,
+        {"frames": 16, "crop": 48, "tubelet_size": 2, "patch_size": 8, "embed_dim": 96, "depth": 4,
+         "num_heads": 3, "remove_static": True},
+        "ours",
+    ),
 }
 
 
@@ -110,6 +130,15 @@ def model_fields(family: str) -> list[str]:
     """The override names a model family accepts (its constructor arguments)."""
     params = inspect.signature(FAMILIES[family].__init__).parameters
     return [name for name in params if name != "self"]
+
+
+def shape_multiple(name: str, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(frames, crop) multiples a preset needs: a ViT's tubelet and patch sizes; (1, 1) for CNNs."""
+    preset = PRESETS.get(name)
+    if preset is None or preset.family != "vit":
+        return (1, 1)
+    kwargs = {**preset.kwargs, **(overrides or {})}
+    return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
 
 
 def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:

@@ -44,6 +44,7 @@ __all__ = [
     "convert_model",
     "set_bn_groups",
     "sync_group",
+    "has_batchnorm",
 ]
 
 
@@ -268,14 +269,17 @@ def convert_model(model: nn.Module, bn_base_size: int = 8) -> nn.Module:
     return model
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has any BN layer (a transformer has none: no sub-batch BN, no precise BN)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def set_bn_groups(model: nn.Module, plan: BNPlan) -> int:
     """Apply ``plan`` to every ``SubBatchNorm3d`` in ``model``; returns how many modules it set.
 
-    Cheap enough to call every iteration. A sync plan's process group is created at its first use, so
-    that call must happen on every rank.
+    Cheap enough to call every iteration; a model without BN layers is left alone. A sync plan's process
+    group is created at its first use, so that call must happen on every rank.
     """
-    if plan.sync_size > 1:
-        sync_group(plan.sync_size)
     count = 0
     groups, sync_size = plan.groups, plan.sync_size
     for module in model.modules():
@@ -283,7 +287,9 @@ def set_bn_groups(model: nn.Module, plan: BNPlan) -> int:
             if module.groups != groups or module.sync_size != sync_size:  # Module.__setattr__ is slow
                 module.groups, module.sync_size = groups, sync_size
             count += 1
-    if count == 0 and not plan.plain:
+    if count == 0 and not plan.plain and has_batchnorm(model):
         raise ConfigError(f"set_bn_groups: the model has no SubBatchNorm3d to apply {plan} to; "
                           "call convert_model(model) first")
+    if count and sync_size > 1:  # every rank holds the same model, so every rank gets here
+        sync_group(sync_size)
     return count

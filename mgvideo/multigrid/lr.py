@@ -18,6 +18,9 @@ class LRConfig:
     # The reference warms up over the same number of epochs whatever the schedule; True stretches the
     # warmup by the multigrid epoch stretch (max epoch / baseline max epoch).
     rescale_warmup: bool = False
+    # How the LR follows the long cycle's batch multiplier B: 'linear' (×B, the reference) or 'sqrt'
+    # (×√B, the usual rule for adaptive optimizers such as AdamW).
+    batch_scaling: str = "linear"
 
     def __post_init__(self) -> None:
         if not self.base_lr > 0:
@@ -26,6 +29,8 @@ class LRConfig:
             raise ConfigError(f"warmup_epochs: must be >= 0 (got {self.warmup_epochs!r})")
         if not self.warmup_start_lr >= 0:
             raise ConfigError(f"warmup_start_lr: must be >= 0 (got {self.warmup_start_lr!r})")
+        if self.batch_scaling not in ("linear", "sqrt"):
+            raise ConfigError(f"batch_scaling: must be 'linear' or 'sqrt' (got {self.batch_scaling!r})")
 
 
 def warmup_epochs(schedule: MultigridSchedule, cfg: LRConfig) -> float:
@@ -33,22 +38,32 @@ def warmup_epochs(schedule: MultigridSchedule, cfg: LRConfig) -> float:
     return cfg.warmup_epochs * (schedule.epoch_stretch if cfg.rescale_warmup else 1.0)
 
 
+def policy_lr(epoch: float, schedule: MultigridSchedule, cfg: LRConfig) -> float:
+    """The LR at a fractional epoch before warmup: base LR × the schedule's relative LR (steps with the
+    long-cycle batch multiplier B, or cosine × B), with B replaced by √B under `batch_scaling='sqrt'`."""
+    lr = cfg.base_lr * schedule.relative_lr(epoch)
+    if cfg.batch_scaling == "sqrt":
+        # The multiplier in force is the stage's: the fine-tuning stage shares the last stage's shape.
+        lr /= schedule.stage_at(epoch).batch_factor ** 0.5
+    return lr
+
+
 def lr_at(epoch: float, schedule: MultigridSchedule, cfg: LRConfig) -> float:
     """The LR to use at a fractional epoch (epoch + iteration / iterations per epoch).
 
-    base LR × the schedule's relative LR (steps with the long-cycle batch multiplier, or cosine × that
-    multiplier); during warmup, a straight line from `warmup_start_lr` at epoch 0 to the policy's LR at
-    the end of warmup, as the reference. The short cycle never changes the LR.
+    The policy's LR (`policy_lr`); during warmup, a straight line from `warmup_start_lr` at epoch 0 to
+    the policy's LR at the end of warmup, as the reference. The short cycle never changes the LR.
     """
-    lr = cfg.base_lr * schedule.relative_lr(epoch)
+    lr = policy_lr(epoch, schedule, cfg)
     warmup = warmup_epochs(schedule, cfg)
     if epoch < warmup:
-        end = cfg.base_lr * schedule.relative_lr(warmup)
+        end = policy_lr(warmup, schedule, cfg)
         lr = cfg.warmup_start_lr + epoch * (end - cfg.warmup_start_lr) / warmup
     return lr
 
 
 def set_lr(optimizer, lr: float) -> None:
-    """Write `lr` into every parameter group of a torch optimizer."""
+    """Write `lr` into every parameter group of a torch optimizer, times the group's `lr_scale` if it has
+    one (layer-wise LR decay, engine/optim.py)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -8,6 +8,7 @@ cosine LR (see docs/multigrid.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mgvideo.errors import ScheduleError
@@ -98,6 +99,9 @@ class MultigridConfig:
     eval_freq: int = 3  # evaluations per stage, as the reference's MULTIGRID.EVAL_FREQ
     cosine_end: float = 0.0  # cosine's final LR, relative to the base LR
     cosine_cycles: int = 3  # long cycles when lr_policy='cosine' and no steps are given
+    # (frames, crop) multiples every shape is rounded to: a ViT's tubelet and patch sizes, so that token
+    # grids stay whole and the batch keeps the token count constant. (1, 1): the reference's rounding.
+    shape_multiple: tuple[int, int] = (1, 1)
 
 
 def _fail(name: str, problem: str, value: object) -> ScheduleError:
@@ -140,6 +144,19 @@ def _validate(cfg: MultigridConfig) -> None:
             raise _fail("long_cycle_factors", "each pair must be two factors > 0", pair)
     if not cfg.short_cycle_factors or not all(f > 0 for f in cfg.short_cycle_factors):
         raise _fail("short_cycle_factors", "needs factors > 0", cfg.short_cycle_factors)
+    multiple = tuple(cfg.shape_multiple)
+    if len(multiple) != 2 or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in multiple):
+        raise _fail("shape_multiple", "must be two positive integers (frames, crop)", cfg.shape_multiple)
+    if cfg.frames % multiple[0] or cfg.crop % multiple[1]:
+        raise _fail("shape_multiple", f"the full shape {cfg.frames}x{cfg.crop} must be a multiple of it",
+                    cfg.shape_multiple)
+
+
+def round_to_multiple(value: float, multiple: int) -> int:
+    """`value` rounded to the nearest multiple of `multiple` (at least one multiple); plain rounding for 1."""
+    if multiple == 1:
+        return int(round(value))
+    return max(multiple, multiple * int(round(value / multiple)))
 
 
 def _lr_steps(cfg: MultigridConfig) -> list[int]:
@@ -168,7 +185,9 @@ class _ShapeRule:
 
     def base(self, t_factor: float, s_factor: float) -> tuple[int, int, int]:
         """(batch factor, frames, crop) of a long-cycle factor pair."""
-        frames, crop = int(round(self.cfg.frames * t_factor)), int(round(self.cfg.crop * s_factor))
+        t_multiple, s_multiple = self.cfg.shape_multiple
+        frames = round_to_multiple(self.cfg.frames * t_factor, t_multiple)
+        crop = round_to_multiple(self.cfg.crop * s_factor, s_multiple)
         if frames < 1 or crop < 1:
             raise _fail("long_cycle_factors", f"({t_factor}, {s_factor}) rounds to {frames} frames, "
                         f"crop {crop}", (t_factor, s_factor))
@@ -181,6 +200,8 @@ class _ShapeRule:
         slots, alloc = [], []
         for f in self.cfg.short_cycle_factors:
             size = f * (crop if self.cfg.short_cycle_relative else self.cfg.crop)
+            if self.cfg.shape_multiple[1] > 1:  # whole patches; the reference keeps the float size here
+                size = float(round_to_multiple(size, self.cfg.shape_multiple[1]))
             mult = int(round((crop / size) ** 2))
             if round(size) < 1 or mult < 1:
                 raise _fail("short_cycle_factors", f"factor {f} gives crop {size:g}, multiplier {mult}", f)
@@ -342,10 +363,17 @@ class MultigridSchedule:
         """Baseline iterations over this run's iterations (3.42 for K400)."""
         return self.cfg.max_epoch / self.total_iterations()
 
-    def flop_ratio(self) -> float:
-        """Total training FLOPs against the baseline, assuming cost per clip ∝ T·S² (same clips per epoch)."""
-        baseline = self.cfg.max_epoch * self.cfg.frames * self.cfg.crop**2
-        return sum(s.epochs * s.mean_clip_cost for s in self.stages) / baseline
+    def flop_ratio(self, clip_cost: Callable[[int, int], float] | None = None) -> float:
+        """Total training FLOPs against the baseline (same clips per epoch). The cost of a clip is T·S²,
+        or `clip_cost(frames, crop)` where given (e.g. counted on a ViT, whose attention is quadratic)."""
+        if clip_cost is None:
+            baseline = self.cfg.max_epoch * self.cfg.frames * self.cfg.crop**2
+            return sum(s.epochs * s.mean_clip_cost for s in self.stages) / baseline
+        total = 0.0
+        for stage in self.stages:
+            cost = sum(s.batch_factor * clip_cost(s.frames, s.crop) for s in stage.slots)
+            total += stage.epochs * cost / sum(s.batch_factor for s in stage.slots)
+        return total / (self.cfg.max_epoch * clip_cost(self.cfg.frames, self.cfg.crop))
 
     def to_dict(self) -> dict:
         """The reference-comparable summary printed by `mgvideo plan --json`."""
