@@ -1,12 +1,12 @@
 """Cross-device BN on 2 gloo processes equals one BN over the concatenated batch; precise BN across ranks."""
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_distributed import free_port
 from torch import nn
 
 from mgvideo.multigrid.batchnorm import (
@@ -70,16 +70,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 @pytest.mark.timeout(120)
 def test_cross_device_bn_matches_single_process_bn(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     data = _data()
     ref = _bn(nn.BatchNorm3d, data)

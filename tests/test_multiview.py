@@ -2,13 +2,13 @@
 unreadable videos are dropped, counted and named, and too many of them stop the evaluation."""
 
 import os
-import socket
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_distributed import free_port
 from torch import nn
 
 from mgvideo.data.datasets import FAILED, Sample
@@ -71,17 +71,11 @@ def _worker(rank: int, port: int, out_dir: str, ensemble: str, multi_label: bool
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("ensemble, multi_label", [("sum", False), ("max", True)])
 def test_two_ranks_give_the_one_process_result(tmp_path, ensemble, multi_label):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), ensemble, multi_label), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), ensemble, multi_label), nprocs=2, join=True)
     summary, scores, labels = _evaluate(Views(multi_label), ensemble)
     for rank in range(2):
         got_summary, got_scores, got_labels = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
@@ -149,7 +143,7 @@ def test_the_test_command_under_torchrun_matches_one_process(tmp_path):
     checkpoint.save(builders.build_network(cfg, cfg.data.num_classes).state_dict(), tmp_path / "model.pt")
     one = evaluate_checkpoint(cfg, tmp_path / "model.pt", tmp_path / "one")
     launcher = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                "--master-port", str(_free_port())]
+                "--master-port", str(free_port())]
     cmd = [sys.executable, *launcher, "-m", "mgvideo", "test", str(tiny), str(tmp_path / "model.pt"),
            "--out", str(tmp_path / "two"), *overrides]
     done = subprocess.run(cmd, cwd=repo, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,

@@ -4,7 +4,6 @@ unwritable cache stops `mgvideo train` with the I/O error."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_distributed import free_port
 
 from mgvideo.cli import main
 from mgvideo.config import load_config
@@ -109,9 +109,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.multiprocess
 @pytest.mark.timeout(120)
 def test_a_slow_preparation_does_not_time_out_the_other_rank(small, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     procs = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
