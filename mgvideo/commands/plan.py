@@ -92,8 +92,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[MultigridConfig, LRConf
 
 def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers]:
     """The schedule, LR and per-device batch of a trainer recipe, exactly as `mgvideo train` builds them."""
-    from mgvideo.bench.tta import load_any_config
-    from mgvideo.config import resolve_recipe
+    from mgvideo.config import load_any_config, resolve_recipe
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
 
     cfg = load_any_config(resolve_recipe(args.config), args.overrides)  # a bench config: its multigrid run

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[int, int, int]]:
     """Distinct (batch, frames, crop) of the schedule, in training order; the full shape comes last."""
     if config:
-        from mgvideo.bench.tta import load_any_config
+        from mgvideo.config import load_any_config
         from mgvideo.engine.builders import build_schedule
 
         schedule = build_schedule(load_any_config(Path(config)))

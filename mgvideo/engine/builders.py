@@ -156,17 +156,17 @@ def ensure_synthetic_data(cfg: Config) -> None:
     from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
 
     meta = Path(d.root) / "meta.json"  # written last, so it exists only for a complete set
-    if meta.exists() and json.loads(meta.read_text()).get("version") == synthetic.VERSION:
+    if meta.exists() and synthetic.matches(json.loads(meta.read_text()), d.root, d.synthetic_seed):
         return
     if d.synthetic_size in synthetic.SIZES:
-        synthetic.generate(d.root, seed=0, size=d.synthetic_size)
+        synthetic.generate(d.root, seed=d.synthetic_seed, size=d.synthetic_size)
         return
     train, _, val = d.synthetic_size.partition("x")
     if not (train.isdigit() and val.isdigit() and int(train) > 0 and int(val) > 0):
         raise ConfigError(f"data.synthetic_size: {d.synthetic_size!r} is not one of "
                           f"{sorted(synthetic.SIZES)} nor TRAINxVAL videos per class (e.g. 24x8)")
     spec = synthetic.SizeSpec(int(train), int(val), 2, 2, 2, 2)  # the SSv2/Charades variants stay tiny
-    synthetic.generate_with(d.root, 0, spec)
+    synthetic.generate_with(d.root, d.synthetic_seed, spec)
 
 
 def build_network(cfg: Config, num_classes: int) -> nn.Module:

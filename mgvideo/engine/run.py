@@ -43,7 +43,8 @@ class TrainState:
     next_eval: int = 0  # sample count of the next periodic evaluation (train.eval_period_samples)
     skipped: int = 0  # unreadable videos skipped, all devices
     records: int = 0  # lines of metrics.jsonl written
-    elapsed: float = 0.0  # wall-clock seconds of the run, across resumes
+    elapsed: float = 0.0  # training seconds of the run (the clock without evaluation), across resumes
+    wall: float = 0.0  # wall-clock seconds of the run, evaluation included, across resumes
     eval_step: int = -1  # the step of the last evaluation
     last_eval: dict[str, float] = field(default_factory=dict)
 
@@ -147,7 +148,8 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False,
         train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
         planned, build_loader(train_set, planned, workers, pin, cfg.train.seed + 1),
         build_loader(val_set, val_sampler, workers, pin, cfg.train.seed + 2),
-        state, Stopwatch(state.elapsed), log, crash_at=int(os.environ.get(CRASH_AT_STEP_ENV, "-1")),
+        state, Stopwatch(state.elapsed, state.wall), log,
+        crash_at=int(os.environ.get(CRASH_AT_STEP_ENV, "-1")),
     )
 
 
@@ -164,7 +166,7 @@ def plan_batches(run: Run, shape: ClipShape, batch: int, num_batches: int, epoch
 def save_state(run: Run, name: str = "last.pt") -> Path:
     """Write the full resumable state to `checkpoints/<name>` (rank 0 only; others wait)."""
     path = run.out_dir / "checkpoints" / name
-    run.state.elapsed = run.clock()
+    run.state.elapsed, run.state.wall = run.clock(), run.clock.wall()
     run.state.records = run.log.records
     run.log.flush()
     if run.info.is_main:
