@@ -1,0 +1,81 @@
+"""Evaluate a finished run's stage checkpoints on its validation set, at the full shape and (optionally)
+at coarser shapes, each after precise BN at that shape, with several precise-BN draws: how top-1 moves
+stage by stage, how much of that is BN noise, and whether later stages forget coarse shapes.
+
+  python scripts/stage_eval.py RUN_DIR [--shapes 16x48,8x48,4x34] [--draws 2] [--clips 160] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from mgvideo.config import load_config
+from mgvideo.data.loader import build_loader
+from mgvideo.engine import builders, checkpoint
+from mgvideo.engine.distributed import DistInfo
+from mgvideo.engine.evaluate import Inputs, precise_bn, validate
+from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
+from mgvideo.multigrid.sampler import FixedShapeBatchSampler
+
+
+def evaluate_at(net, cfg, frames: int, crop: int, draws: int, clips: int) -> list[float]:
+    """Top-1 on the validation set at (frames, crop), once per precise-BN draw of `clips` training clips."""
+    info = DistInfo()
+    rate = cfg.data.sampling_rate * max(cfg.data.frames // frames, 1)  # the same time span as a full clip
+    shape = replace(builders.eval_shape(cfg, 8), frames=frames, crop=crop, min_rate=rate, max_rate=rate,
+                    same_view=cfg.multigrid.scale_jitter == "same_view")
+    inputs = Inputs(torch.device("cpu"), cfg.data.mean, cfg.data.std, cfg.train.channels_last)
+    train_set = builders.build_dataset(cfg, "train", shape)
+    val_set = builders.build_dataset(cfg, "val", shape)
+    val = build_loader(val_set, FixedShapeBatchSampler(shape, len(val_set), 32), 1, False, 0)
+    set_bn_groups(net, bn_groups_for(8, 8, cfg.model.bn_base_size, 1))  # batches of 8: plain BN
+    top1 = []
+    for draw in range(draws):
+        sampler = FixedShapeBatchSampler(shape, len(train_set), 8, seed=1000 + draw, shuffle=True,
+                                         drop_last=True)
+        sampler.set_epoch(draw)
+        precise_bn(net, build_loader(train_set, sampler, 1, False, draw), inputs, math.ceil(clips / 8), info)
+        top1.append(round(validate(net, val, inputs, info, False)["top1"], 2))
+    return top1
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--shapes", default="16x48")
+    parser.add_argument("--draws", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=160)
+    parser.add_argument("--only", default="", help="comma-separated checkpoint names (default: all stages)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = load_config(args.run / "config.yaml")
+    net = builders.build_network(cfg, cfg.data.num_classes)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    names = sorted(p.name for p in (args.run / "checkpoints").glob("stage_*.pt"))
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    rows = []
+    for name in names:
+        net.load_state_dict(checkpoint.load(args.run / "checkpoints" / name)["model"])
+        row = {"checkpoint": name}
+        for text in args.shapes.split(","):
+            frames, crop = (int(v) for v in text.split("x"))
+            row[text] = evaluate_at(net, cfg, frames, crop, args.draws, args.clips)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
