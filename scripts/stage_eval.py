@@ -3,6 +3,9 @@ at coarser shapes, each after precise BN at that shape, with several precise-BN 
 stage by stage, how much of that is BN noise, and whether later stages forget coarse shapes.
 
   python scripts/stage_eval.py RUN_DIR [--shapes 16x48,8x48,4x34] [--draws 2] [--clips 160] [--json F]
+
+Each row also gives, per shape, the change from the previous checkpoint on the same clips (first draw):
+its mean and standard error, in points.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from mgvideo.config import load_config
 from mgvideo.data.loader import build_loader
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine.distributed import DistInfo
-from mgvideo.engine.evaluate import Inputs, precise_bn, validate
+from mgvideo.engine.evaluate import Inputs, collect_scores, precise_bn
 from mgvideo.multigrid.batchnorm import bn_groups_for, set_bn_groups
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 
 
-def evaluate_at(net, cfg, frames: int, crop: int, draws: int, clips: int) -> list[float]:
-    """Top-1 on the validation set at (frames, crop), once per precise-BN draw of `clips` training clips."""
+def evaluate_at(net, cfg, frames: int, crop: int, draws: int, clips: int) -> tuple[list[float], torch.Tensor]:
+    """Top-1 on the validation set at (frames, crop), once per precise-BN draw of `clips` training clips,
+    and the first draw's per-clip hits (in video order)."""
     info = DistInfo()
     rate = cfg.data.sampling_rate * max(cfg.data.frames // frames, 1)  # the same time span as a full clip
     shape = replace(builders.eval_shape(cfg, 8), frames=frames, crop=crop, min_rate=rate, max_rate=rate,
@@ -36,14 +40,17 @@ def evaluate_at(net, cfg, frames: int, crop: int, draws: int, clips: int) -> lis
     val_set = builders.build_dataset(cfg, "val", shape)
     val = build_loader(val_set, FixedShapeBatchSampler(shape, len(val_set), 32), 1, False, 0)
     set_bn_groups(net, bn_groups_for(8, 8, cfg.model.bn_base_size, 1))  # batches of 8: plain BN
-    top1 = []
+    top1, first = [], torch.empty(0)
     for draw in range(draws):
         sampler = FixedShapeBatchSampler(shape, len(train_set), 8, seed=1000 + draw, shuffle=True,
                                          drop_last=True)
         sampler.set_epoch(draw)
         precise_bn(net, build_loader(train_set, sampler, 1, False, draw), inputs, math.ceil(clips / 8), info)
-        top1.append(round(validate(net, val, inputs, info, False)["top1"], 2))
-    return top1
+        scores, labels, videos = collect_scores(net, val, inputs, info)
+        hits = (scores.argmax(1) == labels).float()[videos.argsort()]
+        top1.append(round(100 * hits.mean().item(), 2))
+        first = hits if draw == 0 else first
+    return top1, first
 
 
 def main(argv: list[str]) -> int:
@@ -63,13 +70,18 @@ def main(argv: list[str]) -> int:
     names = sorted(p.name for p in (args.run / "checkpoints").glob("stage_*.pt"))
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
-    rows = []
+    rows, previous = [], {}
     for name in names:
         net.load_state_dict(checkpoint.load(args.run / "checkpoints" / name)["model"])
         row = {"checkpoint": name}
         for text in args.shapes.split(","):
             frames, crop = (int(v) for v in text.split("x"))
-            row[text] = evaluate_at(net, cfg, frames, crop, args.draws, args.clips)
+            row[text], hits = evaluate_at(net, cfg, frames, crop, args.draws, args.clips)
+            if text in previous:  # paired change on the same clips: mean and standard error, in points
+                diff = hits - previous[text]
+                row[f"{text}_change"] = [round(100 * diff.mean().item(), 2),
+                                         round(100 * diff.std().item() / len(diff) ** 0.5, 2)]
+            previous[text] = hits
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.json:
