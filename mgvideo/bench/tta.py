@@ -1,8 +1,10 @@
-"""`mgvideo bench tta`: time to a fixed target accuracy, baseline against multigrid (and its ablations),
-on this machine, interleaved by seed, with the same model, data, evaluation points and hardware.
+"""`mgvideo bench tta`: training time to a target accuracy, baseline against multigrid (and its
+ablations), on this machine, interleaved by seed, with the same model, data and hardware.
 
 A bench config is a trainer recipe plus a `bench:` section (see configs/synthetic/bench.yaml). Each
 variant is the recipe with the cycles switched as the variant says and its own hyperparameters applied.
+Every run is evaluated at `bench.eval_points` evenly spaced iterations of its own schedule; evaluation
+pauses the run's clock, so times are data loading and training only (the wall-clock is reported too).
 The runs go to OUT/seed<k>/<variant>/ (the trainer's usual run folder); the tables, JSON and plot to OUT.
 Every run decodes from the data's frame cache (`data.cache`), filled once before the first run's clock
 starts, so no variant pays for decoding the videos.
@@ -169,8 +171,9 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "tta", help="time to a target accuracy: baseline vs multigrid on this machine",
-        description="Train the baseline and multigrid (and ablations) with the same model, data and "
-                    "evaluation points, interleaved by seed; report time to the target top-1.")
+        description="Train the baseline and multigrid (and ablations) with the same model and data, "
+                    "interleaved by seed; report training time to the baseline's final top-1 and to "
+                    "80/90/95 % of it, with bootstrap intervals.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"bench config (default {DEFAULT_CONFIG})")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the config's)")
     parser.add_argument("--variants", default=None,
