@@ -115,6 +115,7 @@ def test_compare_uses_one_target_for_all_seeds_and_pairs_the_times():
     assert summary["val_clips"] == 100
     speedups = [r["speedup"] for r in summary["runs"] if r["variant"] == "multigrid"]
     assert {r["speedup"] for r in summary["runs"] if r["variant"] == "baseline"} == {None}
+    assert summary["variants"]["baseline"]["speedup"] is None  # not a speed-up over itself
     # seed 0: the baseline ends at 59, below the target: its whole 300 s counts (a lower bound)
     assert speedups == [6.0, 3.0, 0.0]
     assert summary["speedup"] == 3.0  # the median over seeds

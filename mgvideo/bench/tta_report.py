@@ -132,9 +132,11 @@ def _variant_summary(runs: Sequence[RunFigures], baselines: dict[int, RunFigures
     paired = [(r, baselines[r.seed]) for r in runs]
     flop_ratio = [b.train_gflops / r.train_gflops for r, b in paired if r.train_gflops > 0]
     time_ratio = [b.train_s / r.train_s for r, b in paired if r.train_s > 0]
+    baseline = bool(runs) and runs[0].variant == BASELINE  # no speed-up over itself
     curve = [{"fraction": f, "target_top1": _round(f * target),
-              "speedup": _round(median(S.paired_speedup(b.evals, b.train_s, r.evals, f * target)
-                                       for r, b in paired), 3)} for f in fractions]
+              "speedup": None if baseline else _round(
+                  median(S.paired_speedup(b.evals, b.train_s, r.evals, f * target) for r, b in paired), 3)}
+             for f in fractions]
     top1_ci = S.bootstrap_interval([r.val_hits for r in runs])
     delta_ci = S.bootstrap_interval([S.paired_differences(r.val_hits, b.val_hits) for r, b in paired])
     return {
