@@ -50,6 +50,7 @@ class DataConfig:
     # file system free). Videos past the bound are decoded on the fly, at the same size, on every read.
     cache_max_gb: float = 0.0
     ssv2_ext: str = ".webm"  # SSv2: the videos' file extension (the release is .webm; the synthetic set .mp4)
+    synthetic_seed: int = 0  # for dataset=synthetic: the generator's seed (the data draw); 0 is the tuned one
 
 
 @dataclass
@@ -140,6 +141,9 @@ class TrainConfig:
     # Single-stage runs: evaluate (with precise BN) and keep checkpoints/epoch_NNN.pt every this many
     # epochs, as PySlowFast's TRAIN.EVAL_PERIOD; 0: the reference cadence (multigrid.eval_freq).
     eval_period: int = 0
+    # > 0: evaluate at this many evenly spaced iterations of the run's own schedule, the last one after
+    # its final iteration (the benchmark's protocol); 0: off
+    eval_points: int = 0
 
 
 @dataclass
@@ -188,41 +192,99 @@ RUNTIME_KEYS = frozenset(
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML recipe (or the defaults if `path` is None), apply `key=value` overrides, validate."""
+    return load_config_with(path, overrides)[0]
+
+
+def load_config_with(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                     extra: str = "") -> tuple[Config, dict[str, Any] | None, dict[str, str]]:
+    """`load_config` for a file that may also hold one non-trainer mapping named `extra` (the benchmark's
+    `bench:`). Returns the config, that mapping as read with its `extra.<key>=...` overrides applied
+    (None when the file has none), and where each of its keys came from ('file:line' or 'command line')."""
     raw: dict[str, Any] = {}
     lines: dict[str, int] = {}
-    source = "<defaults>"
+    source = "<defaults>" if path is None else str(path)
     if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
-        try:
-            raw = yaml.safe_load(text) or {}
-            lines = yaml_key_lines(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw, lines = _read_yaml(Path(path))
+    section = raw.pop(extra, None) if extra else None
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError(f"{source}:{lines.get(extra, '?')}: section '{extra}' must be a mapping")
+    origins = {f"{extra}.{k}": f"{source}:{lines.get(f'{extra}.{k}', '?')}" for k in section or {}}
     cfg = Config()
-    for section, values in raw.items():
-        where = f"{source}:{lines.get(section, '?')}"
+    for name, values in raw.items():
         if not isinstance(values, dict):
-            raise ConfigError(f"{where}: section '{section}' must be a mapping")
+            raise ConfigError(f"{source}:{lines.get(name, '?')}: section '{name}' must be a mapping")
         for key, value in values.items():
-            dotted = f"{section}.{key}"
-            _assign(cfg, dotted, value, f"{source}:{lines.get(dotted, '?')}")
+            _assign(cfg, f"{name}.{key}", value, f"{source}:{lines.get(f'{name}.{key}', '?')}")
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. solver.base_lr=0.05")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override '{item}': value is not valid YAML: {err}") from err
-        _assign(cfg, key.strip(), value, "command line")
-    validate(cfg, source)
-    return cfg
+        key, value = _parse_override(item)
+        if extra and key.startswith(f"{extra}."):
+            section = dict(section or {})
+            section[key[len(extra) + 1:]] = value
+            origins[key] = "command line"
+        else:
+            _assign(cfg, key, value, "command line")
+            lines[key] = 0  # from now on this key comes from the command line
+    try:
+        validate(cfg, source)
+    except ConfigError as err:  # name the line of the key at fault, or the command line
+        named = [k for k in lines if "." in k and f"{k} " in str(err)]
+        if not named:
+            raise
+        where = f"{source}:{lines[named[0]]}" if lines[named[0]] else "command line"
+        raise ConfigError(str(err).replace(f"{source}: ", f"{where}: ", 1)) from err
+    return cfg, section, origins
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A recipe file's top-level mapping and the line of each section and key (safe_load: data only)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+    try:
+        raw, lines = yaml.safe_load(text) or {}, yaml_key_lines(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw, lines
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}': expected key=value, e.g. solver.base_lr=0.05")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': value is not valid YAML: {err}") from err
+
+
+def load_any_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A trainer recipe, or a bench config's multigrid run: what `plan`, `profile` and `bench data` read."""
+    cfg, bench, origins = load_config_with(path, overrides, extra="bench")
+    if bench is None:
+        return cfg
+    return bench_variant_config(cfg, bench.get("overrides"), "multigrid", (True, True),
+                                origins.get("bench.overrides", str(path)))
+
+
+def bench_variant_config(cfg: Config, overrides: Any, variant: str, cycles: tuple[bool, bool],
+                         where: str, **dotted: Any) -> Config:
+    """The trainer config of one benchmark variant: its (long, short) cycle switches, then the bench's
+    `overrides.multigrid` (every variant but the baseline), then `overrides.<variant>`, then `dotted`."""
+    overrides = overrides or {}
+    if not isinstance(overrides, dict) or any(not isinstance(v, dict) for v in overrides.values()):
+        raise ConfigError(f"{where}: bench.overrides must map variant names to key: value mappings")
+    keys = {"multigrid.long_cycle": cycles[0], "multigrid.short_cycle": cycles[1]}
+    if variant != "baseline":
+        keys.update(overrides.get("multigrid", {}))
+    keys.update(overrides.get(variant, {}))
+    keys.update(dotted)
+    try:
+        return override(cfg, **keys)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: bench.overrides.{variant}: {err}") from err
 
 
 def override(cfg: Config, **dotted: Any) -> Config:
@@ -285,6 +347,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         "solver.clip_grad_norm": s.clip_grad_norm, "train.precise_bn_batches": t.precise_bn_batches,
         "train.precise_bn_clips": t.precise_bn_clips,
         "train.eval_period_samples": t.eval_period_samples, "train.eval_batch_size": t.eval_batch_size,
+        "train.eval_points": t.eval_points, "data.synthetic_seed": d.synthetic_seed,
         "train.checkpoint_minutes": t.checkpoint_minutes, "solver.momentum": s.momentum,
         "train.checkpoint_every_iters": t.checkpoint_every_iters, "test.crop_size": cfg.test.crop_size,
         "solver.recipe_devices": s.recipe_devices, "train.eval_period": t.eval_period,

@@ -1,25 +1,26 @@
-"""`mgvideo bench tta`: the harness logic on made-up metric streams (time to target, medians, target
-choice, JSON keys, tables), the bench config and the random-shape ablation, and one tiny end-to-end run."""
+"""`mgvideo bench tta`: the harness logic on made-up metric streams (time to target, speed-up curve,
+bootstrap intervals, JSON keys, tables), the bench config, and one tiny end-to-end run."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
 from mgvideo.bench import tta
 from mgvideo.bench import tta_report as R
+from mgvideo.bench import tta_stats as S
 from mgvideo.cli import main
+from mgvideo.config import load_any_config
 from mgvideo.errors import ConfigError
-from mgvideo.multigrid.schedule import MultigridConfig, MultigridSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def figures(variant, seed, curve, wall=None, gflops=100.0):
-    """A run whose evaluations are (samples, seconds, top-1) points."""
+def figures(variant, seed, curve, train_s=None, gflops=100.0, hits=()):
+    """A run whose evaluations are (training seconds, top-1) points."""
     evals = [(i * 100, t, a) for i, (t, a) in enumerate(curve, 1)]
-    return R.RunFigures(variant, seed, evals, wall or curve[-1][0], len(curve) * 10, len(curve) * 100, gflops)
+    return R.RunFigures(variant, seed, evals, train_s or curve[-1][0], len(curve) * 10, len(curve) * 100,
+                        gflops, val_hits=list(hits))
 
 
 # ---- time to target, target choice, speed-up, medians --------------------------------------------
@@ -27,27 +28,37 @@ def figures(variant, seed, curve, wall=None, gflops=100.0):
 
 def test_time_to_target_is_the_first_evaluation_reaching_it():
     evals = [(100, 10.0, 20.0), (200, 20.0, 55.0), (300, 30.0, 50.0), (400, 40.0, 60.0)]
-    assert R.time_to_target(evals, 55.0) == 20.0  # equal counts as reached
-    assert R.time_to_target(evals, 56.0) == 40.0  # the dip at 30 s does not matter
-    assert R.time_to_target(evals, 60.1) is None
-    assert R.time_to_target([], 1.0) is None
+    assert S.time_to_target(evals, 55.0) == 20.0  # equal counts as reached
+    assert S.time_to_target(evals, 56.0) == 40.0  # the dip at 30 s does not matter
+    assert S.time_to_target(evals, 60.1) is None
+    assert S.time_to_target([], 1.0) is None
 
 
-def test_target_is_the_configured_value_or_the_baseline_final():
-    assert R.choose_target(None, 71.25) == 71.25
-    assert R.choose_target(40, 71.25) == 40.0
-
-
-def test_speedup_and_unreached_targets():
-    assert R.speedup(300.0, 100.0) == 3.0
-    assert R.speedup(300.0, None) == 0.0  # never got there: infinitely slow
-    assert R.speedup(None, 100.0) is None  # the baseline missed a configured target
+def test_paired_speedup_and_unreached_targets():
+    base = [(1, 100.0, 40.0), (2, 300.0, 60.0)]
+    assert S.paired_speedup(base, 300.0, [(1, 100.0, 60.0)], 60.0) == 3.0
+    assert S.paired_speedup(base, 300.0, [(1, 100.0, 59.0)], 60.0) == 0.0  # never got there
+    # The baseline never reached it: its whole run is a lower bound on its time.
+    assert S.paired_speedup(base, 320.0, [(1, 80.0, 61.0)], 61.0) == 4.0
 
 
 def test_median_skips_missing_values():
     assert R.median([3.0, None, 1.0, float("nan"), 2.0]) == 2.0
     assert R.median([1.0, 4.0]) == 2.5
     assert R.median([None]) is None
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_clips():
+    small = S.bootstrap_interval([[1, 0] * 50, [1, 1, 1, 0] * 25])  # seeds at 50 % and 75 %
+    low, high = small
+    assert 0.4 < low < 0.625 < high < 0.85  # the seed spread (50 vs 75 %) dominates
+    big_low, big_high = S.bootstrap_interval([[1, 0] * 1000, [1, 1, 1, 0] * 500])
+    assert big_high - big_low < high - low  # the clip noise shrinks; the seed spread remains
+    same_low, same_high = S.bootstrap_interval([[1, 0] * 1000])  # one seed: clip noise only
+    assert same_low < 0.5 < same_high and same_high - same_low < 0.05
+    assert S.bootstrap_interval([[], []]) is None
+    assert S.paired_differences([1, 0, 1], [0, 0, 1]) == [1, 0, 0]
+    assert S.paired_differences([1], [1, 0]) == []
 
 
 # ---- figures from metric records -----------------------------------------------------------------
@@ -63,15 +74,15 @@ def test_figures_from_records_counts_iterations_flops_and_stage_costs():
         {"kind": "precise_bn", "step": 2, "time": 1.2, "seconds": 0.15},
         {"kind": "train", "stage": 1, "frames": 8, "crop": 16, "batch": 4, "clips_per_s": 10.0,
          "data_wait": 0.25, "time": 1.4},
-        {"kind": "eval", "samples": 44, "time": 2.0, "top1": 35.0, "top5": 85.0},
+        {"kind": "eval", "samples": 44, "time": 2.0, "wall": 2.9, "top1": 35.0, "top5": 85.0},
     ]
-    run = R.figures_from_records("multigrid", 1, records, lambda f, c: f * c / 64)
+    run = R.figures_from_records("multigrid", 1, records, lambda f, c: f * c / 64, [1, 0, 1])
     assert (run.iterations, run.samples, run.final_top1) == (3, 44, 35.0)
     assert run.train_gflops == pytest.approx(8 * 1.0 + 32 * 0.5 + 4 * 2.0)
     assert run.evals == [(40, 1.0, 30.0), (44, 2.0, 35.0)]
-    assert run.wall_s == 2.0
-    assert run.overhead_s == pytest.approx(2.0 - (0.1 + 0.2 + 0.4))  # time outside the iterations
-    assert (run.eval_s, run.stage_bn_s) == (pytest.approx(0.3), 0.15)  # the part of it that is known
+    assert (run.train_s, run.wall_s, run.val_hits) == (2.0, 2.9, [1, 0, 1])
+    assert run.overhead_s == pytest.approx(2.0 - (0.1 + 0.2 + 0.4))  # clock time outside the iterations
+    assert (run.eval_s, run.stage_bn_s) == (pytest.approx(0.3), 0.15)
     stage0, stage1 = run.stages
     assert stage0["shapes"] == ["4x8", "4x16"] and stage0["iterations"] == 2
     assert stage0["ms_per_iter"] == pytest.approx(150.0)
@@ -83,28 +94,48 @@ def test_figures_from_records_counts_iterations_flops_and_stage_costs():
 
 
 def three_seeds():
+    """Baselines end at 59, 60, 61 (target 60); multigrid is 4x cheaper in FLOPs and 2x in time."""
     runs = []
     for seed, (mg_at, mg_final) in enumerate([(50.0, 61.0), (100.0, 59.0), (None, 58.0)]):
-        runs.append(figures("baseline", seed, [(100.0, 40.0), (200.0, 55.0), (300.0, 60.0)], gflops=300.0))
+        base_final = 59.0 + seed
+        runs.append(figures("baseline", seed, [(100.0, 40.0), (200.0, 55.0), (300.0, base_final)],
+                            gflops=300.0, hits=[1] * 59 + [0] * 41))
         mg_curve = [(50.0, 50.0), (100.0, 60.0 if mg_at == 100.0 else 55.0), (150.0, mg_final)]
         if mg_at == 50.0:
             mg_curve[0] = (50.0, 60.0)
-        runs.append(figures("multigrid", seed, mg_curve, gflops=75.0))
+        runs.append(figures("multigrid", seed, mg_curve, gflops=75.0, hits=[1] * 60 + [0] * 40))
     return runs
 
 
-def test_compare_pairs_each_seed_with_its_baseline():
+def test_compare_uses_one_target_for_all_seeds_and_pairs_the_times():
     summary = R.compare(three_seeds(), None)
-    assert {"speedup", "final_top1_delta", "target_top1", "runs"} <= summary.keys()
-    assert summary["target_top1"] == 60.0
+    assert {"speedup", "final_top1_delta", "target_top1", "val_clips", "eval_on_clock", "speedup_curve",
+            "runs"} <= summary.keys()
+    assert summary["target_top1"] == 60.0 and summary["eval_on_clock"] is False  # mean of 59, 60, 61
+    assert summary["val_clips"] == 100
     speedups = [r["speedup"] for r in summary["runs"] if r["variant"] == "multigrid"]
-    assert speedups == [6.0, 3.0, 0.0]  # 300/50, 300/100, never reached
+    assert {r["speedup"] for r in summary["runs"] if r["variant"] == "baseline"} == {None}
+    assert summary["variants"]["baseline"]["speedup"] is None  # not a speed-up over itself
+    # seed 0: the baseline ends at 59, below the target: its whole 300 s counts (a lower bound)
+    assert speedups == [6.0, 3.0, 0.0]
     assert summary["speedup"] == 3.0  # the median over seeds
-    assert summary["final_top1_delta"] == -1.0  # median of +1, -1, -2
+    assert summary["final_top1_delta"] == pytest.approx(-0.67, abs=0.01)  # mean of +2, -1, -3
     mg = summary["variants"]["multigrid"]
     assert mg["reached"] == 2 and mg["ideal_flop_ratio"] == 4.0
-    assert mg["wall_ratio"] == 2.0 and mg["realised_fraction"] == 0.5
+    assert mg["time_ratio"] == 2.0 and mg["realised_fraction"] == 0.5
+    low, high = mg["final_top1_delta_ci95"]
+    assert low < 1.0 < high  # one clip in a hundred better: well inside the noise
     json.dumps(summary)  # plain JSON: no infinities or dataclasses left
+
+
+def test_speedup_curve_reads_each_fraction_of_the_target():
+    curve = R.compare(three_seeds(), None)["speedup_curve"]
+    assert [c["fraction"] for c in curve] == [0.8, 0.9, 0.95, 1.0]
+    assert [c["target_top1"] for c in curve] == [48.0, 54.0, 57.0, 60.0]
+    # 48 %: baseline 200 s, multigrid 50 s (seed 0: 60 at 50 s, others 50 at 50 s) -> 4x on every seed
+    assert curve[0]["speedup"] == 4.0
+    assert curve[1]["speedup"] == 2.0  # 54 %: baseline 200 s; multigrid 50, 100, 100 s
+    assert curve[-1]["speedup"] == 3.0
 
 
 def test_compare_with_a_configured_target_and_without_a_baseline():
@@ -118,9 +149,10 @@ def test_compare_with_a_configured_target_and_without_a_baseline():
 def test_markdown_table_and_plot(tmp_path):
     summary = R.compare(three_seeds(), None)
     table = R.markdown_table(summary)
-    assert "Target top-1: 60.00 %" in table
-    assert "| multigrid | 3 | 100.0 (2/3) | 3.00× | 59.00 | -1.00 |" in table
-    assert "| 2 | multigrid | 60.00 | – | 0.00× | 58.00 |" in table
+    assert "Target top-1: 60.00 %" in table and "validation clips: 100" in table
+    assert "| multigrid | 3 | 100.0 (2/3) | 3.00× | 59.33 (" in table
+    assert "| multigrid | 4.00× | 2.00× | 3.00× | 3.00× |" in table  # the speed-up curve row
+    assert "| 2 | multigrid | – | 0.00× | 58.00 | 150.0 |" in table
     png = R.plot_curves(summary, tmp_path / "tta.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -148,6 +180,13 @@ def test_bad_override_is_blamed_on_the_command_line(tmp_path):
     path.write_text(BENCH_YAML)
     with pytest.raises(ConfigError, match="^command line: .*solver.weight_decay"):
         tta.load_bench(path, ["solver.weight_decay=lots"])
+    with pytest.raises(ConfigError, match=r"^command line: bench\.seeds must be a positive integer"):
+        tta.load_bench(path, ["bench.seeds=0"])
+    with pytest.raises(ConfigError, match=r"^command line: bench\.sedes is not a bench setting"):
+        tta.load_bench(path, ["bench.sedes=2"])
+    path.write_text(BENCH_YAML.replace("seeds: 2", "seeds: -1"))  # from the file: its line
+    with pytest.raises(ConfigError, match=r"bench\.yaml:2: bench\.seeds must be a positive integer"):
+        tta.load_bench(path)
 
 
 def test_any_config_reads_a_recipe_or_a_bench_configs_multigrid_run(tmp_path):
@@ -155,12 +194,12 @@ def test_any_config_reads_a_recipe_or_a_bench_configs_multigrid_run(tmp_path):
 
     bench = tmp_path / "bench.yaml"
     bench.write_text(BENCH_YAML)
-    cfg = tta.load_any_config(bench, ["data.crop=48"])
+    cfg = load_any_config(bench, ["data.crop=48"])
     assert cfg.multigrid.long_cycle and cfg.multigrid.short_cycle  # the multigrid arm, not the base config
     assert cfg.solver.base_lr == 0.1 and cfg.data.crop == 48
     recipe = tmp_path / "run.yaml"
     recipe.write_text("solver:\n  base_lr: 0.3\n")
-    assert tta.load_any_config(recipe) == load_config(recipe)
+    assert load_any_config(recipe) == load_config(recipe)
 
 
 def test_bench_config_variants_and_overrides(tmp_path):
@@ -174,7 +213,7 @@ def test_bench_config_variants_and_overrides(tmp_path):
     long = tta.variant_config(cfg, spec, "long", 3)
     assert (long.multigrid.long_cycle, long.multigrid.short_cycle) == (True, False)
     assert (long.solver.base_lr, long.solver.weight_decay, long.train.seed) == (0.1, 0.001, 3)
-    assert long.train.eval_period_samples == spec.eval_every_samples
+    assert (long.train.eval_points, long.train.eval_period_samples) == (spec.eval_points, 0)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -190,36 +229,12 @@ def test_bad_bench_config_names_file_and_line(tmp_path, text, message):
         tta.load_bench(path)
 
 
-# ---- random-shape ablation ----------------------------------------------------------------------------
-
-
-def test_random_shapes_keep_the_cost_budget_and_lr_rule():
-    ordered = MultigridSchedule(MultigridConfig(frames=16, crop=64, steps=(0, 6, 9), max_epoch=11))
-    shuffled = tta.random_shape_schedule(ordered, seed=0)
-    assert shuffled.max_epoch == ordered.max_epoch
-    last, ordered_last = shuffled.stages[-1], ordered.stages[-1]
-    assert last.finetune and last.slots == ordered_last.slots
-    assert (last.start_epoch, last.end_epoch) == (ordered_last.start_epoch, ordered_last.end_epoch)
-    shapes = {(s.batch_factor, s.frames, s.crop) for s in ordered.stages}
-    drawn = [shuffled.stage_at(e) for e in range(shuffled.max_epoch)]
-    assert {(s.batch_factor, s.frames, s.crop) for s in drawn} <= shapes
-    assert len({(s.frames, s.crop) for s in drawn[:-3]}) > 1
-    assert [s.lr_step for s in drawn] == [ordered.stage_at(e).lr_step for e in range(ordered.max_epoch)]
-    for epoch in range(ordered.stages[-1].start_epoch):  # before fine-tuning: LR = gamma^k x batch factor
-        stage = shuffled.stage_at(epoch)
-        assert shuffled.relative_lr(epoch + 0.5) == pytest.approx(0.1**stage.lr_step * stage.batch_factor)
-    assert drawn != [ordered.stage_at(e) for e in range(ordered.max_epoch)]
-    again = tta.random_shape_schedule(ordered, seed=0)
-    assert again.stages == shuffled.stages  # seeded
-    assert math.isclose(sum(s.epochs for s in shuffled.stages), ordered.max_epoch)
-
-
 # ---- end to end -------------------------------------------------------------------------------------
 
 TINY_BENCH = """\
 bench:
   seeds: 1
-  eval_every_samples: 20
+  eval_points: 4
   overrides:
     baseline: {solver.max_epoch: 3, solver.steps: [0, 2]}
 data:
@@ -257,18 +272,23 @@ def test_bench_tta_end_to_end(tmp_path):
     code = main(["bench", "tta", "--config", str(config), "--out", str(out), "--json", str(report)])
     assert code == 0
     summary = json.loads(report.read_text())
-    assert {"speedup", "final_top1_delta", "target_top1", "runs"} <= summary.keys()
+    assert {"speedup", "final_top1_delta", "target_top1", "val_clips", "eval_on_clock", "speedup_curve",
+            "runs"} <= summary.keys()
+    assert summary["eval_on_clock"] is False and summary["val_clips"] == 20  # the small set's val split
+    assert [c["fraction"] for c in summary["speedup_curve"]] == [0.8, 0.9, 0.95, 1.0]
     runs = {r["variant"]: r for r in summary["runs"]}
     assert set(runs) == {"baseline", "multigrid"}
     base, mg = runs["baseline"], runs["multigrid"]
-    assert summary["target_top1"] == base["final_top1"]
+    assert summary["target_top1"] == round(base["final_top1"], 2)
     assert base["iterations"] == 3 * 40 // 2  # 3 epochs of 40 clips at batch 2
     assert mg["iterations"] < base["iterations"] and mg["train_gflops"] < base["train_gflops"]
     for run in (base, mg):
         samples = [e["samples"] for e in run["evals"]]
-        assert samples[-1] == run["samples"]  # the final model is always evaluated
+        assert len(samples) == 4  # bench.eval_points, the last after the final iteration
+        assert samples[-1] == run["samples"]
         assert all(b > a for a, b in zip(samples, samples[1:]))
-        assert run["evals"][0]["samples"] >= 20 and run["stages"]
+        assert run["eval_s"] > 0 and run["wall_s"] >= run["train_s"] + run["eval_s"] - 0.01
+        assert run["stages"]
     assert (out / "tta.md").read_text().startswith("Target top-1")
     assert (out / "tta.png").stat().st_size > 0
     assert json.loads((out / "tta.json").read_text()) == summary

@@ -106,11 +106,11 @@ def test_amp_auto_is_off_on_cpu_and_fp16_needs_cuda():
 
 
 def test_a_schedule_override_drives_the_shapes_and_the_final_model_is_evaluated(tmp_path):
-    from mgvideo.bench.tta import random_shape_schedule
+    from mgvideo.multigrid.random_shapes import RandomShapeSchedule
 
     cfg = tiny("train.eval_period_samples=30")
     ordered = builders.build_schedule(cfg)
-    shuffled = random_shape_schedule(ordered, seed=1)
+    shuffled = RandomShapeSchedule(ordered.cfg, seed=1)
     assert len(shuffled.stages) != len(ordered.stages)
     summary = train(cfg, tmp_path, schedule=shuffled)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -88,7 +88,7 @@ def _setup(args: argparse.Namespace, scratch: str
     """Schedule, training annotations, model (name and options), base batch and frame cache, from --config
     (its own cache, if it has one) or flags."""
     if args.config:  # the trainer's YAML: the same builders the trainer uses
-        from mgvideo.bench.tta import load_any_config
+        from mgvideo.config import load_any_config
         from mgvideo.data.prepare import ensure_synthetic_data
         from mgvideo.engine import builders
 

@@ -12,25 +12,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mgvideo.bench import tta_stats as S
+
 BASELINE = "baseline"
 MULTIGRID = "multigrid"  # long + short cycle: the method itself
 
 
 @dataclass
 class RunFigures:
-    """What one training run (one variant, one seed) measured."""
+    """What one training run (one variant, one seed) measured. Times are the run's training clock (data
+    loading and training; evaluation paused it) unless named wall."""
 
     variant: str
     seed: int
-    evals: list[tuple[int, float, float]]  # (samples trained, wall-clock s, val top-1 %) per evaluation
-    wall_s: float  # the run's clock at its last record
+    evals: list[tuple[int, float, float]]  # (samples trained, training s, val top-1 %) per evaluation
+    train_s: float  # the training clock at the run's last record
     iterations: int
     samples: int
     train_gflops: float  # forward + backward over every training clip
     stages: list[dict[str, Any]] = field(default_factory=list)
-    overhead_s: float = 0.0  # wall-clock spent outside training iterations (eval, precise BN, checkpoints)
-    eval_s: float = 0.0  # of which evaluations (their precise BN at the full shape, then validation)
-    stage_bn_s: float = 0.0  # of which precise BN at stage ends that no evaluation superseded
+    wall_s: float = 0.0  # wall-clock of the whole run, evaluation included
+    overhead_s: float = 0.0  # training clock outside the iterations (stage-end precise BN, checkpoints)
+    eval_s: float = 0.0  # off the clock: evaluations (their precise BN at the full shape, then validation)
+    stage_bn_s: float = 0.0  # of the overhead: precise BN at stage ends that no evaluation superseded
+    val_hits: list[int] = field(default_factory=list)  # the final model's top-1 hit per validation clip
     target_top1: float = float("nan")
     time_to_target_s: float | None = None
 
@@ -40,34 +45,6 @@ class RunFigures:
         return self.evals[-1][2] if self.evals else float("nan")
 
 
-def time_to_target(evals: Iterable[tuple[int, float, float]], target: float) -> float | None:
-    """Wall-clock seconds at the first evaluation whose top-1 reaches `target`; None if none does.
-
-    The time is the clock when that evaluation finished: the moment the run could know it got there.
-    """
-    for _, seconds, top1 in evals:
-        if top1 >= target - 1e-9:
-            return seconds
-    return None
-
-
-def choose_target(configured: float | None, baseline_final: float) -> float:
-    """The target top-1, fixed before multigrid runs: the configured value, else the baseline's final."""
-    if configured is not None:
-        return float(configured)
-    return float(baseline_final)
-
-
-def speedup(baseline_s: float | None, other_s: float | None) -> float | None:
-    """Baseline time over the other's time. 0 when the other never reached the target (infinitely slow);
-    None when the baseline itself did not (only possible with a configured target)."""
-    if baseline_s is None:
-        return None
-    if other_s is None:
-        return 0.0
-    return baseline_s / max(other_s, 1e-9)
-
-
 def median(values: Iterable[float | None]) -> float | None:
     """Median of the values that exist (None and NaN are left out); None if there are none."""
     kept = [v for v in values if v is not None and not math.isnan(v)]
@@ -75,19 +52,22 @@ def median(values: Iterable[float | None]) -> float | None:
 
 
 def figures_from_records(variant: str, seed: int, records: Sequence[dict[str, Any]],
-                         clip_gflops: Callable[[int, int], float]) -> RunFigures:
+                         clip_gflops: Callable[[int, int], float],
+                         val_hits: Sequence[int] = ()) -> RunFigures:
     """Summarise one run's metrics records. `clip_gflops(frames, crop)` is the training cost (forward and
-    backward) of one clip of that shape."""
+    backward) of one clip of that shape; `val_hits` the final model's per-clip top-1 hits."""
     its = [r for r in records if r["kind"] == "train"]
     evals = [(int(r["samples"]), float(r["time"]), float(r["top1"])) for r in records if r["kind"] == "eval"]
     times = [r["time"] for r in records if "time" in r]
-    wall = max(times) if times else 0.0
+    train_s = max(times) if times else 0.0
     busy = sum(_iteration_seconds(r) for r in its)
     gflops = sum(r["batch"] * clip_gflops(r["frames"], r["crop"]) for r in its)
     eval_s = sum(r.get("bn_s", 0.0) + r.get("val_s", 0.0) for r in records if r["kind"] == "eval")
+    walls = [r["wall"] for r in records if "wall" in r]
+    wall_s = max(walls) if walls else train_s + eval_s
     stage_bn_s = sum(r["seconds"] for r in records if r["kind"] == "precise_bn")
-    return RunFigures(variant, seed, evals, wall, _iterations(its), sum(r["batch"] for r in its), gflops,
-                      stage_costs(its), max(wall - busy, 0.0), eval_s, stage_bn_s)
+    return RunFigures(variant, seed, evals, train_s, _iterations(its), sum(r["batch"] for r in its), gflops,
+                      stage_costs(its), wall_s, max(train_s - busy, 0.0), eval_s, stage_bn_s, list(val_hits))
 
 
 def _iterations(its: Sequence[dict[str, Any]]) -> int:
@@ -120,55 +100,69 @@ def stage_costs(its: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(runs: Sequence[RunFigures], configured_target: float | None) -> dict[str, Any]:
-    """Pair every run with its seed's baseline: target, time to target and speed-up per run, then the
-    medians per variant. Sets `target_top1` and `time_to_target_s` on the runs. Returns the JSON summary
-    (`speedup`, `final_top1_delta`, `target_top1`, `runs`, `variants`)."""
+def compare(runs: Sequence[RunFigures], configured_target: float | None,
+            fractions: Sequence[float] = S.FRACTIONS) -> dict[str, Any]:
+    """Pair every run with its seed's baseline against one target: the configured top-1, else the
+    baselines' final top-1, mean over seeds. Sets `target_top1` and `time_to_target_s` on the runs.
+    Returns the JSON summary: `speedup` (median over seeds at the target), `final_top1_delta`,
+    `target_top1`, `val_clips`, `eval_on_clock`, `speedup_curve`, `variants` and `runs`."""
     baselines = {r.seed: r for r in runs if r.variant == BASELINE}
-    if not baselines:
-        raise ValueError("the comparison needs a baseline run for every seed")
-    rows = []
+    missing = sorted({r.seed for r in runs} - set(baselines))
+    if not baselines or missing:
+        raise ValueError(f"the comparison needs a baseline run for every seed (missing: {missing})")
+    target = (float(configured_target) if configured_target is not None
+              else statistics.fmean(b.final_top1 for b in baselines.values()))
     for run in runs:
-        base = baselines.get(run.seed)
-        if base is None:
-            raise ValueError(f"seed {run.seed} has no baseline run")
-        run.target_top1 = choose_target(configured_target, base.final_top1)
-        run.time_to_target_s = time_to_target(run.evals, run.target_top1)
-        rows.append(run)
-    variants: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(r.variant for r in rows):
-        variants[name] = _variant_summary([r for r in rows if r.variant == name], baselines)
+        run.target_top1 = target
+        run.time_to_target_s = S.time_to_target(run.evals, target)
+    variants = {name: _variant_summary([r for r in runs if r.variant == name], baselines, target, fractions)
+                for name in dict.fromkeys(r.variant for r in runs)}
     mg = variants.get(MULTIGRID, {})
-    targets = [r.target_top1 for r in rows if r.variant == BASELINE]
     return {
         "speedup": mg.get("speedup"),
         "final_top1_delta": mg.get("final_top1_delta"),
-        "target_top1": _round(median(targets)),
-        "target_rule": "configured" if configured_target is not None else "baseline final top-1, per seed",
+        "target_top1": _round(target),
+        "target_rule": ("configured" if configured_target is not None
+                        else "baseline final top-1, mean over seeds"),
+        "val_clips": max((len(r.val_hits) for r in runs), default=0) or None,
+        "eval_on_clock": False,
+        "speedup_curve": mg.get("speedup_curve", []),
         "variants": variants,
-        "runs": [_run_json(r, baselines[r.seed]) for r in rows],
+        "runs": [_run_json(r, baselines[r.seed]) for r in runs],
     }
 
 
-def _variant_summary(runs: Sequence[RunFigures], baselines: dict[int, RunFigures]) -> dict[str, Any]:
+def _variant_summary(runs: Sequence[RunFigures], baselines: dict[int, RunFigures], target: float,
+                     fractions: Sequence[float]) -> dict[str, Any]:
     paired = [(r, baselines[r.seed]) for r in runs]
     flop_ratio = [b.train_gflops / r.train_gflops for r, b in paired if r.train_gflops > 0]
-    wall_ratio = [b.wall_s / r.wall_s for r, b in paired if r.wall_s > 0]
+    time_ratio = [b.train_s / r.train_s for r, b in paired if r.train_s > 0]
+    baseline = bool(runs) and runs[0].variant == BASELINE  # no speed-up over itself
+    curve = [{"fraction": f, "target_top1": _round(f * target),
+              "speedup": None if baseline else _round(
+                  median(S.paired_speedup(b.evals, b.train_s, r.evals, f * target) for r, b in paired), 3)}
+             for f in fractions]
+    top1_ci = S.bootstrap_interval([r.val_hits for r in runs])
+    delta_ci = S.bootstrap_interval([S.paired_differences(r.val_hits, b.val_hits) for r, b in paired])
     return {
         "seeds": len(runs),
         "time_to_target_s": _round(median(_inf(r.time_to_target_s) for r in runs)),
         "reached": sum(r.time_to_target_s is not None for r in runs),
-        "speedup": _round(median(speedup(b.time_to_target_s, r.time_to_target_s) for r, b in paired), 3),
-        "final_top1": _round(median(r.final_top1 for r in runs)),
-        "final_top1_delta": _round(median(r.final_top1 - b.final_top1 for r, b in paired)),
+        "speedup": next((c["speedup"] for c in curve if c["fraction"] == 1.0), None),
+        "speedup_curve": curve,
+        "final_top1": _round(statistics.fmean(r.final_top1 for r in runs)),
+        "final_top1_ci95": _interval(top1_ci),
+        "final_top1_delta": _round(statistics.fmean(r.final_top1 - b.final_top1 for r, b in paired)),
+        "final_top1_delta_ci95": _interval(delta_ci),
+        "train_s": _round(median(r.train_s for r in runs), 1),
         "wall_s": _round(median(r.wall_s for r in runs), 1),
+        "eval_s": _round(median(r.eval_s for r in runs), 1),
         "iterations": median(r.iterations for r in runs),
         "train_gflops": _round(median(r.train_gflops for r in runs), 1),
         "ideal_flop_ratio": _round(median(flop_ratio), 3),
-        "wall_ratio": _round(median(wall_ratio), 3),
-        "realised_fraction": _round(median(w / f for w, f in zip(wall_ratio, flop_ratio)), 3),
+        "time_ratio": _round(median(time_ratio), 3),
+        "realised_fraction": _round(median(w / f for w, f in zip(time_ratio, flop_ratio)), 3),
         "overhead_s": _round(median(r.overhead_s for r in runs), 1),
-        "eval_s": _round(median(r.eval_s for r in runs), 1),
         "stage_bn_s": _round(median(r.stage_bn_s for r in runs), 1),
     }
 
@@ -178,15 +172,21 @@ def _inf(value: float | None) -> float:
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
-    if value is None or math.isinf(value):
+    if value is None or math.isinf(value) or math.isnan(value):
         return None
     return round(value, digits)
 
 
+def _interval(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [round(100 * ci[0], 2), round(100 * ci[1], 2)]
+
+
 def _run_json(run: RunFigures, base: RunFigures) -> dict[str, Any]:
     out = asdict(run)
+    del out["val_hits"]  # thousands of 0/1; val_hits.json in the run folder holds them
     out["final_top1"] = run.final_top1
-    out["speedup"] = _round(speedup(base.time_to_target_s, run.time_to_target_s), 3)
+    out["speedup"] = (None if run.variant == BASELINE
+                      else _round(S.paired_speedup(base.evals, base.train_s, run.evals, run.target_top1), 3))
     out["evals"] = [{"samples": s, "time_s": round(t, 2), "top1": round(a, 2)} for s, t, a in run.evals]
     return out
 
@@ -203,44 +203,64 @@ def _fmt(value: Any, digits: int = 1, suffix: str = "") -> str:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The benchmark's tables: medians per variant, then every run, then per-stage cost of seed 0."""
+    """The benchmark's tables: per variant, the speed-up curve, every run, then per-stage cost of seed 0.
+    Times are training time (evaluation paused the clock); the wall column includes evaluation."""
+    clips = summary.get("val_clips")
     lines = [
-        f"Target top-1: {_fmt(summary['target_top1'], 2)} % ({summary['target_rule']}).",
+        f"Target top-1: {_fmt(summary['target_top1'], 2)} % ({summary['target_rule']}); validation clips: "
+        f"{_fmt(clips)}. Times are training time: evaluation is off the clock and shown on its own.",
         "",
-        "| variant | seeds | time to target (s) | speed-up | final top-1 | Δ vs baseline | wall (s) "
-        "| iterations | train TFLOPs | ideal FLOP ratio | wall ratio | realised | overhead (s) "
-        "| of which eval (s) | stage BN (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | seeds | time to target (s) | speed-up | final top-1 (95 % CI) | Δ vs baseline (95 % CI) "
+        "| training (s) | wall incl. eval (s) | eval (s) | iterations | train TFLOPs | ideal FLOP ratio "
+        "| time ratio | realised | overhead (s) | stage BN (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in summary["variants"].items():
         lines.append(
             f"| {name} | {v['seeds']} | {_fmt(v['time_to_target_s'])} ({v['reached']}/{v['seeds']}) "
-            f"| {_fmt(v['speedup'], 2, '×')} | {_fmt(v['final_top1'], 2)} | {_fmt(v['final_top1_delta'], 2)} "
-            f"| {_fmt(v['wall_s'])} | {_fmt(v['iterations'], 0)} | {_fmt(_tera(v['train_gflops']), 2)} "
-            f"| {_fmt(v['ideal_flop_ratio'], 2, '×')} | {_fmt(v['wall_ratio'], 2, '×')} "
-            f"| {_fmt(_pct(v['realised_fraction']), 0, ' %')} | {_fmt(v['overhead_s'])} "
-            f"| {_fmt(v['eval_s'])} | {_fmt(v['stage_bn_s'])} |"
+            f"| {_fmt(v['speedup'], 2, '×')} | {_fmt(v['final_top1'], 2)} {_ci(v['final_top1_ci95'])} "
+            f"| {_fmt(v['final_top1_delta'], 2)} {_ci(v['final_top1_delta_ci95'])} "
+            f"| {_fmt(v['train_s'])} | {_fmt(v['wall_s'])} | {_fmt(v['eval_s'])} "
+            f"| {_fmt(v['iterations'], 0)} "
+            f"| {_fmt(_tera(v['train_gflops']), 2)} | {_fmt(v['ideal_flop_ratio'], 2, '×')} "
+            f"| {_fmt(v['time_ratio'], 2, '×')} | {_fmt(_pct(v['realised_fraction']), 0, ' %')} "
+            f"| {_fmt(v['overhead_s'])} | {_fmt(v['stage_bn_s'])} |"
         )
+    lines += ["", "Speed-up at fractions of the target (median over seeds):", "",
+              "| variant | " + " | ".join(f"{100 * c['fraction']:.0f} % ({_fmt(c['target_top1'], 2)})"
+                                        for c in summary["speedup_curve"]) + " |",
+              "|---|" + "---|" * len(summary["speedup_curve"])]
+    for name, v in summary["variants"].items():
+        if name != BASELINE:
+            lines.append(f"| {name} | " + " | ".join(_fmt(c["speedup"], 2, "×") for c in v["speedup_curve"])
+                         + " |")
     lines += ["", "Per run:", "",
-              "| seed | variant | target | time to target (s) | speed-up | final top-1 | wall (s) "
+              "| seed | variant | time to target (s) | speed-up | final top-1 | training (s) | wall (s) "
               "| iterations |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
         lines.append(
-            f"| {r['seed']} | {r['variant']} | {_fmt(r['target_top1'], 2)} | {_fmt(r['time_to_target_s'])} "
-            f"| {_fmt(r['speedup'], 2, '×')} | {_fmt(r['final_top1'], 2)} | {_fmt(r['wall_s'])} "
-            f"| {r['iterations']} |"
+            f"| {r['seed']} | {r['variant']} | {_fmt(r['time_to_target_s'])} | {_fmt(r['speedup'], 2, '×')} "
+            f"| {_fmt(r['final_top1'], 2)} | {_fmt(r['train_s'])} | {_fmt(r['wall_s'])} | {r['iterations']} |"
         )
-    lines += ["", "Where the time goes (first seed; ms per iteration and the share of it spent waiting "
-              "for data):", "",
-              "| variant | stage | shapes (TxS) | iterations | ms/iter | ms/clip | data wait |",
-              "|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + _stage_rows(summary)) + "\n"
+
+
+def _ci(interval: list[float] | None) -> str:
+    return "" if interval is None else f"({interval[0]:.1f}–{interval[1]:.1f})"
+
+
+def _stage_rows(summary: dict[str, Any]) -> list[str]:
+    lines = ["", "Where the time goes (first seed; ms per iteration and the share of it spent waiting "
+             "for data):", "",
+             "| variant | stage | shapes (TxS) | iterations | ms/iter | ms/clip | data wait |",
+             "|---|---|---|---|---|---|---|"]
     first = summary["runs"][0]["seed"] if summary["runs"] else None
     for r in (r for r in summary["runs"] if r["seed"] == first):
         for s in r["stages"]:
             wait = 100 * s["data_wait"]
             lines.append(f"| {r['variant']} | {s['stage']} | {' '.join(s['shapes'])} | {s['iterations']} "
                          f"| {s['ms_per_iter']:.0f} | {s['ms_per_clip']:.1f} | {wait:.0f} % |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _tera(gflops: float | None) -> float | None:
@@ -252,28 +272,39 @@ def _pct(fraction: float | None) -> float | None:
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> Path:
-    """PNG of val top-1 against wall-clock minutes, one line per run (colour: variant; style: seed)."""
+    """PNG: val top-1 against training minutes, one line per run (colour: variant; style: seed), with the
+    target fractions as dashed lines; beside it, the speed-up at each fraction of the target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2, 1]})
     colours: dict[str, str] = {}
     styles = ["-", "--", ":", "-."]
+    seeds = sorted({x["seed"] for x in summary["runs"]})
     for r in summary["runs"]:
         colour = colours.setdefault(r["variant"], f"C{len(colours)}")
-        seeds = sorted({x["seed"] for x in summary["runs"]})
         style = styles[seeds.index(r["seed"]) % len(styles)]
         xs = [e["time_s"] / 60 for e in r["evals"]]
         ys = [e["top1"] for e in r["evals"]]
         ax.plot(xs, ys, style, marker="o", ms=3, color=colour, label=f"{r['variant']} seed {r['seed']}")
-    if summary["target_top1"] is not None:
-        ax.axhline(summary["target_top1"], color="grey", lw=0.8, ls="--", label="target (median)")
-    ax.set(xlabel="wall-clock (min): data loading, training and evaluation", ylabel="val top-1 (%)",
-           title="time to accuracy: baseline vs multigrid")
+    for c in summary["speedup_curve"]:
+        if c["target_top1"] is not None:
+            ax.axhline(c["target_top1"], color="grey", lw=0.7, ls="--")
+    ax.set(xlabel="training time (min): data loading and training, evaluation excluded",
+           ylabel="val top-1 (%)", title="time to accuracy (grey: 80, 90, 95, 100 % of the target)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    for name, v in summary["variants"].items():
+        points = [(100 * c["fraction"], c["speedup"]) for c in v["speedup_curve"] if c["speedup"] is not None]
+        if name != BASELINE and points:
+            bx.plot(*zip(*points), marker="o", color=colours.get(name), label=name)
+    bx.axhline(1.0, color="grey", lw=0.7)
+    bx.set(xlabel="% of the target top-1", ylabel="speed-up over the baseline (×)",
+           title="speed-up curve (median over seeds)")
+    bx.grid(alpha=0.3)
+    bx.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

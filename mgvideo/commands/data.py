@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from mgvideo.data import synthetic
 from mgvideo.data.annotations import FORMATS, read_annotations
 from mgvideo.data.decode import FrameListReader, PyAVReader, truncation
 from mgvideo.errors import AnnotationError, VideoDecodeError
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
     synth = sub.add_parser("synth", help="write the built-in synthetic video dataset")
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", choices=("small", "default"), default="default")
+    synth.add_argument("--size", choices=sorted(synthetic.SIZES), default="default")
     synth.set_defaults(func=run_synth)
 
     check = sub.add_parser("check", help="open and decode every listed video", description=CHECK_HELP)
@@ -41,8 +42,6 @@ def register(subparsers) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Call the synthetic generator and print what it wrote."""
-    from mgvideo.data import synthetic
-
     summary = synthetic.generate(args.out, seed=args.seed, size=args.size)
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -94,8 +94,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[MultigridConfig, LRConf
 
 def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers]:
     """The schedule, LR and per-device batch of a trainer recipe, exactly as `mgvideo train` builds them."""
-    from mgvideo.bench.tta import load_any_config
-    from mgvideo.config import resolve_recipe
+    from mgvideo.config import load_any_config, resolve_recipe
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
     from mgvideo.models.zoo import PRESETS
 
@@ -111,8 +110,7 @@ def devices_line(args: argparse.Namespace, lr_cfg: LRConfig, loader: LoaderNumbe
     if args.config is None:
         return (f"devices: {loader.devices}; per-device batch {loader.batch_size}; global batch "
                 f"{loader.batch_size * loader.devices}; base LR {lr_cfg.base_lr:g}")
-    from mgvideo.bench.tta import load_any_config
-    from mgvideo.config import resolve_recipe
+    from mgvideo.config import load_any_config, resolve_recipe
     from mgvideo.engine.builders import device_plan
 
     cfg = load_any_config(resolve_recipe(args.config), args.overrides)
@@ -183,8 +181,7 @@ def summary(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers
 def counted_flop_ratio(args: argparse.Namespace, schedule: MultigridSchedule) -> str:
     """For a ViT recipe, the FLOP ratio with each shape's cost counted on the model (attention is
     quadratic in tokens, so T·S² overstates coarse shapes); '' for other models."""
-    from mgvideo.bench.tta import load_any_config
-    from mgvideo.config import resolve_recipe
+    from mgvideo.config import load_any_config, resolve_recipe
     from mgvideo.models.flops import clip_cost_fn
     from mgvideo.models.zoo import PRESETS
 

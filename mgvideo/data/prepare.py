@@ -53,16 +53,15 @@ def ensure_synthetic_data(cfg: Config) -> None:
         return
     from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
 
-    seed = getattr(d, "synthetic_seed", 0)  # the generator's seed, where the config has one
-    root = Path(d.root)
-    if _synthetic_done(root, synthetic.VERSION, seed):
+    seed, root = d.synthetic_seed, Path(d.root)  # the draw; another draw's folder is an error
+    if _synthetic_done(root, seed):
         return
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"data.root: cannot create {root} for the synthetic set: {err}") from err
     with locked(root / LOCK):
-        if _synthetic_done(root, synthetic.VERSION, seed):  # another process made it while we waited
+        if _synthetic_done(root, seed):  # another process made it while we waited
             return
         if d.synthetic_size in synthetic.SIZES:
             synthetic.generate(d.root, seed=seed, size=d.synthetic_size)
@@ -75,12 +74,11 @@ def ensure_synthetic_data(cfg: Config) -> None:
         synthetic.generate_with(d.root, seed, spec)
 
 
-def _synthetic_done(root: Path, version: int, seed: int) -> bool:
+def _synthetic_done(root: Path, seed: int) -> bool:
+    from mgvideo.data import synthetic
+
     meta = root / "meta.json"  # written last, so it exists only for a complete set
-    if not meta.exists():
-        return False
-    written = json.loads(meta.read_text())
-    return written.get("version") == version and written.get("seed", 0) == seed
+    return meta.exists() and synthetic.matches(json.loads(meta.read_text()), str(root), seed)
 
 
 def build_frame_cache(cfg: Config) -> FrameCache | None:

@@ -40,7 +40,8 @@ class TrainState:
     next_eval: int = 0  # sample count of the next periodic evaluation (train.eval_period_samples)
     skipped: int = 0  # unreadable videos skipped, all devices (counted at log points)
     records: int = 0  # lines of metrics.jsonl written
-    elapsed: float = 0.0  # wall-clock seconds of the run, across resumes
+    elapsed: float = 0.0  # training seconds of the run (the clock without evaluation), across resumes
+    wall: float = 0.0  # wall-clock seconds of the run, evaluation included, across resumes
     eval_step: int = -1  # the step of the last evaluation
     last_eval: dict[str, float] = field(default_factory=dict)
 
@@ -137,7 +138,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
         log.message(devices.describe(cfg.solver.base_lr))
     inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
     return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state, log, LogWindow(device),
-               Stopwatch(state.elapsed), hooks or TestHooks(), last_save=state.elapsed)
+               Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), last_save=state.elapsed)
 
 
 def _optimization(cfg: Config, net: nn.Module, device: torch.device, world_size: int,
@@ -182,7 +183,7 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     The log window must be closed first (the trainer does), so the state's counters are complete.
     """
     path = run.out_dir / "checkpoints" / name
-    run.state.elapsed = run.clock()
+    run.state.elapsed, run.state.wall = run.clock(), run.clock.wall()
     run.state.records = run.log.records
     run.log.flush()
     if run.info.is_main:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ class RunLog:
         self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
         self.records = keep_records
+        self.total_iterations = total_iterations  # of the whole run: where `train.eval_points` fall
         self._tb = None
         self._bar = None
         if not enabled:
@@ -82,11 +85,33 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class Stopwatch:
-    """Wall-clock time of the run, carried over across resumes."""
+    """The run's clock, carried over across resumes. Calling it gives the training time: data loading and
+    training, without the spans spent inside `paused()` (evaluation). `wall()` counts everything."""
 
-    def __init__(self, elapsed: float = 0.0) -> None:
-        self.offset = elapsed
+    def __init__(self, elapsed: float = 0.0, wall_elapsed: float | None = None) -> None:
+        self.offset = elapsed  # training seconds of earlier segments (resumes)
+        self.wall_offset = max(elapsed, wall_elapsed or 0.0)  # older checkpoints hold no wall time
         self.start = time.perf_counter()
+        self.paused_s = 0.0  # paused seconds in this segment
+        self._paused_at: float | None = None
 
     def __call__(self) -> float:
-        return self.offset + time.perf_counter() - self.start
+        now = time.perf_counter() if self._paused_at is None else self._paused_at
+        return self.offset + now - self.start - self.paused_s
+
+    def wall(self) -> float:
+        """Seconds since the run began, pauses included."""
+        return self.wall_offset + time.perf_counter() - self.start
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the training clock for the duration of the block (a nested block changes nothing)."""
+        if self._paused_at is not None:
+            yield
+            return
+        self._paused_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_s += time.perf_counter() - self._paused_at
+            self._paused_at = None

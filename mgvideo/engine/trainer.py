@@ -19,7 +19,7 @@ from mgvideo.config import Config, override
 from mgvideo.data.loader import Batch
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
-from mgvideo.engine.evaluate import validate
+from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state
 from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step
@@ -80,7 +80,7 @@ def eval_due(run: Run, epoch: int) -> bool:
         return run.state.eval_step != run.state.step
     if run.cfg.train.eval_period:
         return period_end(run, epoch)
-    if run.cfg.train.eval_period_samples == 0:
+    if run.cfg.train.eval_period_samples == 0 and run.cfg.train.eval_points == 0:
         return run.schedule.is_eval_epoch(epoch)
     return periodic_eval_due(run)
 
@@ -93,10 +93,21 @@ def period_end(run: Run, epoch: int) -> bool:
 
 
 def periodic_eval_due(run: Run) -> bool:
-    """With `train.eval_period_samples`: whether training has passed the next evaluation point."""
-    return bool(run.cfg.train.eval_period_samples) and run.state.samples >= run.state.next_eval
+    """Whether training has passed the next `train.eval_period_samples` or `train.eval_points` point."""
+    by_samples = bool(run.cfg.train.eval_period_samples) and run.state.samples >= run.state.next_eval
+    return by_samples or eval_point_passed(run)
 
 
+def eval_point_passed(run: Run) -> bool:
+    """With `train.eval_points` = N: whether an iteration ceil(k * total / N) (k = 1..N) lies after the
+    last evaluation and at or before this step. Spaced by iterations of the run's own schedule, so a
+    baseline and a multigrid run are evaluated equally often, whatever they cost per epoch."""
+    points = run.cfg.train.eval_points
+    if not points:
+        return False
+    total = max(run.log.total_iterations, 1)
+    last = max(run.state.eval_step, 0)
+    return run.state.step * points // total > last * points // total
 def train_epoch(run: Run, epoch: int) -> None:
     """One pass over the training set, at the shapes and batch sizes the sampler picks per iteration.
 
@@ -206,21 +217,35 @@ def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
 
 
 def evaluate(run: Run, epoch: int) -> dict[str, float]:
-    """Validation at the full shape, after precise BN at that shape so the statistics match it."""
+    """Validation at the full shape, after precise BN at that shape so the statistics match it. The
+    run's training clock is paused throughout: evaluation is not training time."""
     full = builders.eval_shape(run.cfg, run.batch)
-    started = time.perf_counter()
-    refresh_bn(run, run.batch, full, epoch)
-    refreshed = time.perf_counter()
-    result = validate(run.net, run.data.val, run.inputs, run.info, run.cfg.multi_label,
-                      run.cfg.test.max_failed_fraction)
-    mark_evaluated(run, result)
-    state = run.state
-    run.log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1 if state.iteration == 0 else epoch,
-                   "samples": state.samples, "time": run.clock(), **result,
-                   "bn_s": round(refreshed - started, 3), "val_s": round(time.perf_counter() - refreshed, 3)})
+    with run.clock.paused():
+        started = time.perf_counter()
+        refresh_bn(run, run.batch, full, epoch)
+        refreshed = time.perf_counter()
+        result, scores, labels = evaluate_videos(run.net, run.data.val, run.inputs, run.info, "sum",
+                                                 run.cfg.multi_label, run.cfg.test.max_failed_fraction)
+        if run.state.step == run.log.total_iterations and not run.cfg.multi_label:
+            save_val_hits(run, scores, labels)
+        mark_evaluated(run, result)
+        state = run.state
+        run.log.write({"kind": "eval", "step": state.step,
+                       "epoch": epoch + 1 if state.iteration == 0 else epoch, "samples": state.samples,
+                       "time": run.clock(), "wall": run.clock.wall(), **result,
+                       "bn_s": round(refreshed - started, 3),
+                       "val_s": round(time.perf_counter() - refreshed, 3)})
     metric = f"mAP {result['mAP']:.2f}" if "mAP" in result else f"top-1 {result['top1']:.2f}"
-    run.log.message(f"eval after step {state.step} ({run.clock() / 60:.1f} min): {metric}")
+    run.log.message(f"eval after step {state.step} ({run.clock() / 60:.1f} min of training): {metric}")
     return result
+
+
+def save_val_hits(run: Run, scores: torch.Tensor, labels: torch.Tensor) -> None:
+    """The final model's top-1 hit (0/1) per validation video read, in video order (`val_hits.json`): what
+    the benchmark bootstraps its intervals from."""
+    if run.info.is_main:
+        hits = (scores.argmax(1) == labels).int()
+        (run.out_dir / "val_hits.json").write_text(json.dumps(hits.tolist()))
 
 
 def mark_evaluated(run: Run, result: dict[str, float]) -> None:

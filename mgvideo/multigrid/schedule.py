@@ -264,6 +264,11 @@ class MultigridSchedule:
             last = i == len(raw) - 1
             stages.append(Stage(i, k, b, frames, crop, start, end, slot_sets[j][0], finetune=last))
             start = end
+        self._set_stages(stages)
+
+    def _set_stages(self, stages: list[Stage]) -> None:
+        """Adopt long-cycle `stages` (fine-tuning last) and derive the max epoch, LR steps and LRs."""
+        cfg = self.cfg
         self.stages = tuple(stages)
         self.max_epoch = stages[-1].end_epoch
         ends = [s.end_epoch for s in stages]
