@@ -379,8 +379,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if t.eval_period and m.long_cycle:
         raise ConfigError(f"{source}: train.eval_period is for single-stage runs (multigrid.long_cycle: "
                           "false); a multigrid run evaluates per stage (multigrid.eval_freq)")
-    if t.eval_period and t.eval_period_samples:
-        raise ConfigError(f"{source}: set train.eval_period or train.eval_period_samples, not both")
+    cadences = [k for k, v in (("train.eval_period", t.eval_period), ("train.eval_points", t.eval_points),
+                               ("train.eval_period_samples", t.eval_period_samples)) if v]
+    if len(cadences) > 1:
+        raise ConfigError(f"{source}: set one evaluation cadence, not {' and '.join(cadences)}")
     if not 0 < s.layer_decay <= 1:
         raise ConfigError(f"{source}: solver.layer_decay must be in (0, 1], got {s.layer_decay}")
     if len(s.betas) != 2 or not all(0 <= b < 1 for b in s.betas):

@@ -124,6 +124,14 @@ def shape_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Generate a config's synthetic set (if absent) ahead of the part that trains on it."""
+    from mgvideo.config import load_config
+    from mgvideo.data.prepare import ensure_synthetic_data
+
+    ensure_synthetic_data(load_config(args.config))
+
+
 def report(args: argparse.Namespace) -> None:
     """Collect the finished parts into gpu_check.json and a markdown table gpu_check.md."""
     out = Path(args.outdir)
@@ -210,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=256)
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=loader)
+    p = sub.add_parser("prepare")
+    p.add_argument("config")
+    p.set_defaults(func=prepare)
     p = sub.add_parser("report")
     p.add_argument("outdir")
     p.set_defaults(func=report)

@@ -95,3 +95,10 @@ def test_max_failed_fraction_is_a_fraction():
     assert load_config(None, ["test.max_failed_fraction=0"]).test.max_failed_fraction == 0.0
     with pytest.raises(ConfigError, match=r"test.max_failed_fraction must be in \[0, 1\], got 1.5"):
         load_config(None, ["test.max_failed_fraction=1.5"])
+
+
+def test_one_evaluation_cadence_at_a_time():
+    base = ["multigrid.long_cycle=false", "multigrid.short_cycle=false"]
+    with pytest.raises(ConfigError, match=r"one evaluation cadence, not train\.eval_period and train\.eval_"):
+        load_config(None, [*base, "train.eval_period=2", "train.eval_points=5"])
+    assert load_config(None, [*base, "train.eval_points=5"]).train.eval_points == 5

@@ -95,7 +95,7 @@ def variant_config(cfg: Config, spec: BenchSpec, variant: str, seed: int) -> Con
     long_cycle, short_cycle, _ = VARIANTS[variant]
     return bench_variant_config(cfg, spec.overrides, variant, (long_cycle, short_cycle), "bench config",
                                 **{"train.seed": seed, "train.eval_points": spec.eval_points,
-                                   "train.eval_period_samples": 0})
+                                   "train.eval_period_samples": 0, "train.eval_period": 0})
 
 
 def variant_schedule(run_cfg: Config, variant: str, seed: int) -> MultigridSchedule | None:

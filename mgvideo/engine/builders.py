@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -195,13 +193,15 @@ def build_network(cfg: Config, num_classes: int) -> nn.Module:
 
 def compile_model(model: nn.Module, net: nn.Module, schedule: MultigridSchedule, cfg: Config, batch: int,
                   device: torch.device, amp_dtype: torch.dtype | None, world_size: int = 1,
-                  backend: str = "inductor") -> nn.Module:
+                  backend: str = "inductor", micro_batches: int = 1) -> nn.Module:
     """`torch.compile` without dynamic shapes, warmed up on every shape the run will see.
 
     Each distinct (batch, T, S, BN plan) compiles once, here rather than mid-training: the warm-up runs
     under the training autocast and sets each shape's BN plan, so that training meets only graphs whose
     guards it already passed. The cache limit is raised to hold them all. The warm-up leaves weights, BN
-    statistics and gradients as they were.
+    statistics and gradients as they were. `batch` is one forward's (a micro-batch's) base batch; with
+    `micro_batches` k > 1 a forward takes every k-th clip of the step's batch, so the warm-up inputs have
+    those strides too (Dynamo guards on them).
     """
     import torch._dynamo
 
@@ -216,7 +216,8 @@ def compile_model(model: nn.Module, net: nn.Module, schedule: MultigridSchedule,
     memory = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
     for b, frames, crop, plan in plans:
         set_bn_groups(net, plan)
-        x = torch.zeros(b, 3, frames, crop, crop, device=device).contiguous(memory_format=memory)
+        k = micro_batches
+        x = torch.zeros(b * k, 3, frames, crop, crop, device=device).contiguous(memory_format=memory)[::k]
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = compiled(x)
         out.float().sum().backward()
@@ -237,12 +238,16 @@ def warmup_plans(schedule: MultigridSchedule, cfg: Config, batch: int,
     return plans
 
 
-def use_compile_cache(directory: Path) -> None:
-    """Keep torch.compile's on-disk caches (Inductor's FX graph and AOTAutograd caches, Triton kernels) in
-    the run's folder, so that a resumed run loads the kernels its first segment compiled instead of
-    compiling them again. The cache holds code that torch generated for this run, in this run's folder."""
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.resolve())
+def use_compile_cache() -> None:
+    """Turn on torch.compile's on-disk caches (Inductor's FX graph cache, and AOTAutograd's where torch has
+    it), so that a resumed run on this machine loads the kernels its first segment compiled instead of
+    compiling them again. They stay where torch keeps them (a per-user folder in the temp directory),
+    never in the run's folder: generated code is not read back from a folder that may come from elsewhere."""
     import torch._inductor.config as inductor_config
 
     if hasattr(inductor_config, "fx_graph_cache"):  # 2.2+; on by default from 2.5
         inductor_config.fx_graph_cache = True
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "enable_autograd_cache"):  # 2.5+
+        functorch_config.enable_autograd_cache = True

@@ -123,9 +123,9 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     micro = batch // devices.micro_batches  # what one forward pass holds
     opt.model = _wrap(net, info, device)
     if cfg.train.compile:
-        builders.use_compile_cache(out_dir / "compile_cache")
+        builders.use_compile_cache()
         opt.model = builders.compile_model(opt.model, net, schedule, cfg, micro, device, opt.amp_dtype,
-                                           info.world_size)
+                                           info.world_size, micro_batches=devices.micro_batches)
     data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
     lengths = _epoch_lengths(schedule, len(train_set), batch, info)
     log = RunLog(out_dir, info.is_main, state.records, sum(lengths),

@@ -18,6 +18,9 @@ from torch import nn
 
 from mgvideo.multigrid.lr import LRConfig
 
+# mkldnn.flags() (safe_kernels) also sets oneDNN's TF32 mode, which warns each time; registered once here.
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+
 
 @dataclass
 class Optimization:
@@ -48,7 +51,6 @@ def safe_kernels(device: torch.device, amp_dtype: torch.dtype | None) -> context
     """Around forward and backward: on the CPU under bf16, without oneDNN, whose bf16 conv3d weight gradient
     is intermittently NaN for a 1x1 input with padding, and which crashed channels-last runs (torch 2.13)."""
     if device.type == "cpu" and amp_dtype is not None:
-        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # set by flags()
         return torch.backends.mkldnn.flags(enabled=False)
     return contextlib.nullcontext()
 

@@ -154,9 +154,8 @@ def train_step(run: Run, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.T
     """
     x = run.inputs(batch)
     k, info = run.opt.micro_batches, run.info
-    stage_batch = run.batch * run.data.sampler.stage.batch_factor
-    set_bn_groups(run.net, bn_groups_for(len(batch) // k, stage_batch // k, run.cfg.model.bn_base_size,
-                                         info.world_size))
+    set_bn_groups(run.net, bn_groups_for(len(batch) // k, run.data.sampler.stage_batch // k,
+                                         run.cfg.model.bn_base_size, info.world_size))
     set_lr(run.opt.optimizer, lr)
     loss = correct = torch.zeros((), device=x.clips.device)
     for i in range(k):
@@ -201,10 +200,11 @@ def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
     if num == 0:
         return
-    set_bn_groups(run.net, bn_groups_for(batch, shape.stage_batch, run.cfg.model.bn_base_size,
+    k = run.opt.micro_batches  # as in training: a forward holds every k-th clip, with the same BN groups
+    set_bn_groups(run.net, bn_groups_for(batch // k, shape.stage_batch // k, run.cfg.model.bn_base_size,
                                          run.info.world_size))
-    clips = (run.inputs(b).clips for b in run.data.precise)  # DDP: all ranks' statistics merged
-    update_bn_stats(run.net, clips, num, average_across_ranks=run.info.enabled)
+    clips = (x[i::k] for b in run.data.precise for x in [run.inputs(b).clips] for i in range(k))
+    update_bn_stats(run.net, clips, num * k, average_across_ranks=run.info.enabled)  # DDP: ranks merged
 
 
 def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
