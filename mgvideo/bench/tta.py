@@ -18,7 +18,6 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +125,10 @@ def train_fresh(cfg: Config, out_dir: Path,
 
 def clip_gflops_fn(cfg: Config):
     """`(frames, crop) -> training GFLOPs of one clip` for the config's model, counted on meta tensors."""
-    import torch
+    from mgvideo.models.flops import clip_cost_fn
 
-    from mgvideo.models import build_model
-    from mgvideo.models.flops import count_gmacs
-
-    with torch.device("meta"):
-        model = build_model(cfg.model.name, cfg.data.num_classes, **cfg.model.options)
-
-    @cache
-    def clip_gflops(frames: int, crop: int) -> float:
-        return TRAIN_FLOP_FACTOR * count_gmacs(model, (1, 3, frames, crop, crop))
-
-    return clip_gflops
+    gmacs = clip_cost_fn(cfg.model.name, cfg.data.num_classes, **cfg.model.options)
+    return lambda frames, crop: TRAIN_FLOP_FACTOR * gmacs(frames, crop)
 
 
 def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, Any]:
