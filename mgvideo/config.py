@@ -83,6 +83,17 @@ class MultigridSection:
     # [frames, crop] multiples every shape is rounded to; [] takes them from the model (a ViT's tubelet and
     # patch sizes, so that the token count per batch stays constant; CNNs: none).
     shape_multiple: list[int] = field(default_factory=list)
+    # Which schedule of the family: the paper's ordered cycles, its random-shape ablation (seeded by
+    # train.seed), or progressive resizing (FFCV / composer: the baseline's epochs and LR, crops growing
+    # from progressive_start_scale to full at progressive_ramp_end of the run; the cycles are unused).
+    schedule: Literal["multigrid", "random", "progressive"] = "multigrid"
+    # The closing phase, beyond the paper (defaults: the reference). False: fine-tune at the full shape
+    # only; a fraction > 0: fine-tune for that share of the baseline's epochs, uncompressed.
+    finetune_short_cycle: bool = True
+    finetune_fraction: float = 0.0
+    progressive_start_scale: float = 0.5
+    progressive_ramp_end: float = 0.8
+    progressive_crop_step: int = 8
 
 
 @dataclass

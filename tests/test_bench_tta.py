@@ -37,7 +37,7 @@ def test_time_to_target_is_the_first_evaluation_reaching_it():
 def test_paired_speedup_and_unreached_targets():
     base = [(1, 100.0, 40.0), (2, 300.0, 60.0)]
     assert S.paired_speedup(base, 300.0, [(1, 100.0, 60.0)], 60.0) == 3.0
-    assert S.paired_speedup(base, 300.0, [(1, 100.0, 59.0)], 60.0) == 0.0  # never got there
+    assert S.paired_speedup(base, 300.0, [(1, 100.0, 59.0)], 60.0) is None  # never got there: null, not 0
     # The baseline never reached it: its whole run is a lower bound on its time.
     assert S.paired_speedup(base, 320.0, [(1, 80.0, 61.0)], 61.0) == 4.0
 
@@ -117,7 +117,7 @@ def test_compare_uses_one_target_for_all_seeds_and_pairs_the_times():
     assert {r["speedup"] for r in summary["runs"] if r["variant"] == "baseline"} == {None}
     assert summary["variants"]["baseline"]["speedup"] is None  # not a speed-up over itself
     # seed 0: the baseline ends at 59, below the target: its whole 300 s counts (a lower bound)
-    assert speedups == [6.0, 3.0, 0.0]
+    assert speedups == [6.0, 3.0, None]  # seed 2 never gets there: null, not 0
     assert summary["speedup"] == 3.0  # the median over seeds
     assert summary["final_top1_delta"] == pytest.approx(-0.67, abs=0.01)  # mean of +2, -1, -3
     mg = summary["variants"]["multigrid"]
@@ -152,7 +152,7 @@ def test_markdown_table_and_plot(tmp_path):
     assert "Target top-1: 60.00 %" in table and "validation clips: 100" in table
     assert "| multigrid | 3 | 100.0 (2/3) | 3.00× | 59.33 (" in table
     assert "| multigrid | 4.00× | 2.00× | 3.00× | 3.00× |" in table  # the speed-up curve row
-    assert "| 2 | multigrid | – | 0.00× | 58.00 | 150.0 |" in table
+    assert "| 2 | multigrid | never | never | 58.00 | 150.0 |" in table
     png = R.plot_curves(summary, tmp_path / "tta.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -216,6 +216,38 @@ def test_bench_config_variants_and_overrides(tmp_path):
     assert (long.train.eval_points, long.train.eval_period_samples) == (spec.eval_points, 0)
 
 
+def test_variant_names_options_and_budgets(tmp_path):
+    path = tmp_path / "bench.yaml"
+    options = ("  options:\n    plain: {multigrid.finetune_short_cycle: false}\n"
+               "    sqrt: {solver.lr_batch_scaling: sqrt}\n")
+    path.write_text(BENCH_YAML.replace("  overrides:", options + "  overrides:"))
+    spec, cfg = tta.load_bench(path, ["solver.max_epoch=20", "solver.steps=[0,14,18]",
+                                      "solver.warmup_epochs=2"])
+    name = tta.VariantName.parse("multigrid+plain+sqrt@2")
+    assert (name.base, name.options, name.budget, str(name)) == ("multigrid", ("plain", "sqrt"), 2.0,
+                                                                "multigrid+plain+sqrt@2")
+    both = tta.variant_config(cfg, spec, "multigrid+plain+sqrt", 0)
+    assert not both.multigrid.finetune_short_cycle and both.solver.lr_batch_scaling == "sqrt"
+    assert both.solver.base_lr == 0.1  # the multigrid overrides still apply
+    half = tta.variant_config(cfg, spec, "baseline@0.5", 0)  # epochs, steps and warmup scaled together
+    assert (half.solver.max_epoch, half.solver.steps, half.solver.warmup_epochs) == (10, [0, 7, 9], 1.0)
+    assert half.solver.base_lr == 0.2 and not half.multigrid.long_cycle
+    tiny = tta.variant_config(cfg, spec, "baseline@0.1", 0)  # steps stay inside the run, increasing
+    assert (tiny.solver.max_epoch, tiny.solver.steps) == (3, [0, 1, 2])
+    matched = tta.variant_config(cfg, spec, "baseline@match", 0)
+    from mgvideo.engine.builders import build_schedule
+
+    mg_iterations = build_schedule(tta.variant_config(cfg, spec, "multigrid", 0)).total_iterations()
+    assert matched.solver.max_epoch == round(mg_iterations)  # as many iterations as multigrid
+    prog = tta.variant_config(cfg, spec, "progressive", 0)
+    assert prog.multigrid.schedule == "progressive" and not prog.multigrid.long_cycle
+    assert tta.variant_config(cfg, spec, "random", 5).multigrid.schedule == "random"
+    for bad, message in (("multigrid+nope", "nope are not defined"), ("mg", "base\\[\\+option"),
+                         ("baseline@x", "budget after @")):
+        with pytest.raises(ConfigError, match=message):
+            tta.load_bench(path, [f"bench.variants=[baseline,{bad}]"])
+
+
 @pytest.mark.parametrize("text, message", [
     ("bench:\n  seeds: 2\n  sedes: 3\n", "bench.yaml:3: bench.sedes is not a bench setting"),
     ("bench:\n  variants: [multigrid]\n", "must include 'baseline'"),
@@ -269,15 +301,27 @@ def test_bench_tta_end_to_end(tmp_path):
     config = tmp_path / "bench.yaml"
     config.write_text(TINY_BENCH % (REPO / "runs" / "data" / "synthetic_small"))
     out, report = tmp_path / "out", tmp_path / "report.json"
-    code = main(["bench", "tta", "--config", str(config), "--out", str(out), "--json", str(report)])
-    assert code == 0
+    args = ["bench", "tta", "--config", str(config), "--out", str(out), "--json", str(report),
+            "--variants", "baseline,baseline@0.67,multigrid"]
+    assert main(args) == 0
     summary = json.loads(report.read_text())
+    assert {"frontier", "gain_at_equal_time", "speedup_at_equal_accuracy"} <= summary.keys()
+    points = {p["variant"]: p for p in summary["frontier"]}
+    assert set(points) == {"baseline", "baseline@0.67", "multigrid"}
+    assert points["baseline@0.67"]["budget"] == 0.667  # 2 of 3 epochs: 40 of 60 iterations
+    assert set(points["multigrid"]) == {"variant", "budget", "seed", "train_s", "final_top1"}
+    # --reuse reads the finished runs of the same config instead of training them again.
+    metrics = out / "seed0" / "multigrid" / "metrics.jsonl"
+    before = metrics.stat().st_mtime_ns
+    assert main(args + ["--reuse"]) == 0
+    assert metrics.stat().st_mtime_ns == before
+    assert json.loads(report.read_text())["frontier"] == summary["frontier"]
     assert {"speedup", "final_top1_delta", "target_top1", "val_clips", "eval_on_clock", "speedup_curve",
             "runs"} <= summary.keys()
     assert summary["eval_on_clock"] is False and summary["val_clips"] == 20  # the small set's val split
     assert [c["fraction"] for c in summary["speedup_curve"]] == [0.8, 0.9, 0.95, 1.0]
     runs = {r["variant"]: r for r in summary["runs"]}
-    assert set(runs) == {"baseline", "multigrid"}
+    assert set(runs) == {"baseline", "baseline@0.67", "multigrid"}
     base, mg = runs["baseline"], runs["multigrid"]
     assert summary["target_top1"] == round(base["final_top1"], 2)
     assert base["iterations"] == 3 * 40 // 2  # 3 epochs of 40 clips at batch 2

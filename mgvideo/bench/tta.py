@@ -22,21 +22,50 @@ from pathlib import Path
 from typing import Any
 
 from mgvideo.bench import tta_report as R
-from mgvideo.config import Config, bench_variant_config, load_config_with, resolve_recipe
+from mgvideo.config import Config, load_config_with, override, resolve_recipe, to_dict
 from mgvideo.errors import ConfigError
-from mgvideo.multigrid.random_shapes import RandomShapeSchedule
-from mgvideo.multigrid.schedule import MultigridSchedule
 
 DEFAULT_CONFIG = "configs/synthetic/bench.yaml"
-# Cycle switches of each variant: (long_cycle, short_cycle, random shapes).
+# Each base variant: its (long_cycle, short_cycle) switches and the schedule of the family it runs.
 VARIANTS = {
-    "baseline": (False, False, False),
-    "long": (True, False, False),
-    "short": (False, True, False),
-    "multigrid": (True, True, False),
-    "random": (True, True, True),
+    "baseline": (False, False, "multigrid"),
+    "long": (True, False, "multigrid"),
+    "short": (False, True, "multigrid"),
+    "multigrid": (True, True, "multigrid"),
+    "random": (True, True, "random"),
+    "progressive": (False, False, "progressive"),
 }
+MULTIGRID_FAMILY = ("long", "short", "multigrid", "random")  # they take bench.overrides.multigrid
 TRAIN_FLOP_FACTOR = 6.0  # FLOPs per clip = 2 (multiply + add) x 3 (forward + backward) x forward MACs
+
+
+@dataclass(frozen=True)
+class VariantName:
+    """A variant as written on the command line: `base[+option...][@budget]`, e.g. `multigrid+finish`
+    or `baseline@0.5`. Options are the bench config's `options`; the budget scales the recipe's epochs
+    (max epoch, LR steps and warmup together), `match` to multigrid's training iterations."""
+
+    base: str
+    options: tuple[str, ...] = ()
+    budget: float | str = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> VariantName:
+        head, _, budget = text.partition("@")
+        base, *options = head.split("+")
+        if not budget:
+            return cls(base, tuple(options))
+        if budget == "match":
+            return cls(base, tuple(options), "match")
+        try:
+            return cls(base, tuple(options), float(budget))
+        except ValueError:
+            raise ConfigError(f"variant '{text}': the budget after @ must be a number or 'match'") from None
+
+    def __str__(self) -> str:
+        budget = "" if self.budget == 1.0 else f"@{self.budget:g}" if isinstance(self.budget, float) else \
+            f"@{self.budget}"
+        return "+".join((self.base, *self.options)) + budget
 
 
 @dataclass
@@ -47,8 +76,11 @@ class BenchSpec:
     variants: list[str] = field(default_factory=lambda: ["baseline", "multigrid"])
     target_top1: float | None = None  # None: the baseline's final top-1, mean over seeds
     eval_points: int = 20  # evaluations per run, evenly spaced over its own iterations (the last at the end)
-    # Dotted trainer overrides per variant; 'multigrid' also applies to long, short and random.
+    # Dotted trainer overrides per base variant; 'multigrid' also applies to long, short and random.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Named options, each a mapping of dotted trainer overrides, used as `variant+option`.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reuse: bool = False  # keep a finished run whose folder holds the same config (an interrupted bench)
 
 
 def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[BenchSpec, Config]:
@@ -63,7 +95,7 @@ def _bench_spec(raw: dict[str, Any], origins: dict[str, str], path: str) -> Benc
     for key, value in raw.items():
         if not hasattr(spec, key):
             raise ConfigError(f"{origins.get('bench.' + key, path)}: bench.{key} is not a bench setting "
-                              f"(seeds, variants, target_top1, eval_points, overrides)")
+                              f"(seeds, variants, target_top1, eval_points, overrides, options, reuse)")
         setattr(spec, key, value)
 
     def where(key: str) -> str:
@@ -73,10 +105,18 @@ def _bench_spec(raw: dict[str, Any], origins: dict[str, str], path: str) -> Benc
         spec.variants = [v.strip() for v in spec.variants.split(",") if v.strip()]
     if not isinstance(spec.seeds, int) or isinstance(spec.seeds, bool) or spec.seeds < 1:
         raise ConfigError(f"{where('seeds')} must be a positive integer, got {spec.seeds!r}")
-    unknown = [v for v in spec.variants if v not in VARIANTS]
+    if not isinstance(spec.options, dict) or any(not isinstance(v, dict) for v in spec.options.values()):
+        raise ConfigError(f"{where('options')} must map option names to key: value mappings")
+    spec.variants = [str(v) for v in spec.variants]
+    names = [VariantName.parse(v) for v in spec.variants]
+    unknown = [str(n) for n in names if n.base not in VARIANTS]
     if unknown or R.BASELINE not in spec.variants:
-        raise ConfigError(f"{where('variants')} must include 'baseline' and come from "
-                          f"{', '.join(VARIANTS)}; got {spec.variants}")
+        raise ConfigError(f"{where('variants')} must include 'baseline' and be base[+option...][@budget] "
+                          f"with a base from {', '.join(VARIANTS)}; got {spec.variants}")
+    missing = sorted({o for n in names for o in n.options} - set(spec.options))
+    if missing:
+        raise ConfigError(f"{where('variants')}: option(s) {', '.join(missing)} are not defined in "
+                          f"bench.options (defined: {', '.join(spec.options) or 'none'})")
     if not isinstance(spec.eval_points, int) or isinstance(spec.eval_points, bool) or spec.eval_points < 1:
         raise ConfigError(f"{where('eval_points')} must be a positive integer, got {spec.eval_points!r}")
     if spec.target_top1 is not None and not (isinstance(spec.target_top1, int | float)
@@ -89,38 +129,87 @@ def _bench_spec(raw: dict[str, Any], origins: dict[str, str], path: str) -> Benc
 
 
 def variant_config(cfg: Config, spec: BenchSpec, variant: str, seed: int) -> Config:
-    """The trainer config of one run: the variant's cycles, its hyperparameters, the seed and the
-    evaluation protocol (`eval_points` evenly spaced over the run's own iterations)."""
-    long_cycle, short_cycle, _ = VARIANTS[variant]
-    return bench_variant_config(cfg, spec.overrides, variant, (long_cycle, short_cycle), "bench config",
-                                **{"train.seed": seed, "train.eval_points": spec.eval_points,
-                                   "train.eval_period_samples": 0, "train.eval_period": 0})
+    """The trainer config of one run: the variant's base (cycles and schedule), the bench's per-variant
+    hyperparameters, its options, its budget, the seed and the evaluation protocol (`eval_points` evenly
+    spaced over the run's own iterations)."""
+    name = VariantName.parse(variant)
+    long_cycle, short_cycle, schedule = VARIANTS[name.base]
+    keys: dict[str, Any] = {"multigrid.long_cycle": long_cycle, "multigrid.short_cycle": short_cycle,
+                            "multigrid.schedule": schedule}
+    if name.base in MULTIGRID_FAMILY:
+        keys.update(spec.overrides.get("multigrid", {}))
+    keys.update(spec.overrides.get(name.base, {}))
+    for option in name.options:
+        keys.update(spec.options[option])
+    keys.update({"train.seed": seed, "train.eval_points": spec.eval_points, "train.eval_period_samples": 0,
+                 "train.eval_period": 0})
+    try:
+        run_cfg = override(cfg, **keys)
+    except ConfigError as err:
+        raise ConfigError(f"bench config: variant {variant}: {err}") from err
+    budget = match_budget(cfg, spec) if name.budget == "match" else float(name.budget)
+    return scale_budget(run_cfg, budget) if budget != 1.0 else run_cfg
 
 
-def variant_schedule(run_cfg: Config, variant: str, seed: int) -> MultigridSchedule | None:
-    """The random-shape ablation's schedule (seeded), or None: the trainer builds the config's own."""
-    if not VARIANTS[variant][2]:
-        return None
+def match_budget(cfg: Config, spec: BenchSpec) -> float:
+    """The budget at which the baseline trains as many iterations as multigrid (baseline epochs of
+    iterations of the bench's multigrid run over the baseline's epochs)."""
     from mgvideo.engine.builders import build_schedule
 
-    return RandomShapeSchedule(build_schedule(run_cfg).cfg, seed)
+    multigrid = build_schedule(variant_config(cfg, spec, R.MULTIGRID, 0))
+    return multigrid.total_iterations() / cfg.solver.max_epoch
+
+
+def scale_budget(cfg: Config, budget: float) -> Config:
+    """The recipe at `budget` times its epochs: max epoch, LR steps and warmup scaled together, rounded
+    to whole epochs, the steps kept strictly increasing and inside the run."""
+    s = cfg.solver
+    if not budget > 0:
+        raise ConfigError(f"bench budget: must be > 0 (got {budget!r})")
+    max_epoch = max(int(round(s.max_epoch * budget)), len(s.steps))
+    steps = [int(round(step * budget)) for step in s.steps]
+    for i in range(len(steps) - 1, 0, -1):  # from the end: inside the run, then strictly increasing
+        steps[i] = min(steps[i], (steps[i + 1] if i + 1 < len(steps) else max_epoch) - 1)
+    for i in range(1, len(steps)):
+        steps[i] = max(steps[i], steps[i - 1] + 1)
+    return override(cfg, **{"solver.max_epoch": max_epoch, "solver.steps": steps,
+                            "solver.warmup_epochs": s.warmup_epochs * max_epoch / s.max_epoch})
 
 
 # ---- running -----------------------------------------------------------------------------------------
 
 
-def train_fresh(cfg: Config, out_dir: Path,
-                schedule: MultigridSchedule | None = None) -> tuple[list[dict[str, Any]], list[int]]:
+def train_fresh(cfg: Config, out_dir: Path, reuse: bool = False) -> tuple[list[dict[str, Any]], list[int]]:
     """Train one run from scratch with the trainer (a fresh clock and model: a benchmark run never
     resumes); return its metrics records (the last evaluation is of the final model) and the final
-    model's top-1 hit per validation clip (empty for multi-label data)."""
+    model's top-1 hit per validation clip (empty for multi-label data). With `reuse`, a finished run
+    in `out_dir` of the very same config is read instead of trained again."""
     from mgvideo.engine.runlog import read_records
     from mgvideo.engine.trainer import train
 
-    shutil.rmtree(out_dir, ignore_errors=True)
-    train(cfg, out_dir, schedule=schedule)
-    hits = out_dir / "val_hits.json"
-    return read_records(out_dir / "metrics.jsonl"), json.loads(hits.read_text()) if hits.exists() else []
+    if not (reuse and finished_with(cfg, out_dir)):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        train(cfg, out_dir)
+    return read_records(out_dir / "metrics.jsonl"), read_val_hits(out_dir / "val_hits.json")
+
+
+def finished_with(cfg: Config, out_dir: Path) -> bool:
+    """Whether `out_dir` holds a finished run (its summary written) of exactly this config."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return (out_dir / "summary.json").exists() and saved == to_dict(cfg)
+
+
+def read_val_hits(path: Path) -> list[int]:
+    """The final model's per-clip hits from `val_hits.json` (a list, or a mapping holding `hits`)."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return list(data["hits"] if isinstance(data, dict) else data)
 
 
 def clip_gflops_fn(cfg: Config):
@@ -141,8 +230,7 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
     for seed in range(spec.seeds):
         for variant in spec.variants:
             run_cfg = variant_config(cfg, spec, variant, seed)
-            schedule = variant_schedule(run_cfg, variant, seed)
-            records, hits = train_fresh(run_cfg, out / f"seed{seed}" / variant, schedule)
+            records, hits = train_fresh(run_cfg, out / f"seed{seed}" / variant, spec.reuse)
             gc.collect()  # end the finished run's loader workers now
             figures = R.figures_from_records(variant, seed, records, flops, hits)
             runs.append(figures)
@@ -170,6 +258,8 @@ def register(subparsers) -> None:
                         help=f"comma-separated, from {','.join(VARIANTS)} (default: the config's)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tta"), help="output folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON summary here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep finished runs in OUT whose config is the same (resume a stopped bench)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="trainer overrides for every run (e.g. data.workers=2) or bench.<field>=...")
     parser.set_defaults(func=run)
@@ -181,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"bench.seeds={args.seeds}")
     if args.variants is not None:
         overrides.append(f"bench.variants=[{args.variants}]")
+    if args.reuse:
+        overrides.append("bench.reuse=true")
     spec, cfg = load_bench(resolve_recipe(args.config), overrides)
     summary = run_bench(spec, cfg, args.out)
     if args.json is not None:

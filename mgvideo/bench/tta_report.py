@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mgvideo.bench import frontier as F
 from mgvideo.bench import tta_stats as S
 
 BASELINE = "baseline"
@@ -117,8 +118,12 @@ def compare(runs: Sequence[RunFigures], configured_target: float | None,
         run.time_to_target_s = S.time_to_target(run.evals, target)
     variants = {name: _variant_summary([r for r in runs if r.variant == name], baselines, target, fractions)
                 for name in dict.fromkeys(r.variant for r in runs)}
+    frontier = _frontier(runs, baselines, variants)
     mg = variants.get(MULTIGRID, {})
     return {
+        "frontier": frontier,
+        "gain_at_equal_time": mg.get("gain_at_equal_time"),
+        "speedup_at_equal_accuracy": mg.get("speedup_at_equal_accuracy"),
         "speedup": mg.get("speedup"),
         "final_top1_delta": mg.get("final_top1_delta"),
         "target_top1": _round(target),
@@ -132,6 +137,27 @@ def compare(runs: Sequence[RunFigures], configured_target: float | None,
     }
 
 
+def _frontier(runs: Sequence[RunFigures], baselines: dict[int, RunFigures],
+              variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run as a frontier point (budget: its iterations over its seed's full baseline's), and each
+    variant outside the baseline family judged against the baseline's curve (mean over seeds per
+    budget): its gain at equal time and speed-up at equal accuracy, added to `variants`."""
+    points = [{"variant": r.variant, "budget": _round(r.iterations / max(baselines[r.seed].iterations, 1), 3),
+               "seed": r.seed, "train_s": _round(r.train_s, 1), "final_top1": _round(r.final_top1)}
+              for r in runs]
+    by_budget: dict[str, list[F.Point]] = {}
+    for r in runs:
+        if F.family(r.variant) == BASELINE:
+            by_budget.setdefault(r.variant, []).append((r.train_s, r.final_top1))
+    curve = F.mean_curve(by_budget)
+    for name, v in variants.items():
+        if F.family(name) != BASELINE:
+            mine = [r for r in runs if r.variant == name]
+            v.update(F.judge(curve, statistics.fmean(r.train_s for r in mine),
+                             statistics.fmean(r.final_top1 for r in mine)))
+    return points
+
+
 def _variant_summary(runs: Sequence[RunFigures], baselines: dict[int, RunFigures], target: float,
                      fractions: Sequence[float]) -> dict[str, Any]:
     paired = [(r, baselines[r.seed]) for r in runs]
@@ -139,8 +165,8 @@ def _variant_summary(runs: Sequence[RunFigures], baselines: dict[int, RunFigures
     time_ratio = [b.train_s / r.train_s for r, b in paired if r.train_s > 0]
     baseline = bool(runs) and runs[0].variant == BASELINE  # no speed-up over itself
     curve = [{"fraction": f, "target_top1": _round(f * target),
-              "speedup": None if baseline else _round(
-                  median(S.paired_speedup(b.evals, b.train_s, r.evals, f * target) for r, b in paired), 3)}
+              "speedup": None if baseline else _round(S.median_speedup(
+                  [S.paired_speedup(b.evals, b.train_s, r.evals, f * target) for r, b in paired]), 3)}
              for f in fractions]
     top1_ci = S.bootstrap_interval([r.val_hits for r in runs])
     delta_ci = S.bootstrap_interval([S.paired_differences(r.val_hits, b.val_hits) for r, b in paired])
@@ -194,9 +220,9 @@ def _run_json(run: RunFigures, base: RunFigures) -> dict[str, Any]:
 # ---- outputs ---------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 1, suffix: str = "") -> str:
+def _fmt(value: Any, digits: int = 1, suffix: str = "", missing: str = "–") -> str:
     if value is None:
-        return "–"
+        return missing
     if isinstance(value, float):
         return f"{value:.{digits}f}{suffix}"
     return f"{value}{suffix}"
@@ -217,8 +243,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     for name, v in summary["variants"].items():
         lines.append(
-            f"| {name} | {v['seeds']} | {_fmt(v['time_to_target_s'])} ({v['reached']}/{v['seeds']}) "
-            f"| {_fmt(v['speedup'], 2, '×')} | {_fmt(v['final_top1'], 2)} {_ci(v['final_top1_ci95'])} "
+            f"| {name} | {v['seeds']} | {_fmt(v['time_to_target_s'], 1, '', 'never')} "
+            f"({v['reached']}/{v['seeds']}) "
+            f"| {_speedup(v['speedup'], name)} | {_fmt(v['final_top1'], 2)} {_ci(v['final_top1_ci95'])} "
             f"| {_fmt(v['final_top1_delta'], 2)} {_ci(v['final_top1_delta_ci95'])} "
             f"| {_fmt(v['train_s'])} | {_fmt(v['wall_s'])} | {_fmt(v['eval_s'])} "
             f"| {_fmt(v['iterations'], 0)} "
@@ -232,17 +259,55 @@ def markdown_table(summary: dict[str, Any]) -> str:
               "|---|" + "---|" * len(summary["speedup_curve"])]
     for name, v in summary["variants"].items():
         if name != BASELINE:
-            lines.append(f"| {name} | " + " | ".join(_fmt(c["speedup"], 2, "×") for c in v["speedup_curve"])
+            lines.append(f"| {name} | " + " | ".join(_speedup(c["speedup"], name) for c in v["speedup_curve"])
                          + " |")
     lines += ["", "Per run:", "",
               "| seed | variant | time to target (s) | speed-up | final top-1 | training (s) | wall (s) "
               "| iterations |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
         lines.append(
-            f"| {r['seed']} | {r['variant']} | {_fmt(r['time_to_target_s'])} | {_fmt(r['speedup'], 2, '×')} "
+            f"| {r['seed']} | {r['variant']} | {_fmt(r['time_to_target_s'], 1, '', 'never')} "
+            f"| {_speedup(r['speedup'], r['variant'])} "
             f"| {_fmt(r['final_top1'], 2)} | {_fmt(r['train_s'])} | {_fmt(r['wall_s'])} | {r['iterations']} |"
         )
-    return "\n".join(lines + _stage_rows(summary)) + "\n"
+    return "\n".join(lines + _frontier_rows(summary) + _stage_rows(summary)) + "\n"
+
+
+def _speedup(value: float | None, variant: str) -> str:
+    """A speed-up cell: '–' on the baseline's own row, 'never' where the target was not reached."""
+    return "–" if variant == BASELINE else _fmt(value, 2, "×", "never")
+
+
+def _frontier_rows(summary: dict[str, Any]) -> list[str]:
+    """Final top-1 against training time per variant (means over seeds), judged against the baseline's
+    budgets: gain at equal time and speed-up at equal accuracy."""
+    lines = ["", "Frontier: final top-1 against training time (means over seeds). Budget: training "
+             "iterations over the full baseline's. Judged against the baseline recipe at its budgets.", "",
+             "| variant | budget | training (s) | final top-1 | gain at equal time (points) "
+             "| speed-up at equal accuracy |", "|---|---|---|---|---|---|"]
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for p in summary.get("frontier", []):
+        by_variant.setdefault(p["variant"], []).append(p)
+    for name, pts in by_variant.items():
+        v = summary["variants"].get(name, {})
+        judged = F.family(name) != BASELINE
+        speedup = v.get("speedup_at_equal_accuracy")
+        cell = (_fmt(speedup, 2, "×", "never") if not v.get("below_frontier_start")
+                else f"≤ {_fmt(speedup, 2, '×')} (the smallest budget already beats it)")
+        if v.get("beyond_frontier"):
+            cell = "beyond the frontier (no budget reaches it)"
+        lines.append(
+            f"| {name} | {_fmt(_mean(p['budget'] for p in pts), 3)} "
+            f"| {_fmt(_mean(p['train_s'] for p in pts))} "
+            f"| {_fmt(_mean(p['final_top1'] for p in pts), 2)} "
+            f"| {_fmt(v.get('gain_at_equal_time'), 2, '', 'outside the frontier') if judged else '–'} "
+            f"| {cell if judged else '–'} |")
+    return lines
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
 
 
 def _ci(interval: list[float] | None) -> str:
@@ -279,7 +344,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (ax, bx, fx) = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [2, 1, 1.3]})
     colours: dict[str, str] = {}
     styles = ["-", "--", ":", "-."]
     seeds = sorted({x["seed"] for x in summary["runs"]})
@@ -305,7 +370,28 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
            title="speed-up curve (median over seeds)")
     bx.grid(alpha=0.3)
     bx.legend(fontsize=7)
+    _plot_frontier(fx, summary)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_frontier(ax, summary: dict[str, Any]) -> None:
+    """Final top-1 against training time: each run a dot, each family (a variant at its budgets) a line
+    through its budgets' means, so that the baseline's frontier and multigrid's curve can be compared."""
+    families: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for p in summary.get("frontier", []):
+        if p["train_s"] is not None and p["final_top1"] is not None:
+            by_budget = families.setdefault(F.family(p["variant"]), {})
+            by_budget.setdefault(p["variant"], []).append((p["train_s"] / 60, p["final_top1"]))
+    for i, (name, by_budget) in enumerate(families.items()):
+        colour = f"C{i}"
+        for pts in by_budget.values():
+            ax.scatter(*zip(*pts), s=12, color=colour, alpha=0.5)
+        curve = F.mean_curve(by_budget)
+        ax.plot(*zip(*curve), marker="o", color=colour, label=f"{name} ({len(by_budget)} budgets)")
+    ax.set(xlabel="training time (min)", ylabel="final val top-1 (%)",
+           title="frontier: final top-1 against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)

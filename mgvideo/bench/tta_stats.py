@@ -49,15 +49,24 @@ def time_to_target(evals: Sequence[tuple[int, float, float]], target: float) -> 
 
 
 def paired_speedup(base_evals: Sequence[tuple[int, float, float]], base_total_s: float,
-                   evals: Sequence[tuple[int, float, float]], target: float) -> float:
-    """Baseline time to `target` over the other run's. 0 when the other never reaches it (infinitely
-    slow). A baseline seed that never reaches it counts its whole training time: a lower bound on its
+                   evals: Sequence[tuple[int, float, float]], target: float) -> float | None:
+    """Baseline time to `target` over the other run's. None when the other never reaches it. A baseline
+    seed that never reaches it counts its whole training time: a lower bound on its
     time, so the speed-up is understated, never inflated."""
     other = time_to_target(evals, target)
     if other is None:
-        return 0.0
+        return None
     base = time_to_target(base_evals, target)
     return (base_total_s if base is None else base) / max(other, 1e-9)
+
+
+def median_speedup(values: Sequence[float | None]) -> float | None:
+    """The median speed-up over seeds, a seed that never reached the target counting as infinitely slow
+    (0); None when the median itself is such a seed: the target is, on the whole, never reached."""
+    if not values:
+        return None
+    median = statistics.median(0.0 if v is None else v for v in values)
+    return None if median == 0.0 else median
 
 
 def median_or_none(values: Sequence[float]) -> float | None:

@@ -17,6 +17,8 @@ from mgvideo.models import build_model
 from mgvideo.models.zoo import shape_multiple
 from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, convert_model, set_bn_groups
 from mgvideo.multigrid.lr import LRConfig
+from mgvideo.multigrid.progressive import ProgressiveConfig, ProgressiveSchedule
+from mgvideo.multigrid.random_shapes import RandomShapeSchedule
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
 
 # The config key behind each MultigridConfig field, so that a schedule error names what to edit.
@@ -26,7 +28,10 @@ SCHEDULE_KEYS = {
     "lr_policy": "solver.lr_policy",
     "epoch_factor": "multigrid.epoch_factor", "long_cycle_factors": "multigrid.long_cycle_factors",
     "short_cycle_factors": "multigrid.short_cycle_factors", "scale_jitter": "multigrid.scale_jitter",
-    "eval_freq": "multigrid.eval_freq",
+    "eval_freq": "multigrid.eval_freq", "finetune_fraction": "multigrid.finetune_fraction",
+    "progressive start_scale": "multigrid.progressive_start_scale",
+    "progressive ramp_end": "multigrid.progressive_ramp_end",
+    "progressive crop_step": "multigrid.progressive_crop_step",
 }
 
 
@@ -34,16 +39,21 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
     """The multigrid schedule of this run (a one-stage schedule for the baseline)."""
     d, m, s = cfg.data, cfg.multigrid, cfg.solver
     try:
-        return MultigridSchedule(
-            MultigridConfig(
-                frames=d.frames, crop=d.crop, steps=tuple(s.steps), max_epoch=s.max_epoch, gamma=s.gamma,
-                lr_policy=s.lr_policy, long_cycle=m.long_cycle, short_cycle=m.short_cycle,
-                epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
-                short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
-                short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
-                eval_freq=m.eval_freq, shape_multiple=run_shape_multiple(cfg),
-            )
+        config = MultigridConfig(
+            frames=d.frames, crop=d.crop, steps=tuple(s.steps), max_epoch=s.max_epoch, gamma=s.gamma,
+            lr_policy=s.lr_policy, long_cycle=m.long_cycle, short_cycle=m.short_cycle,
+            epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
+            short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
+            short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
+            eval_freq=m.eval_freq, shape_multiple=run_shape_multiple(cfg),
+            finetune_short_cycle=m.finetune_short_cycle, finetune_fraction=m.finetune_fraction,
         )
+        if m.schedule == "random":
+            return RandomShapeSchedule(config, cfg.train.seed)
+        if m.schedule == "progressive":
+            return ProgressiveSchedule(config, ProgressiveConfig(
+                m.progressive_start_scale, m.progressive_ramp_end, m.progressive_crop_step))
+        return MultigridSchedule(config)
     except ScheduleError as err:
         field, _, problem = str(err).partition(": ")
         raise ScheduleError(f"{SCHEDULE_KEYS.get(field, field)}: {problem}") from None

@@ -102,6 +102,12 @@ class MultigridConfig:
     # (frames, crop) multiples every shape is rounded to: a ViT's tubelet and patch sizes, so that token
     # grids stay whole and the batch keeps the token count constant. (1, 1): the reference's rounding.
     shape_multiple: tuple[int, int] = (1, 1)
+    # The closing phase (beyond the paper; the defaults are the reference's). finetune_short_cycle=False
+    # trains the fine-tuning stage at the full shape only, as the baseline does. finetune_fraction > 0
+    # sets its length to that fraction of the baseline's epochs instead of compressing the last LR
+    # interval by the iteration saving: a full-shape finish of a user-set share of the budget.
+    finetune_short_cycle: bool = True
+    finetune_fraction: float = 0.0
 
 
 def _fail(name: str, problem: str, value: object) -> ScheduleError:
@@ -135,6 +141,9 @@ def _validate(cfg: MultigridConfig) -> None:
     for name in ("gamma", "epoch_factor"):
         if not getattr(cfg, name) > 0:
             raise _fail(name, "must be > 0", getattr(cfg, name))
+    if not 0 <= cfg.finetune_fraction <= 1:
+        raise _fail("finetune_fraction", "must be in [0, 1] (0: the reference's compressed fine-tuning)",
+                    cfg.finetune_fraction)
     if not 0 <= cfg.cosine_end < 1:
         raise _fail("cosine_end", "must be in [0, 1)", cfg.cosine_end)
     if not cfg.long_cycle_factors:
@@ -212,6 +221,21 @@ class _ShapeRule:
         return tuple(slots), sum(alloc) / len(alloc)
 
 
+def _closing_phase(stages: list[Stage], cfg: MultigridConfig) -> list[Stage]:
+    """The fine-tuning stage as the config's closing-phase options make it (unchanged by default)."""
+    last = stages[-1]
+    slots = last.slots if cfg.finetune_short_cycle else (Slot(last.batch_factor, last.frames, last.crop),)
+    epochs = last.epochs
+    if cfg.finetune_fraction > 0:
+        # Epochs at the full shape's batch: the same iterations as that share of the baseline's epochs.
+        epochs = max(1, int(round(cfg.finetune_fraction * cfg.max_epoch * last.batch_factor)))
+    if slots == last.slots and epochs == last.epochs:
+        return stages
+    finish = Stage(last.index, last.lr_step, last.batch_factor, last.frames, last.crop, last.start_epoch,
+                   last.start_epoch + epochs, slots, finetune=True)
+    return stages[:-1] + [finish]
+
+
 class MultigridSchedule:
     """The whole multigrid run: stages (epoch -> shape), rewritten LR steps/LRs, max epoch and savings.
 
@@ -264,7 +288,7 @@ class MultigridSchedule:
             last = i == len(raw) - 1
             stages.append(Stage(i, k, b, frames, crop, start, end, slot_sets[j][0], finetune=last))
             start = end
-        self._set_stages(stages)
+        self._set_stages(_closing_phase(stages, cfg))
 
     def _set_stages(self, stages: list[Stage]) -> None:
         """Adopt long-cycle `stages` (fine-tuning last) and derive the max epoch, LR steps and LRs."""
