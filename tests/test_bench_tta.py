@@ -336,3 +336,21 @@ def test_bench_tta_end_to_end(tmp_path):
     assert (out / "tta.md").read_text().startswith("Target top-1")
     assert (out / "tta.png").stat().st_size > 0
     assert json.loads((out / "tta.json").read_text()) == summary
+
+
+def test_quick_mode_is_one_seed_and_five_evaluations(tmp_path, monkeypatch):
+    path = tmp_path / "bench.yaml"
+    path.write_text(BENCH_YAML)
+    seen = {}
+
+    def fake_bench(spec, cfg, out):
+        seen.update(seeds=spec.seeds, eval_points=spec.eval_points, reuse=spec.reuse)
+        (out / "tta.md").parent.mkdir(parents=True, exist_ok=True)
+        (out / "tta.md").write_text("table")
+        return {"speedup": None, "final_top1_delta": None}
+
+    monkeypatch.setattr(tta, "run_bench", fake_bench)
+    assert main(["bench", "tta", "--config", str(path), "--out", str(tmp_path / "o"), "--quick"]) == 0
+    assert seen == {"seeds": 1, "eval_points": 5, "reuse": False}
+    assert main(["bench", "tta", "--config", str(path), "--out", str(tmp_path / "o"), "--reuse"]) == 0
+    assert seen == {"seeds": 2, "eval_points": 20, "reuse": True}
