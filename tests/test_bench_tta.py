@@ -310,12 +310,6 @@ def test_bench_tta_end_to_end(tmp_path):
     assert set(points) == {"baseline", "baseline@0.67", "multigrid"}
     assert points["baseline@0.67"]["budget"] == 0.667  # 2 of 3 epochs: 40 of 60 iterations
     assert set(points["multigrid"]) == {"variant", "budget", "seed", "train_s", "final_top1"}
-    # --reuse reads the finished runs of the same config instead of training them again.
-    metrics = out / "seed0" / "multigrid" / "metrics.jsonl"
-    before = metrics.stat().st_mtime_ns
-    assert main(args + ["--reuse"]) == 0
-    assert metrics.stat().st_mtime_ns == before
-    assert json.loads(report.read_text())["frontier"] == summary["frontier"]
     assert {"speedup", "final_top1_delta", "target_top1", "val_clips", "eval_on_clock", "speedup_curve",
             "runs"} <= summary.keys()
     assert summary["eval_on_clock"] is False and summary["val_clips"] == 20  # the small set's val split
@@ -336,6 +330,16 @@ def test_bench_tta_end_to_end(tmp_path):
     assert (out / "tta.md").read_text().startswith("Target top-1")
     assert (out / "tta.png").stat().st_size > 0
     assert json.loads((out / "tta.json").read_text()) == summary
+    # --reuse reads the finished runs of the same config instead of training them again.
+    metrics = out / "seed0" / "multigrid" / "metrics.jsonl"
+    before = metrics.stat().st_mtime_ns
+    assert main(args + ["--reuse"]) == 0
+    assert metrics.stat().st_mtime_ns == before
+    assert json.loads(report.read_text())["frontier"] == summary["frontier"]
+    # --report-only trains nothing: a variant without a finished run is left out of the report.
+    assert main(args[:-1] + ["baseline,multigrid,multigrid@2", "--report-only"]) == 0
+    assert metrics.stat().st_mtime_ns == before and not (out / "seed0" / "multigrid@2").exists()
+    assert {p["variant"] for p in json.loads(report.read_text())["frontier"]} == {"baseline", "multigrid"}
 
 
 def test_quick_mode_is_one_seed_and_five_evaluations(tmp_path, monkeypatch):

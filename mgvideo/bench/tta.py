@@ -13,6 +13,7 @@ starts, so no variant pays for decoding the videos.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import shutil
@@ -81,6 +82,7 @@ class BenchSpec:
     # Named options, each a mapping of dotted trainer overrides, used as `variant+option`.
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     reuse: bool = False  # keep a finished run whose folder holds the same config (an interrupted bench)
+    report_only: bool = False  # train nothing: report the finished runs of the same config that OUT holds
 
 
 def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[BenchSpec, Config]:
@@ -95,7 +97,7 @@ def _bench_spec(raw: dict[str, Any], origins: dict[str, str], path: str) -> Benc
     for key, value in raw.items():
         if not hasattr(spec, key):
             raise ConfigError(f"{origins.get('bench.' + key, path)}: bench.{key} is not a bench setting "
-                              f"(seeds, variants, target_top1, eval_points, overrides, options, reuse)")
+                              f"({', '.join(f.name for f in dataclasses.fields(BenchSpec))})")
         setattr(spec, key, value)
 
     def where(key: str) -> str:
@@ -230,7 +232,11 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
     for seed in range(spec.seeds):
         for variant in spec.variants:
             run_cfg = variant_config(cfg, spec, variant, seed)
-            records, hits = train_fresh(run_cfg, out / f"seed{seed}" / variant, spec.reuse)
+            folder = out / f"seed{seed}" / variant
+            if spec.report_only and not finished_with(run_cfg, folder):
+                log(f"seed {seed} {variant}: no finished run of this config in {out}; left out")
+                continue
+            records, hits = train_fresh(run_cfg, folder, spec.reuse or spec.report_only)
             gc.collect()  # end the finished run's loader workers now
             figures = R.figures_from_records(variant, seed, records, flops, hits)
             runs.append(figures)
@@ -258,6 +264,8 @@ def register(subparsers) -> None:
                         help=f"comma-separated, from {','.join(VARIANTS)} (default: the config's)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tta"), help="output folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON summary here")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: remake the tables, JSON and plot from the finished runs in OUT")
     parser.add_argument("--quick", action="store_true",
                         help="a first look: one seed and 5 evaluations per run (bench.yaml: about 9 minutes "
                              "on 2 cores, against about 25 for its 2 seeds and 20 evaluations)")
@@ -276,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"bench.variants=[{args.variants}]")
     if args.reuse:
         overrides.append("bench.reuse=true")
+    if args.report_only:
+        overrides.append("bench.report_only=true")
     if args.quick:
         overrides += ["bench.seeds=1", "bench.eval_points=5"]
     spec, cfg = load_bench(resolve_recipe(args.config), overrides)
