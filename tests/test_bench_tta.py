@@ -302,12 +302,12 @@ def test_bench_tta_end_to_end(tmp_path):
     config.write_text(TINY_BENCH % (REPO / "runs" / "data" / "synthetic_small"))
     out, report = tmp_path / "out", tmp_path / "report.json"
     args = ["bench", "tta", "--config", str(config), "--out", str(out), "--json", str(report),
-            "--variants", "baseline,baseline@0.67,multigrid"]
+            "--variants", "baseline,baseline@0.67,multigrid,random,progressive"]
     assert main(args) == 0
     summary = json.loads(report.read_text())
     assert {"frontier", "gain_at_equal_time", "speedup_at_equal_accuracy"} <= summary.keys()
     points = {p["variant"]: p for p in summary["frontier"]}
-    assert set(points) == {"baseline", "baseline@0.67", "multigrid"}
+    assert set(points) == {"baseline", "baseline@0.67", "multigrid", "random", "progressive"}
     assert points["baseline@0.67"]["budget"] == 0.667  # 2 of 3 epochs: 40 of 60 iterations
     assert set(points["multigrid"]) == {"variant", "budget", "seed", "train_s", "final_top1"}
     assert {"speedup", "final_top1_delta", "target_top1", "val_clips", "eval_on_clock", "speedup_curve",
@@ -315,7 +315,7 @@ def test_bench_tta_end_to_end(tmp_path):
     assert summary["eval_on_clock"] is False and summary["val_clips"] == 20  # the small set's val split
     assert [c["fraction"] for c in summary["speedup_curve"]] == [0.8, 0.9, 0.95, 1.0]
     runs = {r["variant"]: r for r in summary["runs"]}
-    assert set(runs) == {"baseline", "baseline@0.67", "multigrid"}
+    assert set(runs) == {"baseline", "baseline@0.67", "multigrid", "random", "progressive"}
     base, mg = runs["baseline"], runs["multigrid"]
     assert summary["target_top1"] == round(base["final_top1"], 2)
     assert base["iterations"] == 3 * 40 // 2  # 3 epochs of 40 clips at batch 2

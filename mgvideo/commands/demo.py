@@ -11,7 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from mgvideo.config import load_config, override, resolve_recipe
+from mgvideo.config import load_config, resolve_recipe
+from mgvideo.engine.builders import baseline_config
 
 RECIPE = "synthetic/demo"
 
@@ -33,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(resolve_recipe(RECIPE), args.overrides)
     variants = {"multigrid": cfg}
     if args.with_baseline:
-        cycles_off = {"multigrid.long_cycle": False, "multigrid.short_cycle": False}
-        variants["baseline"] = override(cfg, **cycles_off)
+        variants["baseline"] = baseline_config(cfg)
     rows = {}
     for name, variant in variants.items():
         out = args.out / name

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mgvideo.config import Config
+from mgvideo.config import Config, override
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.prepare import build_frame_cache, read_split
 from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
@@ -57,6 +57,13 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
     except ScheduleError as err:
         field, _, problem = str(err).partition(": ")
         raise ScheduleError(f"{SCHEDULE_KEYS.get(field, field)}: {problem}") from None
+
+
+def baseline_config(cfg: Config) -> Config:
+    """The baseline of a run's recipe: the same config with both cycles off, on the ordered schedule (the
+    random and progressive schedules have no baseline form of their own)."""
+    return override(cfg, **{"multigrid.long_cycle": False, "multigrid.short_cycle": False,
+                            "multigrid.schedule": "multigrid"})
 
 
 def run_shape_multiple(cfg: Config) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mgvideo.config import Config, override
+from mgvideo.config import Config
 from mgvideo.data.loader import Batch
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
@@ -293,7 +293,7 @@ def finish(run: Run) -> dict[str, Any]:
 
 def baseline_iterations(cfg: Config, dataset_size: int, world_size: int) -> int:
     """Iterations the baseline schedule (no long or short cycle) would take on the same data."""
-    base = override(cfg, **{"multigrid.long_cycle": False, "multigrid.short_cycle": False})
+    base = builders.baseline_config(cfg)
     schedule = builders.build_schedule(base)
     batch = builders.per_device_batch(base, world_size)
     return schedule.max_epoch * iterations_per_epoch(dataset_size, batch, world_size)
