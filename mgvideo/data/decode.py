@@ -76,8 +76,12 @@ class PyAVReader:
     than it saves (measured ~3x slower at 128x128, see `mgvideo bench data`).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, threads: int = 0) -> None:
         self.path = str(path)
+        self.threads = threads  # decoder threads; 0: FFmpeg's choice (frame + slice threading)
+        self.display_hw: tuple[int, int] | None = None  # scale as if frames were this (h, w); see store.py
+        self.sparse_gop = 0  # > 0: keyframes every this many frames, no B-frames: skip unneeded packets
+        self._needed: set[int] | None = None
         _check_file(self.path)
         self._open()
         self.height, self.width = self._stream.height, self._stream.width
@@ -97,7 +101,11 @@ class PyAVReader:
             self._container.close()
             raise VideoDecodeError(f"{self.path}: no video stream")
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        if self.threads == 1:  # no frame-threading delay: what sparse decoding and 1-core workers want
+            self._stream.thread_type, self._stream.codec_context.thread_count = "NONE", 1
+        else:
+            self._stream.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = self.threads
         self._fresh = True  # nothing read yet: decoding can start without a seek
 
     def _rewind(self) -> None:
@@ -142,6 +150,9 @@ class PyAVReader:
         if idx.size == 0:
             raise VideoDecodeError(f"{self.path}: no frame indices requested")
         targets, where = np.unique((idx + 0.5) / self.fps, return_inverse=True)
+        if self.sparse_gop > 0:  # each target needs its GOP's frames from the keyframe up to it
+            g = self.sparse_gop
+            self._needed = {n for i in np.unique(idx).tolist() for n in range(i - i % g, i + 1)}
         try:
             picked, last, ended = self._decode_targets(targets, short_side, seek=True)
             if picked is None:  # nothing from the seek point on: the window is past the real end
@@ -186,6 +197,7 @@ class PyAVReader:
         """The stream's frames from the current position; a packet that fails to decode is skipped and
         noted (the decoder resynchronises at the next good one), a demuxer error ends the stream."""
         packets = self._container.demux(stream)
+        needed, last = self._needed, max(self._needed) if self._needed else 0
         while True:
             try:
                 packet = next(packets)
@@ -194,6 +206,12 @@ class PyAVReader:
             except av.error.FFmpegError as err:
                 self._note(err)
                 return
+            if needed is not None and packet.pts is not None:
+                n = round(float(packet.pts * stream.time_base) * self.fps)
+                if n > last:  # past every needed frame (no decoder delay: thread_count 1)
+                    return
+                if n not in needed:
+                    continue
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as err:
@@ -209,7 +227,7 @@ class PyAVReader:
         """Decode every frame from the start, converting none (what `data check --full` does); sets
         `num_frames` to the length that decodes and returns it. Errors are left in `errors`."""
         self._rewind()
-        self._fresh = False
+        self._fresh, self._needed = False, None
         tb, last, count = self._stream.time_base, 0.0, 0
         for frame in self._frames(self._stream):
             count += 1
@@ -223,8 +241,8 @@ class PyAVReader:
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-        h, w = (frame.height, frame.width) if short_side is None else scaled_size(
-            frame.height, frame.width, short_side)
+        fh, fw = self.display_hw or (frame.height, frame.width)
+        h, w = (fh, fw) if short_side is None else scaled_size(fh, fw, short_side)
         rgb = frame.reformat(width=w, height=h, format="rgb24", threads=1).to_ndarray()
         if rotation:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
