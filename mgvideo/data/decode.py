@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -70,18 +71,24 @@ def _check_file(path: str) -> None:
 
 
 class PyAVReader:
-    """A `VideoReader` over PyAV with decoder threading on and single-threaded RGB conversion.
+    """A `VideoReader` over PyAV: single-threaded decoding and RGB conversion by default, and non-reference
+    frames that no index shows are not decoded.
 
-    The RGB conversion runs with one thread: on small frames swscale's automatic threading costs far more
-    than it saves (measured ~3x slower at 128x128, see `mgvideo bench data`).
+    One thread: a loader runs one worker per core, and even alone on 2 cores FFmpeg's frame or slice
+    threading decoded a 340x256 H.264 video slower (300 frames: 185 ms with 1 thread, 214 AUTO, 237 SLICE,
+    302 FRAME); swscale's threading costs ~3x at 128x128. Skipping non-reference frames (x264's B-frames
+    without b-pyramid references) saved 32 % of a full decode (126 ms instead of 185); it is done frame by
+    frame, only for frames that are not picked, and only where the stream's timestamps are regular, so a
+    picked frame is never skipped (see README, "Decoder options").
     """
 
-    def __init__(self, path: str, threads: int = 0) -> None:
+    def __init__(self, path: str, threads: int = 1) -> None:
         self.path = str(path)
         self.threads = threads  # decoder threads; 0: FFmpeg's choice (frame + slice threading)
         self.display_hw: tuple[int, int] | None = None  # scale as if frames were this (h, w); see store.py
         self.sparse_gop = 0  # > 0: keyframes every this many frames, no B-frames: skip unneeded packets
         self._needed: set[int] | None = None
+        self.timer: dict[str, float] | None = None  # set by `bench data`: seconds per stage, accumulated
         _check_file(self.path)
         self._open()
         self.height, self.width = self._stream.height, self._stream.width
@@ -91,6 +98,11 @@ class PyAVReader:
         self.errors: list[str] = []  # decode errors met so far (their packets were skipped)
         self._start = float(self._stream.start_time * self._stream.time_base) if (
             self._stream.start_time is not None) else 0.0
+        # Frame skipping needs a regular timeline (stated frame count = duration x rate: no gaps, so a
+        # frame's index is its timestamp x fps) and no frame threading (the setting must apply per packet).
+        self.skip_nonref = self.threads == 1 and self._stream.frames > 0 and abs(
+            self._stream.frames - self.duration * self.fps) <= 1
+        self._picked: set[int] | None = None
 
     def _open(self) -> None:
         try:
@@ -150,6 +162,7 @@ class PyAVReader:
         if idx.size == 0:
             raise VideoDecodeError(f"{self.path}: no frame indices requested")
         targets, where = np.unique((idx + 0.5) / self.fps, return_inverse=True)
+        self._picked = set(np.unique(idx).tolist()) if self.skip_nonref else None
         if self.sparse_gop > 0:  # each target needs its GOP's frames from the keyframe up to it
             g = self.sparse_gop
             self._needed = {n for i in np.unique(idx).tolist() for n in range(i - i % g, i + 1)}
@@ -171,7 +184,9 @@ class PyAVReader:
         stream, tb = self._stream, self._stream.time_base
         start = targets[0] - 1.0 / self.fps
         if seek and start > 0 and tb:
+            began = time.perf_counter()
             self._container.seek(int((start + self._start) / tb), stream=stream, backward=True)
+            self._add("demux", began)
         else:
             self._rewind()
             stream, tb = self._stream, self._stream.time_base
@@ -198,7 +213,10 @@ class PyAVReader:
         noted (the decoder resynchronises at the next good one), a demuxer error ends the stream."""
         packets = self._container.demux(stream)
         needed, last = self._needed, max(self._needed) if self._needed else 0
+        picked, context, skipping = self._picked, stream.codec_context, False
+        context.skip_frame = "DEFAULT"  # a previous read may have left it skipping
         while True:
+            began = time.perf_counter()
             try:
                 packet = next(packets)
             except StopIteration:
@@ -206,18 +224,31 @@ class PyAVReader:
             except av.error.FFmpegError as err:
                 self._note(err)
                 return
+            finally:
+                self._add("demux", began)
             if needed is not None and packet.pts is not None:
                 n = round(float(packet.pts * stream.time_base) * self.fps)
                 if n > last:  # past every needed frame (no decoder delay: thread_count 1)
                     return
                 if n not in needed:
                     continue
+            if picked is not None and packet.pts is not None:  # decode a non-reference frame only if picked
+                skip = round((float(packet.pts * stream.time_base) - self._start) * self.fps) not in picked
+                if skip != skipping:
+                    context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
+            began = time.perf_counter()
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as err:
                 self._note(err)
                 continue
+            finally:
+                self._add("decode", began)
             yield from frames
+
+    def _add(self, stage: str, began: float) -> None:
+        if self.timer is not None:
+            self.timer[stage] = self.timer.get(stage, 0.0) + time.perf_counter() - began
 
     def _note(self, err: Exception) -> None:
         if len(self.errors) < 100:  # a badly broken file can fail on every packet
@@ -227,7 +258,7 @@ class PyAVReader:
         """Decode every frame from the start, converting none (what `data check --full` does); sets
         `num_frames` to the length that decodes and returns it. Errors are left in `errors`."""
         self._rewind()
-        self._fresh, self._needed = False, None
+        self._fresh, self._needed, self._picked = False, None, None
         tb, last, count = self._stream.time_base, 0.0, 0
         for frame in self._frames(self._stream):
             count += 1
@@ -240,6 +271,12 @@ class PyAVReader:
         return self.num_frames
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
+        began = time.perf_counter()
+        rgb = self._convert(frame, short_side)
+        self._add("convert", began)
+        return rgb
+
+    def _convert(self, frame, short_side: int | None) -> np.ndarray:
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
         fh, fw = self.display_hw or (frame.height, frame.width)
         h, w = (fh, fw) if short_side is None else scaled_size(fh, fw, short_side)
