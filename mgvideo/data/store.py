@@ -229,18 +229,42 @@ def prepare_store(paths: Sequence[str], store: str, sides: Sequence[int], worker
         mean = summary["bytes"] / stored if stored else 0
         return not max_bytes or summary["bytes"] + mean * (len(pending) + 1) <= max_bytes
 
-    with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn")) as pool:
+    if workers <= 1:  # in this process
         for k, job in enumerate(jobs):
-            while len(pending) >= 2 * max(1, workers):
+            if not fits():
+                summary["left_out"] = len(jobs) - k
+                break
+            take(_Done(_store_job(job)))
+        return _finish(store, summary)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for k, job in enumerate(jobs):
+            # with a bound, nothing more starts before one video's size is known
+            unknown = max_bytes and not summary["done"] + summary["kept"]
+            while pending and (len(pending) >= 2 * max(1, workers) or unknown):
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     take(future)
+                unknown = max_bytes and not summary["done"] + summary["kept"]
             if not fits():
                 summary["left_out"] = len(jobs) - k
                 break
             pending.add(pool.submit(_store_job, job))
         for future in pending:
             take(future)
+    return _finish(store, summary)
+
+
+class _Done:
+    """A finished job's result, as a future gives it."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _finish(store: str, summary: dict) -> dict:
     _write_json(os.path.join(store, "failed.json"), summary["failed"])
     hours = summary["seconds"] / 3600
     summary["gb_per_hour"] = summary["bytes"] / 1e9 / hours if hours else 0.0
