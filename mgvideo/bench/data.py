@@ -178,7 +178,7 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
                    "copies": cost.get("copies", {})}
             if model is not None:
                 row["model_clips_per_s"] = round(model, 1)
-                row["workers_needed"] = round(model / per_worker, 1)
+                row["workers_needed"] = round(model / per_worker, 2)
             rows.append(row)
             if not to_stdout:
                 _print_row(row)
