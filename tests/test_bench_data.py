@@ -53,7 +53,8 @@ def test_rows_per_shape_and_source_with_workers_needed(videos, tmp_path, capsys)
 def test_a_profile_gives_the_model_rates_and_bare_json_prints(videos, tmp_path, capsys):
     shapes = distinct_shapes(MultigridSchedule(MultigridConfig(frames=8, crop=24, sampling_rate=2)), 2)
     profile = tmp_path / "profile.jsonl"
-    rows = [{"frames": s.frames, "crop": s.crop, "clips_per_sec": 10.0 + k} for k, (_, s) in enumerate(shapes)]
+    rows = [{"frames": s.frames, "crop": s.crop, "clips_per_sec": 10.0 + k}
+            for k, (_, s) in enumerate(shapes)]
     profile.write_text("".join(json.dumps(r) + "\n" for r in rows))
     argv = ["bench", "data", "--list", str(videos / "train.csv"), "--profile", str(profile), "--json", *FLAGS]
     assert main(argv) == 0
