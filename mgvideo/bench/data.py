@@ -1,5 +1,6 @@
 """`mgvideo bench data`: a loader cost model per multigrid shape. For every distinct clip shape of the
-schedule it measures clips/s per loader worker, from the original videos and (where there is one) from the
+schedule it measures clips/s per loader worker (CPU time of one process, so that a busy machine does not
+distort it), from the original videos and (where there is one) from the
 multi-resolution store, says where a clip's time goes, and how many workers keep up with the model.
 
 Videos: `--list LIST --root DIR` (yours), else the recipe's synthetic set, else generated Kinetics-like
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgvideo.bench.data_cost import STAGES, breakdown, per_worker_rate
+from mgvideo.bench.data_cost import STAGES, breakdown
 from mgvideo.data.annotations import Annotations, read_kinetics
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import build_loader
@@ -163,15 +164,15 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
     sources = [("original", None)] + ([("store", store)] if store is not None else [])
     to_stdout = args.json == "-"
     if not to_stdout:
-        print(f"videos: {where}; clips/s per loader worker (1 worker process), ms per clip by stage")
+        print(f"videos: {where}; clips/s per loader worker (on a core of its own: CPU time), CPU ms per clip "
+              "by stage")
         _print_header()
     rows = []
     for (size, shape), model in zip(shapes, rates):
         for source, chosen in sources:
             dataset = VideoClipDataset(annotations, shape, seed=0, store=chosen)
             cost = breakdown(dataset, shape, size, args.clips)
-            per_worker = per_worker_rate(dataset, shape, size, args.clips)
-            cost["transfer"] = max(0.0, 1e3 / per_worker - sum(cost[s] for s in STAGES[:-1]))
+            per_worker = 1e3 / sum(cost[s] for s in STAGES)  # one worker on a core of its own
             row = {"frames": shape.frames, "crop": shape.crop, "rate": f"{shape.min_rate}-{shape.max_rate}",
                    "batch": size, "stage_batch": shape.stage_batch, "source": source,
                    "clips_per_s": round(per_worker, 2), "ms": {k: round(cost[k], 3) for k in STAGES},

@@ -1,5 +1,6 @@
 """Where a clip's loading time goes (for `mgvideo bench data`): a dataset whose readers time their own
-stages, read in-process, and a one-worker loader for the rate a worker really gives."""
+stages. Times are CPU seconds of the reading thread (decoding runs single-threaded), so clips/s is what one
+worker process gives on a core of its own, whatever else the machine runs."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import time
 import numpy as np
 
 from mgvideo.data.datasets import VideoClipDataset
-from mgvideo.data.loader import build_loader, collate
+from mgvideo.data.loader import collate
 from mgvideo.multigrid.schedule import ClipShape
 
 # open + demux + seek, decode, colour conversion + resize (in the decoder), crop/flip/tensor and the rest of
-# the item, stacking a batch, and what a worker process adds (sending the batch, waiting on it)
+# the item, stacking a batch, and the worker's copy of the batch into shared memory for the main process
 STAGES = ("demux_seek", "decode", "convert_resize", "augment", "collate", "transfer")
 
 
@@ -25,9 +26,9 @@ class TimedDataset(VideoClipDataset):
         self.copies: dict[int, int] = {}  # store copy side -> clips read from it
 
     def _open(self, record):
-        began = time.perf_counter()
+        began = time.thread_time()
         reader = super()._open(record)
-        self.timer["demux"] = self.timer.get("demux", 0.0) + time.perf_counter() - began
+        self.timer["demux"] = self.timer.get("demux", 0.0) + time.thread_time() - began
         reader.timer = self.timer
         self._last = reader
         return reader
@@ -47,39 +48,30 @@ def _batches(dataset: VideoClipDataset, shape: ClipShape, batch: int, clips: int
 
 
 def breakdown(dataset: VideoClipDataset, shape: ClipShape, batch: int, clips: int) -> dict:
-    """Milliseconds per clip in each stage but `transfer`, read in this process (after one warm-up clip)."""
+    """CPU milliseconds per clip in each stage (after one warm-up clip), and the store copies read."""
     timed = TimedDataset(dataset)
     timed[(0, shape)]
     timed.timer.clear()
     timed.copies.clear()
     batch = min(batch, clips)
-    total = collating = 0.0
+    total = collating = sharing = 0.0
     n = 0
     for items in _batches(timed, shape, batch, clips):
-        began = time.perf_counter()
+        began = time.thread_time()
         samples = [timed[item] for item in items]
-        middle = time.perf_counter()
-        collate(samples)
-        collating += time.perf_counter() - middle
+        middle = time.thread_time()
+        stacked = collate(samples)
+        done = time.thread_time()
+        stacked.clips.share_memory_()  # what sending it from a worker costs: a copy into shared memory
+        sharing += time.thread_time() - done
+        collating += done - middle
         total += middle - began
         n += len(samples)
     t = timed.timer
     reader = t.get("demux", 0.0) + t.get("decode", 0.0) + t.get("convert", 0.0)
     ms = {"demux_seek": t.get("demux", 0.0), "decode": t.get("decode", 0.0),
-          "convert_resize": t.get("convert", 0.0), "augment": total - reader, "collate": collating}
+          "convert_resize": t.get("convert", 0.0), "augment": total - reader, "collate": collating,
+          "transfer": sharing}
     out = {k: 1e3 * v / n for k, v in ms.items()}
     out["copies"] = dict(sorted(timed.copies.items()))
     return out
-
-
-def per_worker_rate(dataset: VideoClipDataset, shape: ClipShape, batch: int, clips: int) -> float:
-    """Clips/s that one loader worker process delivers at this shape (after a warm-up batch)."""
-    batch = min(batch, clips)
-    batches = _batches(dataset, shape, batch, clips + batch, seed=2)
-    iterator = iter(build_loader(dataset, batches, workers=1, seed=0))
-    next(iterator)
-    began = time.perf_counter()
-    n = sum(len(b) for b in iterator)
-    rate = n / (time.perf_counter() - began)
-    del iterator
-    return rate

@@ -88,7 +88,8 @@ class PyAVReader:
         self.display_hw: tuple[int, int] | None = None  # scale as if frames were this (h, w); see store.py
         self.sparse_gop = 0  # > 0: keyframes every this many frames, no B-frames: skip unneeded packets
         self._needed: set[int] | None = None
-        self.timer: dict[str, float] | None = None  # set by `bench data`: seconds per stage, accumulated
+        # set by `bench data`: CPU seconds of this thread per stage (a loaded machine does not inflate them)
+        self.timer: dict[str, float] | None = None
         _check_file(self.path)
         self._open()
         self.height, self.width = self._stream.height, self._stream.width
@@ -184,7 +185,7 @@ class PyAVReader:
         stream, tb = self._stream, self._stream.time_base
         start = targets[0] - 1.0 / self.fps
         if seek and start > 0 and tb:
-            began = time.perf_counter()
+            began = time.thread_time()
             self._container.seek(int((start + self._start) / tb), stream=stream, backward=True)
             self._add("demux", began)
         else:
@@ -216,7 +217,7 @@ class PyAVReader:
         picked, context, skipping = self._picked, stream.codec_context, False
         context.skip_frame = "DEFAULT"  # a previous read may have left it skipping
         while True:
-            began = time.perf_counter()
+            began = time.thread_time()
             try:
                 packet = next(packets)
             except StopIteration:
@@ -236,7 +237,7 @@ class PyAVReader:
                 skip = round((float(packet.pts * stream.time_base) - self._start) * self.fps) not in picked
                 if skip != skipping:
                     context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
-            began = time.perf_counter()
+            began = time.thread_time()
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as err:
@@ -248,7 +249,7 @@ class PyAVReader:
 
     def _add(self, stage: str, began: float) -> None:
         if self.timer is not None:
-            self.timer[stage] = self.timer.get(stage, 0.0) + time.perf_counter() - began
+            self.timer[stage] = self.timer.get(stage, 0.0) + time.thread_time() - began
 
     def _note(self, err: Exception) -> None:
         if len(self.errors) < 100:  # a badly broken file can fail on every packet
@@ -271,7 +272,7 @@ class PyAVReader:
         return self.num_frames
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
-        began = time.perf_counter()
+        began = time.thread_time()
         rgb = self._convert(frame, short_side)
         self._add("convert", began)
         return rgb

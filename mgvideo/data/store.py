@@ -120,7 +120,8 @@ def store_entry(store: str, path: str, sides: Sequence[int], gop: int = GOP) -> 
     ('failed', reason). Safe to run from several processes: work happens in a private temporary folder."""
     final = os.path.join(store, entry_key(path))
     meta = read_meta(final, path)
-    if meta is not None and set(meta["sides"]) >= {min(s, min(meta["height"], meta["width"])) for s in sides}:
+    wanted = {min(s, min(meta["height"], meta["width"])) for s in sides} if meta else set()
+    if meta is not None and meta.get("gop") == gop and set(meta["sides"]) >= wanted:
         return "kept", meta
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -168,7 +169,7 @@ class StoreVideo:
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         side = self.copy_for(short_side)
-        began = time.perf_counter()
+        began = time.thread_time()
         reader = PyAVReader(os.path.join(self.entry_dir, f"{side}.mp4"), threads=1)
         reader.timer = self.timer
         reader._add("demux", began)  # opening the copy counts with demuxing
