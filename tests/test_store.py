@@ -15,6 +15,8 @@ from mgvideo.data.decode import PyAVReader
 from mgvideo.data.store import VideoStore, store_entry, store_sides
 from mgvideo.multigrid.schedule import ClipShape
 
+pytestmark = pytest.mark.slow  # transcodes a few videos into five sizes (about 10 s on a quiet core)
+
 PSNR_MIN = 30.0  # dB: a store clip against the original's; measured 32-38 here; the next frame gives 23
 
 
@@ -49,7 +51,7 @@ test: {crop_size: 64}
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory):  # `data prepare --workers 2`: the process pool's path
     """Three good videos and one broken file, a recipe, and a store prepared by the command line."""
     from mgvideo.cli import main
 
