@@ -49,6 +49,9 @@ class DataConfig:
     # The cache's size bound in GB (1e9 bytes); 0: only free space bounds it (a fill leaves 10 % of the
     # file system free). Videos past the bound are decoded on the fly, at the same size, on every read.
     cache_max_gb: float = 0.0
+    # Multi-resolution store (`mgvideo data prepare --out STORE`): each clip decodes the smallest transcoded
+    # copy covering its short side; videos the store lacks are read from their originals. "": originals.
+    store: str = ""
     ssv2_ext: str = ".webm"  # SSv2: the videos' file extension (the release is .webm; the synthetic set .mp4)
     synthetic_seed: int = 0  # for dataset=synthetic: the generator's seed (the data draw); 0 is the tuned one
 
@@ -192,7 +195,7 @@ class Config:
 RUNTIME_KEYS = frozenset(
     {
         "data.workers", "data.cache_dir", "train.device", "train.pin_memory", "train.compile",
-        "data.cache_max_gb",
+        "data.cache_max_gb", "data.store",  # a store changes pixels only within its transcoding loss
         "train.checkpoint_minutes",
         "train.checkpoint_every_iters", "train.log_period", "train.eval_batch_size",
         "test.clips", "test.crops", "test.crop_size", "test.ensemble", "test.batch_size",

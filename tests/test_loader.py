@@ -1,6 +1,5 @@
 """The loader: uint8 collation, variable batch sizes and shapes, persistent seeded workers, to_device."""
 
-import json
 
 import pytest
 import torch
@@ -121,22 +120,3 @@ def test_bench_helpers_cover_every_distinct_shape_and_time_a_loader(ds):
     small = ClipShape(frames=2, crop=8, min_rate=1, max_rate=2, base_crop=16, stage_batch=2, stage=0, slot=0)
     ann = read_kinetics(ds.records[0].path.rsplit("/", 1)[0] + "/train.txt")
     assert loader_rate(ann, small, batch=2, workers=0, resize=True, clips=4) > 0
-
-
-def test_bench_data_command_times_decoders_and_the_frame_cache(tmp_path, capsys):
-    from mgvideo.bench.data import distinct_shapes
-    from mgvideo.cli import main
-    from mgvideo.multigrid import MultigridConfig, MultigridSchedule
-
-    for i in range(4):
-        write_video(tmp_path / f"v{i}.mp4", frames=24, width=40, height=32)
-    (tmp_path / "train.csv").write_text("".join(f"v{i}.mp4 {i % 2}\n" for i in range(4)))
-    (tmp_path / "classes.txt").write_text("a\nb\n")
-    argv = ["bench", "data", "--data", str(tmp_path), "--model", "c3d_tiny", "--frames", "8", "--crop", "24",
-            "--batch", "2", "--clips", "2", "--workers", "0", "--json"]
-    assert main(argv) == 0
-    rows = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after the cache's one-line report
-    schedule = MultigridSchedule(MultigridConfig(frames=8, crop=24, sampling_rate=2))
-    shapes = distinct_shapes(schedule, 2)
-    assert [(r["T"], r["crop"]) for r in rows] == [(s.frames, s.crop) for _, s in shapes]
-    assert all(r["dec_w0"] > 0 and r["post_w0"] > 0 and r["cache_w0"] > 0 for r in rows)

@@ -1,46 +1,57 @@
-"""`mgvideo bench data`: loader throughput at every multigrid shape against the model's consumption rate.
+"""`mgvideo bench data`: a loader cost model per multigrid shape. For every distinct clip shape of the
+schedule it measures clips/s per loader worker (CPU time of one process, so that a busy machine does not
+distort it), from the original videos and (where there is one) from the
+multi-resolution store, says where a clip's time goes, and how many workers keep up with the model.
 
-For each distinct clip shape of the schedule it times the loader (clips/s) with several worker counts: with
-and without resizing inside the decoder, and from the decoded-frame cache (`data.cache`, filled before the
-timing). It times a forward/backward pass of the model at that shape and batch, then marks which of the
-two is the bottleneck (for the decoders; the cache column shows what a cached run gets). Figures depend on
-the machine and on its load.
+Videos: `--list LIST --root DIR` (yours), else the recipe's synthetic set, else generated Kinetics-like
+videos (340x256 H.264, GOP 32, 10 s), for which a store is also prepared. Model rate: `--model-clips-per-s X`
+(the full shape's training clips/s per device; other shapes scaled by T*S^2, as multigrid keeps an
+iteration's cost constant) or `--profile FILE` (`mgvideo profile --json` rows, matched by T and S). The
+figures depend on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from mgvideo.bench.data_cost import STAGES, breakdown
 from mgvideo.data.annotations import Annotations, read_kinetics
-from mgvideo.data.cache import FrameCache
-from mgvideo.data.datasets import VideoClipDataset, largest_short_side
+from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import build_loader
+from mgvideo.data.store import VideoStore
+from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
-
-CACHE_SAMPLE = 256  # videos the cache column reads (a real dataset is not decoded whole for a benchmark)
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="loader clips/s per multigrid shape vs model consumption",
+    parser = subparsers.add_parser("data", help="loader cost model: clips/s per worker at every shape",
                                    description=__doc__)
-    parser.add_argument("--config", help="a trainer YAML: its data, model, schedule and batch are used")
-    parser.add_argument("--data", help="synthetic dataset folder (train.csv); default: generate a small one")
-    parser.add_argument("--model", default="c3d_tiny", help="model preset timed for consumption")
+    parser.add_argument("--config", help="a recipe: its schedule, batch and data section are used")
+    parser.add_argument("--list", help="a Kinetics-style list (path label) of the videos to read")
+    parser.add_argument("--root", help="folder the list's paths are relative to (default: the list's)")
+    parser.add_argument("--data", help="a synthetic dataset folder (reads its train.csv)")
+    parser.add_argument("--store", help="a store made by `mgvideo data prepare` for these videos")
+    parser.add_argument("--videos", type=int, default=8, help="Kinetics-like videos to generate (no --list)")
+    parser.add_argument("--synth-dir", help="where generated videos (and their store) go; kept, and reused "
+                        "by later runs (default: a temporary folder)")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--model-clips-per-s", type=float, help="the model's training clips/s per device at "
+                      "the full shape")
+    rate.add_argument("--profile", help="`mgvideo profile --json` output: per-shape clips/s")
     parser.add_argument("--frames", type=int, default=16, help="the schedule's full T (no --config)")
     parser.add_argument("--crop", type=int, default=64, help="the schedule's full crop S (no --config)")
     parser.add_argument("--rate", type=int, default=2, help="the base sampling rate (no --config)")
     parser.add_argument("--batch", type=int, default=2, help="base per-device batch (no --config)")
-    parser.add_argument("--clips", type=int, default=64, help="clips timed per loader measurement")
-    parser.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.add_argument("--clips", type=int, default=32, help="clips timed per shape and source")
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write the rows as JSON to FILE (alone: print them instead of the table)")
     parser.set_defaults(func=run)
 
 
@@ -54,9 +65,9 @@ def distinct_shapes(schedule: MultigridSchedule, batch: int) -> list[tuple[int, 
 
 
 def loader_rate(annotations: Annotations, shape: ClipShape, batch: int, workers: int, resize: bool,
-                clips: int, seed: int = 0, cache: FrameCache | None = None) -> float:
+                clips: int, seed: int = 0, cache=None, store: VideoStore | None = None) -> float:
     """Clips/s of a loader at one shape, after one warm-up batch (which absorbs the worker start)."""
-    dataset = VideoClipDataset(annotations, shape, decoder_resize=resize, seed=seed, cache=cache)
+    dataset = VideoClipDataset(annotations, shape, decoder_resize=resize, seed=seed, cache=cache, store=store)
     rng = np.random.default_rng(seed)
     count = max(2, -(-clips // batch)) + 1
     batches = [[(int(i), shape) for i in rng.integers(0, len(dataset), batch)] for _ in range(count)]
@@ -70,92 +81,138 @@ def loader_rate(annotations: Annotations, shape: ClipShape, batch: int, workers:
     return rate
 
 
-def model_rate(model: torch.nn.Module, shape: ClipShape, batch: int, iters: int = 2) -> float:
-    """Clips/s the model trains at: forward + backward of one batch at this shape (after a warm-up)."""
-    model.train()
-    x = torch.randn(batch, 3, shape.frames, shape.crop, shape.crop)
-    y = torch.zeros(batch, dtype=torch.long)
-    for step in range(iters + 1):
-        if step == 1:
-            start = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-    return batch * iters / (time.perf_counter() - start)
+def model_rates(args: argparse.Namespace, shapes: list[tuple[int, ClipShape]]) -> list[float | None]:
+    """The model's clips/s per device at each shape, from --profile or --model-clips-per-s (else None)."""
+    if args.profile:
+        try:
+            text = Path(args.profile).read_text()
+            rows = json.loads(text) if text.lstrip().startswith("[") else [
+                json.loads(line) for line in text.splitlines() if line.strip()]
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--profile: cannot read {args.profile}: {err}") from err
+        by_shape = {(r["frames"], r["crop"]): r["clips_per_sec"] for r in rows}
+        return [by_shape.get((s.frames, s.crop)) for _, s in shapes]
+    if args.model_clips_per_s:
+        full = shapes[-1][1]
+        return [args.model_clips_per_s * full.frames * full.crop ** 2 / (s.frames * s.crop ** 2)
+                for _, s in shapes]
+    return [None] * len(shapes)
 
 
-def _setup(args: argparse.Namespace, scratch: str
-           ) -> tuple[MultigridSchedule, Annotations, dict, int, FrameCache]:
-    """Schedule, training annotations, model (name and options), base batch and frame cache, from --config
-    (its own cache, if it has one) or flags."""
-    if args.config:  # the trainer's YAML: the same builders the trainer uses
+def _setup(args: argparse.Namespace, scratch: str):
+    """(schedule, base batch, annotations, store or None, where the videos came from)."""
+    cfg = None
+    if args.config:
         from mgvideo.config import load_any_config
-        from mgvideo.data.prepare import ensure_synthetic_data
         from mgvideo.engine import builders
 
         cfg = load_any_config(args.config)
+        # the per-device batch on the recipe's own device count (what one GPU's loader must fill)
+        devices = cfg.solver.recipe_devices or 1
+        schedule, batch = builders.build_schedule(cfg), builders.per_device_batch(cfg, devices)
+    else:
+        schedule = MultigridSchedule(MultigridConfig(frames=args.frames, crop=args.crop,
+                                                     sampling_rate=args.rate))
+        batch = args.batch
+    store = VideoStore(args.store) if args.store else None
+    if args.data:
+        args.list, args.root = str(Path(args.data) / "train.csv"), args.data
+    if args.list:
+        return schedule, batch, read_kinetics(args.list, args.root), store, args.list
+    if cfg is not None and cfg.data.dataset == "synthetic":
+        from mgvideo.data.prepare import ensure_synthetic_data
+
         ensure_synthetic_data(cfg)
-        model = {"name": cfg.model.name, **cfg.model.options}
-        cache = builders.build_frame_cache(cfg) or FrameCache(Path(scratch) / "frames",
-                                                              largest_short_side(cfg.data.crop))
-        return builders.build_schedule(cfg), builders.read_split(cfg, cfg.data.train_list), model, \
-            cfg.solver.batch_size, cache
-    schedule = MultigridSchedule(MultigridConfig(frames=args.frames, crop=args.crop, sampling_rate=args.rate))
-    root = Path(args.data) if args.data else _small_synthetic(scratch)
-    annotations = read_kinetics(root / "train.csv", classes=root / "classes.txt")
-    cache = FrameCache(Path(scratch) / "frames", largest_short_side(args.crop))
-    return schedule, annotations, {"name": args.model}, args.batch, cache
+        return schedule, batch, builders.read_split(cfg, cfg.data.train_list), store, cfg.data.root
+    return (schedule, batch, *_kinetics_like(args, cfg, scratch, store))
 
 
-def _small_synthetic(scratch: str) -> Path:
-    from mgvideo.data import synthetic
+def _kinetics_like(args: argparse.Namespace, cfg, scratch: str, store: VideoStore | None):
+    """Generated Kinetics-like videos, and a store of them (for a recipe's sides) unless one is given."""
+    from mgvideo.data.kinetics_like import generate_kinetics_like
+    from mgvideo.data.store import prepare_store
 
-    synthetic.generate(scratch, seed=0, size="small")
-    return Path(scratch)
+    root = args.synth_dir or os.path.join(scratch, "kinetics_like")
+    workers = max(1, min(args.videos, len(os.sched_getaffinity(0))))
+    generate_kinetics_like(root, args.videos, workers=workers)
+    annotations = read_kinetics(os.path.join(root, "train.csv"))
+    if store is None:
+        if cfg is not None:
+            from mgvideo.data.prepare import recipe_store_sides
+
+            sides = recipe_store_sides(cfg)
+        else:
+            sides = sorted({args.crop, round(args.crop * 320 / 224), round(args.crop * 128 / 224)})
+        directory = os.path.join(root, "store")
+        summary = prepare_store([r.path for r in annotations.records], directory, sides, workers, log=print)
+        print(f"store {directory}: sides {sides}, {summary['bytes'] / 1e6:.1f} MB for "
+              f"{summary['seconds'] / 3600:.3f} h ({summary['gb_per_hour']:.2f} GB per hour of video)")
+        store = VideoStore(directory)
+    return annotations, store, f"{args.videos} Kinetics-like videos in {root}"
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure and print one row per shape (a generated dataset is deleted afterwards)."""
+    """Measure and print one row per shape and source (generated data in a temporary folder is deleted)."""
     with tempfile.TemporaryDirectory(prefix="mgvideo-bench-data-") as scratch:
         return _measure(args, scratch)
 
 
 def _measure(args: argparse.Namespace, scratch: str) -> int:
-    from mgvideo.models import build_model
-
-    schedule, annotations, model_args, batch, cache = _setup(args, scratch)
-    workers = [int(w) for w in args.workers.split(",")]
-    # The cache column reads a sample of the videos, stored before timing (as a run fills its cache up front).
-    cached = dataclasses.replace(annotations, records=annotations.records[:CACHE_SAMPLE])
-    cache.fill([r.path for r in cached.records], max(1, *workers))
-    model = build_model(model_args.pop("name"), annotations.num_classes, **model_args)
+    schedule, batch, annotations, store, where = _setup(args, scratch)
+    shapes = distinct_shapes(schedule, batch)
+    rates = model_rates(args, shapes)
+    sources = [("original", None)] + ([("store", store)] if store is not None else [])
+    to_stdout = args.json == "-"
+    if not to_stdout:
+        print(f"videos: {where}; clips/s per loader worker (on a core of its own: CPU time), CPU ms per clip "
+              "by stage")
+        _print_header()
     rows = []
-    for size, shape in distinct_shapes(schedule, batch):
-        row = {"T": shape.frames, "crop": shape.crop, "rate": f"{shape.min_rate}-{shape.max_rate}",
-               "batch": size, "model": model_rate(model, shape, size)}
-        for resize in (True, False):
-            for w in workers:
-                row[f"{'dec' if resize else 'post'}_w{w}"] = loader_rate(annotations, shape, size, w, resize,
-                                                                         args.clips)
-        for w in workers:
-            row[f"cache_w{w}"] = loader_rate(cached, shape, size, w, True, args.clips, cache=cache)
-        best = max(row[f"dec_w{w}"] for w in workers)
-        row["resize_speedup"] = float(np.mean([row[f"dec_w{w}"] / row[f"post_w{w}"] for w in workers]))
-        row["bottleneck"] = "data" if best < row["model"] else "model"
-        rows.append(row)
-        if not args.json:
-            _print_row(row, workers, header=len(rows) == 1)
+    for (size, shape), model in zip(shapes, rates):
+        for source, chosen in sources:
+            dataset = VideoClipDataset(annotations, shape, seed=0, store=chosen)
+            cost = breakdown(dataset, shape, size, args.clips)
+            per_worker = 1e3 / sum(cost[s] for s in STAGES)  # one worker on a core of its own
+            row = {"frames": shape.frames, "crop": shape.crop, "rate": f"{shape.min_rate}-{shape.max_rate}",
+                   "batch": size, "stage_batch": shape.stage_batch, "source": source,
+                   "clips_per_s": round(per_worker, 2), "ms": {k: round(cost[k], 3) for k in STAGES},
+                   "copies": cost.get("copies", {})}
+            if model is not None:
+                row["model_clips_per_s"] = round(model, 1)
+                row["workers_needed"] = round(model / per_worker, 2)
+            rows.append(row)
+            if not to_stdout:
+                _print_row(row)
+    _summary(rows, to_stdout)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        text = json.dumps(rows, indent=1)
+        if to_stdout:
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
     return 0
 
 
-def _print_row(row: dict, workers: list[int], header: bool) -> None:
-    cols = [f"{kind}_w{w}" for kind in ("dec", "post", "cache") for w in workers]
-    if header:
-        print("loader clips/s (dec_wN: resized in the decoder, N workers; post_wN: decoded at full size, "
-              "then resized; cache_wN: read from the decoded-frame cache)")
-        print(f"{'T':>3} {'crop':>4} {'rate':>5} {'batch':>5} " + " ".join(f"{c:>9}" for c in cols)
-              + f" {'resize x':>8} {'model':>8} bottleneck   (resize x: dec/post, mean over worker counts)")
-    print(f"{row['T']:>3} {row['crop']:>4} {row['rate']:>5} {row['batch']:>5} "
-          + " ".join(f"{row[c]:>9.1f}" for c in cols)
-          + f" {row['resize_speedup']:>8.2f} {row['model']:>8.1f} {'<- ' + row['bottleneck']}", flush=True)
+def _print_header() -> None:
+    print(f"{'T':>3} {'crop':>4} {'rate':>5} {'batch':>5} {'source':>8} {'clips/s':>8} "
+          + " ".join(f"{s[:8]:>8}" for s in STAGES) + f" {'model/s':>8} {'workers':>7}")
+
+
+def _print_row(row: dict) -> None:
+    model = ""
+    if "workers_needed" in row:
+        model = f"{row['model_clips_per_s']:>8.1f} {row['workers_needed']:>7.1f}"
+    print(f"{row['frames']:>3} {row['crop']:>4} {row['rate']:>5} {row['batch']:>5} {row['source']:>8} "
+          f"{row['clips_per_s']:>8.1f} " + " ".join(f"{row['ms'][s]:>8.2f}" for s in STAGES) + f" {model}",
+          flush=True)
+
+
+def _summary(rows: list[dict], quiet: bool) -> None:
+    """The headline ratio: the coarsest shape's best source against the full shape from the originals."""
+    full = next(r for r in reversed(rows) if r["source"] == "original")
+    coarse = [r for r in rows if (r["frames"], r["crop"]) == (rows[0]["frames"], rows[0]["crop"])]
+    best = max(coarse, key=lambda r: r["clips_per_s"])
+    if not quiet:
+        ratio = best["clips_per_s"] / full["clips_per_s"]
+        print(f"coarsest shape from the {best['source']}: {ratio:.2f}x the clips/s per worker of the full "
+              "shape from the originals")

@@ -1,4 +1,5 @@
-"""`mgvideo data synth | check`: generate the built-in synthetic dataset, or scan a dataset's videos."""
+"""`mgvideo data synth | check | prepare`: generate the built-in synthetic dataset (or Kinetics-like benchmark
+videos), scan a dataset's videos, or transcode them into a multi-resolution store."""
 
 from __future__ import annotations
 
@@ -25,7 +26,26 @@ def register(subparsers) -> None:
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", choices=sorted(synthetic.SIZES), default="default")
+    synth.add_argument("--kinetics-like", type=int, metavar="N", default=0,
+                       help="instead: N benchmark videos at 340x256, H.264, GOP 32, 30 fps, 10 s, with "
+                       "OUT/train.csv (what `bench data` reads)")
+    synth.add_argument("--workers", type=int, default=1, help="processes for --kinetics-like")
     synth.set_defaults(func=run_synth)
+
+    prep = sub.add_parser("prepare", help="transcode videos into a multi-resolution store (data.store)",
+                          description=PREPARE_HELP)
+    prep.add_argument("list", help="annotation file whose videos are stored")
+    prep.add_argument("--config", required=True, help="the recipe: its schedule's crops and scale jitter "
+                      "decide the short sides stored")
+    prep.add_argument("--root", help="directory the listed paths are relative to (default: its folder)")
+    prep.add_argument("--out", required=True, help="the store folder (then set data.store to it)")
+    prep.add_argument("--workers", type=int, default=1, help="transcoding processes")
+    prep.add_argument("--max-gb", type=float, default=0.0, help="disk bound in GB (0: none); videos past "
+                      "it are left to their originals")
+    prep.add_argument("--gop", type=int, default=0, help="keyframe interval of the copies (default: "
+                      "the store's)")
+    prep.add_argument("--json", action="store_true", help="print the summary as JSON")
+    prep.set_defaults(func=run_prepare)
 
     check = sub.add_parser("check", help="open and decode every listed video", description=CHECK_HELP)
     check.add_argument("annotation", help="annotation file (list, split JSON or frame-list CSV)")
@@ -40,11 +60,53 @@ def register(subparsers) -> None:
     check.set_defaults(func=run_check)
 
 
+PREPARE_HELP = """Transcode each listed video once into the short sides the recipe's scale jitter needs (both
+ends of the jitter range at every crop of its schedule, and the test size; never above the video's own),
+with a short GOP and no B-frames, so that coarse clips decode a small copy and only the frames they show.
+Originals are kept. Resumable: videos already stored are skipped, and an entry appears whole or not at all.
+A video that fails is named, counted (STORE/failed.json) and read from its original in training."""
+
+
 def run_synth(args: argparse.Namespace) -> int:
     """Call the synthetic generator and print what it wrote."""
+    if args.kinetics_like:
+        from mgvideo.data.kinetics_like import generate_kinetics_like
+
+        summary = generate_kinetics_like(args.out, args.kinetics_like, args.seed, args.workers)
+        print(json.dumps(summary, indent=2))
+        return 0
     summary = synthetic.generate(args.out, seed=args.seed, size=args.size)
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Fill the store and print its summary: stored, kept, failed (named), left out, disk use."""
+    from mgvideo.config import load_any_config
+    from mgvideo.data import store
+    from mgvideo.data.prepare import recipe_store_sides
+
+    cfg = load_any_config(args.config)
+    fmt = {"ssv2": "ssv2", "charades": "charades"}.get(cfg.data.dataset, "kinetics")
+    if fmt != "kinetics":
+        raise AnnotationError(f"{args.list}: data prepare reads Kinetics-style lists (path label); "
+                              f"the recipe's dataset is {cfg.data.dataset}")
+    errors: list[AnnotationError] = []
+    annotations = read_annotations(fmt, args.list, args.root, errors=errors)
+    for err in errors:
+        print(f"{args.list}:{err.line}: {err}", file=sys.stderr)
+    paths = [r.path for r in annotations.records if r.frame_paths is None]
+    sides = recipe_store_sides(cfg)
+    print(f"store {args.out}: {len(paths)} videos at short sides {sides}", file=sys.stderr)
+    summary = store.prepare_store(paths, args.out, sides, args.workers, int(args.max_gb * 1e9),
+                                  args.gop or store.GOP, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['done']} transcoded, {summary['kept']} already stored, {len(summary['failed'])} "
+              f"failed, {summary['left_out']} left out by --max-gb; {summary['bytes'] / 1e9:.3f} GB for "
+              f"{summary['seconds'] / 3600:.3f} h of video ({summary['gb_per_hour']:.2f} GB per hour)")
+    return 0 if not summary["failed"] and not errors else 1
 
 
 def check_video(record, full: bool = False) -> None:

@@ -33,6 +33,7 @@ from mgvideo.data.decode import (
 from mgvideo.errors import ConfigError, VideoDecodeError
 
 if TYPE_CHECKING:
+    from mgvideo.data.store import VideoStore
     from mgvideo.multigrid.schedule import ClipShape
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ class VideoClipDataset(Dataset):
 
     Resizing: by default in the decoder, straight to the clip's short side (cheapest for coarse shapes).
     `decode_short_side` decodes at that fixed size instead (or the video's own, if smaller) and resizes in
-    torch; a `cache` (data/cache.py) implies its own size, so cached and decoded clips are equal.
+    torch; a `cache` (data/cache.py) implies its own size, so cached and decoded clips are equal. A `store`
+    (data/store.py, `data.store`) serves each clip from the smallest transcoded copy that covers its short
+    side; videos it lacks are read from their originals (a cache, if given, takes precedence).
     """
 
     def __init__(self, annotations: Annotations, shape: ClipShape, *, mode: str = "train",
@@ -92,7 +95,7 @@ class VideoClipDataset(Dataset):
                  test_clips: int = 10, test_crops: int = 3, test_size: int | None = None,
                  decoder_resize: bool = True, seed: int = 0, max_retries: int = 10,
                  backend: str = "pyav", decode_short_side: int | None = None,
-                 cache: FrameCache | None = None) -> None:
+                 cache: FrameCache | None = None, store: VideoStore | None = None) -> None:
         if mode not in MODES:
             raise ConfigError(f"data.mode: {mode!r} is not one of {MODES}")
         if sampling not in ("rate", "segment"):
@@ -111,7 +114,7 @@ class VideoClipDataset(Dataset):
         self.test_size = test_size or base
         self.decoder_resize, self.seed, self.max_retries = decoder_resize, seed, max_retries
         self.backend = select_backend(backend)
-        self.cache = cache
+        self.cache, self.store = cache, store
         self.decode_short_side = cache.short_side if cache is not None else decode_short_side
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
         self._logged: set[str] = set()
@@ -192,6 +195,10 @@ class VideoClipDataset(Dataset):
             return FrameListReader(record.frame_paths)
         if self.cache is not None:
             return self.cache.open(record.path)
+        if self.store is not None:
+            stored = self.store.open(record.path)
+            if stored is not None:
+                return stored
         return open_video(record.path, self.backend)
 
     def _decode_side(self, reader: VideoReader, short: int) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -70,14 +71,25 @@ def _check_file(path: str) -> None:
 
 
 class PyAVReader:
-    """A `VideoReader` over PyAV with decoder threading on and single-threaded RGB conversion.
+    """A `VideoReader` over PyAV: single-threaded decoding and RGB conversion by default, and non-reference
+    frames that no index shows are not decoded.
 
-    The RGB conversion runs with one thread: on small frames swscale's automatic threading costs far more
-    than it saves (measured ~3x slower at 128x128, see `mgvideo bench data`).
+    One thread: a loader runs one worker per core, and even alone on 2 cores FFmpeg's frame or slice
+    threading decoded a 340x256 H.264 video slower (300 frames: 185 ms with 1 thread, 214 AUTO, 237 SLICE,
+    302 FRAME); swscale's threading costs ~3x at 128x128. Skipping non-reference frames (x264's B-frames
+    without b-pyramid references) saved 32 % of a full decode (126 ms instead of 185); it is done frame by
+    frame, only for frames that are not picked, and only where the stream's timestamps are regular, so a
+    picked frame is never skipped (see README, "Decoder options").
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, threads: int = 1) -> None:
         self.path = str(path)
+        self.threads = threads  # decoder threads; 0: FFmpeg's choice (frame + slice threading)
+        self.display_hw: tuple[int, int] | None = None  # scale as if frames were this (h, w); see store.py
+        self.sparse_gop = 0  # > 0: keyframes every this many frames, no B-frames: skip unneeded packets
+        self._needed: set[int] | None = None
+        # set by `bench data`: CPU seconds of this thread per stage (a loaded machine does not inflate them)
+        self.timer: dict[str, float] | None = None
         _check_file(self.path)
         self._open()
         self.height, self.width = self._stream.height, self._stream.width
@@ -87,6 +99,11 @@ class PyAVReader:
         self.errors: list[str] = []  # decode errors met so far (their packets were skipped)
         self._start = float(self._stream.start_time * self._stream.time_base) if (
             self._stream.start_time is not None) else 0.0
+        # Frame skipping needs a regular timeline (stated frame count = duration x rate: no gaps, so a
+        # frame's index is its timestamp x fps) and no frame threading (the setting must apply per packet).
+        self.skip_nonref = self.threads == 1 and self._stream.frames > 0 and abs(
+            self._stream.frames - self.duration * self.fps) <= 1
+        self._picked: set[int] | None = None
 
     def _open(self) -> None:
         try:
@@ -97,7 +114,11 @@ class PyAVReader:
             self._container.close()
             raise VideoDecodeError(f"{self.path}: no video stream")
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        if self.threads == 1:  # no frame-threading delay: what sparse decoding and 1-core workers want
+            self._stream.thread_type, self._stream.codec_context.thread_count = "NONE", 1
+        else:
+            self._stream.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = self.threads
         self._fresh = True  # nothing read yet: decoding can start without a seek
 
     def _rewind(self) -> None:
@@ -142,6 +163,10 @@ class PyAVReader:
         if idx.size == 0:
             raise VideoDecodeError(f"{self.path}: no frame indices requested")
         targets, where = np.unique((idx + 0.5) / self.fps, return_inverse=True)
+        self._picked = set(np.unique(idx).tolist()) if self.skip_nonref else None
+        if self.sparse_gop > 0:  # each target needs its GOP's frames from the keyframe up to it
+            g = self.sparse_gop
+            self._needed = {n for i in np.unique(idx).tolist() for n in range(i - i % g, i + 1)}
         try:
             picked, last, ended = self._decode_targets(targets, short_side, seek=True)
             if picked is None:  # nothing from the seek point on: the window is past the real end
@@ -160,7 +185,9 @@ class PyAVReader:
         stream, tb = self._stream, self._stream.time_base
         start = targets[0] - 1.0 / self.fps
         if seek and start > 0 and tb:
+            began = time.thread_time()
             self._container.seek(int((start + self._start) / tb), stream=stream, backward=True)
+            self._add("demux", began)
         else:
             self._rewind()
             stream, tb = self._stream, self._stream.time_base
@@ -186,7 +213,11 @@ class PyAVReader:
         """The stream's frames from the current position; a packet that fails to decode is skipped and
         noted (the decoder resynchronises at the next good one), a demuxer error ends the stream."""
         packets = self._container.demux(stream)
+        needed, last = self._needed, max(self._needed) if self._needed else 0
+        picked, context, skipping = self._picked, stream.codec_context, False
+        context.skip_frame = "DEFAULT"  # a previous read may have left it skipping
         while True:
+            began = time.thread_time()
             try:
                 packet = next(packets)
             except StopIteration:
@@ -194,12 +225,31 @@ class PyAVReader:
             except av.error.FFmpegError as err:
                 self._note(err)
                 return
+            finally:
+                self._add("demux", began)
+            if needed is not None and packet.pts is not None:
+                n = round(float(packet.pts * stream.time_base) * self.fps)
+                if n > last:  # past every needed frame (no decoder delay: thread_count 1)
+                    return
+                if n not in needed:
+                    continue
+            if picked is not None and packet.pts is not None:  # decode a non-reference frame only if picked
+                skip = round((float(packet.pts * stream.time_base) - self._start) * self.fps) not in picked
+                if skip != skipping:
+                    context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
+            began = time.thread_time()
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as err:
                 self._note(err)
                 continue
+            finally:
+                self._add("decode", began)
             yield from frames
+
+    def _add(self, stage: str, began: float) -> None:
+        if self.timer is not None:
+            self.timer[stage] = self.timer.get(stage, 0.0) + time.thread_time() - began
 
     def _note(self, err: Exception) -> None:
         if len(self.errors) < 100:  # a badly broken file can fail on every packet
@@ -209,7 +259,7 @@ class PyAVReader:
         """Decode every frame from the start, converting none (what `data check --full` does); sets
         `num_frames` to the length that decodes and returns it. Errors are left in `errors`."""
         self._rewind()
-        self._fresh = False
+        self._fresh, self._needed, self._picked = False, None, None
         tb, last, count = self._stream.time_base, 0.0, 0
         for frame in self._frames(self._stream):
             count += 1
@@ -222,9 +272,15 @@ class PyAVReader:
         return self.num_frames
 
     def _to_rgb(self, frame, short_side: int | None) -> np.ndarray:
+        began = time.thread_time()
+        rgb = self._convert(frame, short_side)
+        self._add("convert", began)
+        return rgb
+
+    def _convert(self, frame, short_side: int | None) -> np.ndarray:
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-        h, w = (frame.height, frame.width) if short_side is None else scaled_size(
-            frame.height, frame.width, short_side)
+        fh, fw = self.display_hw or (frame.height, frame.width)
+        h, w = (fh, fw) if short_side is None else scaled_size(fh, fw, short_side)
         rgb = frame.reformat(width=w, height=h, format="rgb24", threads=1).to_ndarray()
         if rotation:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))

@@ -18,7 +18,7 @@ from pathlib import Path
 from mgvideo.config import Config
 from mgvideo.data.annotations import Annotations, read_annotations
 from mgvideo.data.cache import FrameCache, cache_directory
-from mgvideo.data.datasets import largest_short_side
+from mgvideo.data.datasets import REFERENCE_JITTER, largest_short_side
 from mgvideo.data.loader import resolve_workers
 from mgvideo.errors import CacheError, ConfigError
 
@@ -90,6 +90,32 @@ def build_frame_cache(cfg: Config) -> FrameCache | None:
         return None
     side = largest_short_side(d.crop, cfg.test.crop_size or d.crop)
     return FrameCache(cache_directory(mode, d.root, d.cache_dir), side, max_bytes=int(d.cache_max_gb * 1e9))
+
+
+def build_video_store(cfg: Config):
+    """The run's multi-resolution store (`data.store`), or None: clips are then read from the originals.
+    A store folder that does not exist is an error (a typo would otherwise silently read the originals)."""
+    from mgvideo.data.store import VideoStore
+
+    if not cfg.data.store:
+        return None
+    if not Path(cfg.data.store).is_dir():
+        raise ConfigError(f"data.store: {cfg.data.store} is not a folder; make it with "
+                          f"`mgvideo data prepare --config RECIPE LIST --root DIR --out {cfg.data.store}`")
+    return VideoStore(cfg.data.store)
+
+
+def recipe_store_sides(cfg: Config) -> list[int]:
+    """The short sides a store needs for this recipe: both ends of the scale jitter at every crop its
+    schedule uses (the dataset's jitter, `sampling.scale_range`), and the test size."""
+    from mgvideo.data.store import store_sides
+    from mgvideo.engine.builders import build_schedule
+
+    schedule, base = build_schedule(cfg), cfg.data.crop
+    crops = sorted({shape.crop for stage in schedule.stages for _, shape in schedule.shapes(stage, 1)})
+    jitter = (round(base * REFERENCE_JITTER[0]), round(base * REFERENCE_JITTER[1]))
+    return store_sides(crops, base, jitter, cfg.multigrid.scale_jitter == "same_view",
+                       extra=[cfg.test.crop_size or base])
 
 
 def fill_frame_cache(cfg: Config, cache: FrameCache, log: Callable[[str], None] = print) -> int:

@@ -10,7 +10,7 @@ from torch import nn
 
 from mgvideo.config import Config, override
 from mgvideo.data.datasets import VideoClipDataset
-from mgvideo.data.prepare import build_frame_cache, read_split
+from mgvideo.data.prepare import build_frame_cache, build_video_store, read_split
 from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
@@ -198,7 +198,7 @@ def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset
     return VideoClipDataset(
         read_split(cfg, list_name), shape, mode=split, sampling="segment" if d.dataset == "ssv2" else "rate",
         flip=d.flip, test_clips=t.clips, test_crops=t.crops, test_size=t.crop_size or d.crop,
-        seed=cfg.train.seed, cache=build_frame_cache(cfg),
+        seed=cfg.train.seed, cache=build_frame_cache(cfg), store=build_video_store(cfg),
     )
 
 
