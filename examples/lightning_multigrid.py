@@ -4,7 +4,7 @@
     python examples/lightning_multigrid.py --devices 2   # Lightning's DDP, 2 CPU processes (gloo)
 
 Lightning is told three things: `use_distributed_sampler=False` (the multigrid sampler shards by rank itself),
-`max_epochs` = the schedule's, and the train DataLoader takes `multigrid.sampler`. MultigridCallback sets the
+`max_epochs` = the schedule's, and the train DataLoader takes `multigrid.batch_sampler`. MultigridCallback sets the
 LR and the BN groups of every batch; it refuses, in one line, Trainer flags that would break that.
 """
 
@@ -47,12 +47,10 @@ class TinyVideoNet(L.LightningModule):
         self.net = convert_model(nn.Sequential(  # BatchNorm3d becomes sub-batch BN
             nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
             nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
-        self.multigrid, self.trace, self.shapes, self.loader = multigrid, trace, Counter(), None
+        self.multigrid, self.trace, self.shapes = multigrid, trace, Counter()
 
-    def train_dataloader(self):  # asked for every epoch: the same loader (and workers) each time
-        if self.loader is None:
-            self.loader = DataLoader(RandomClips(), batch_sampler=self.multigrid.sampler)
-        return self.loader
+    def train_dataloader(self):
+        return DataLoader(RandomClips(), batch_sampler=self.multigrid.batch_sampler)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=LR.base_lr, momentum=0.9)  # the callback sets each step's LR
@@ -74,17 +72,19 @@ class TinyVideoNet(L.LightningModule):
 def main(argv=None, callbacks=()):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1)
-    parser.add_argument("--checkpoints", type=Path, help="save a Lightning checkpoint after every step here")
+    parser.add_argument("--checkpoints", type=Path, help="save Lightning checkpoints (last.ckpt) here")
+    parser.add_argument("--save-every", type=int, default=1, help="steps between checkpoints (0: at epoch ends)")
     parser.add_argument("--resume", type=Path, help="a Lightning checkpoint to resume from")
     parser.add_argument("--trace", type=Path, help="append each step's (batch, T, S, LR, BN) to DIR/rankN.jsonl")
     args = parser.parse_args(argv)
 
     multigrid = MultigridCallback(SCHEDULE, LR, dataset_size=CLIPS, batch_size=GLOBAL_BATCH // args.devices,
                                   bn_base_size=BN_BASE_SIZE)
-    saving = [ModelCheckpoint(args.checkpoints, every_n_train_steps=1, save_last=True)] if args.checkpoints else []
+    saving = [ModelCheckpoint(args.checkpoints, every_n_train_steps=args.save_every or None, save_last=True)
+              ] if args.checkpoints else []
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-        max_epochs=SCHEDULE.max_epoch, use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1, callbacks=[multigrid, *saving, *callbacks],
+        max_epochs=SCHEDULE.max_epoch, use_distributed_sampler=False, callbacks=[multigrid, *saving, *callbacks],
         enable_checkpointing=bool(saving), logger=False, enable_progress_bar=False, enable_model_summary=False)
     model = TinyVideoNet(multigrid, args.trace)
     trainer.fit(model, ckpt_path=args.resume, weights_only=True)

@@ -1,21 +1,25 @@
-"""Multigrid in PyTorch Lightning: one callback owns the batch sampler, and sets the LR and BN groups.
+"""Multigrid in PyTorch Lightning: one callback owns the batch sampler and sets each batch's LR and BN groups.
 
     multigrid = MultigridCallback(schedule, lr_config, dataset_size=len(dataset), batch_size=8)
     trainer = L.Trainer(max_epochs=schedule.max_epoch, use_distributed_sampler=False, callbacks=[multigrid])
-    # in the LightningModule or DataModule:
+    # in the LightningModule or the DataModule:
     def train_dataloader(self):
-        return DataLoader(dataset, batch_sampler=multigrid.sampler)
+        return DataLoader(dataset, batch_sampler=multigrid.batch_sampler)
 
 The callback builds the `MultigridBatchSampler` in `setup`, where Lightning knows the rank and the world size
-under every strategy (ddp, ddp_spawn, multi-node). Before each batch it makes the trainer's calls
-(`integrations.step.configure_step`); at each epoch start it selects the sampler's epoch (Lightning's own
-`set_epoch` call does not reach a batch sampler). Its state (the sampler's position) goes into Lightning's
-checkpoints, so a run resumed with `trainer.fit(..., ckpt_path=...)` continues with the very same batches.
-Trainer settings that would change the batches or fight the schedule are refused in one line.
+under every strategy. Before each batch it makes the trainer's calls (`integrations.step.configure_step`);
+after each epoch it moves the sampler on (Lightning's own `set_epoch` does not reach a batch sampler). Its
+state, the sampler's position, goes into Lightning's checkpoints, so `trainer.fit(..., ckpt_path=...)`
+continues with the very same batches. Trainer flags that would change the batches or the LR are refused in
+one line.
+
+The DataLoader gets the sampler without a length: Lightning fixes the length of every epoch at the first
+one's, and multigrid epochs differ. Without one it runs each epoch until the sampler ends.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,19 +28,29 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from mgvideo.errors import ConfigError
 from mgvideo.integrations.step import configure_step
 from mgvideo.multigrid.lr import LRConfig
-from mgvideo.multigrid.sampler import MultigridBatchSampler
+from mgvideo.multigrid.sampler import Batch, MultigridBatchSampler
 from mgvideo.multigrid.schedule import MultigridSchedule
 
 NAME = "MultigridCallback"
 
 
-class MultigridCallback(pl.Callback):
-    """Multigrid training under a Lightning Trainer: the schedule's shapes (through `sampler`), its LR and
-    its BN groups, exactly as `mgvideo train` sets them.
+class EpochBatches:
+    """The sampler's batches of the current epoch, with no `__len__` (see the module docstring)."""
 
-    `batch_size` is the long-cycle base batch of one device (as `MultigridBatchSampler`'s); `seed` the
-    sampler's shuffling seed. The model's BatchNorm3d layers must have been converted with
-    `mgvideo.multigrid.convert_model` for the BN groups to apply (a model without BN is fine).
+    def __init__(self, sampler: MultigridBatchSampler):
+        self._multigrid = sampler  # not `.sampler`: Lightning would call its set_epoch with its own count
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self._multigrid)
+
+
+class MultigridCallback(pl.Callback):
+    """Multigrid training under a Lightning Trainer: the schedule's shapes (through `batch_sampler`), its LR
+    and its BN groups, exactly as `mgvideo train` sets them.
+
+    `batch_size` is the long-cycle base batch of one device (as `MultigridBatchSampler`'s), `seed` the
+    sampler's shuffling seed. For the BN groups to apply, the model's BatchNorm3d layers must have been
+    converted with `mgvideo.multigrid.convert_model` (a model without BN is fine).
     """
 
     def __init__(self, schedule: MultigridSchedule, lr_config: LRConfig, *, dataset_size: int, batch_size: int,
@@ -44,26 +58,33 @@ class MultigridCallback(pl.Callback):
         self.schedule, self.lr_config, self.bn_base_size = schedule, lr_config, bn_base_size
         self.dataset_size, self.batch_size, self.seed, self.drop_last = dataset_size, batch_size, seed, drop_last
         self._sampler: MultigridBatchSampler | None = None
-        self._pending: dict | None = None  # sampler state from a checkpoint, restored before the sampler exists
+        self._batches: EpochBatches | None = None
+        self._pending: dict | None = None  # sampler state loaded before the sampler was built
         self.iteration = 0  # batches finished in the current epoch (the sampler's own position runs ahead)
 
     @property
     def sampler(self) -> MultigridBatchSampler:
-        """The batch sampler to give the train DataLoader (`DataLoader(dataset, batch_sampler=...)`)."""
+        """The multigrid batch sampler of this process (built in `setup`)."""
         if self._sampler is None:
-            raise ConfigError(f"{NAME}.sampler: not built yet; create the train DataLoader in "
-                              "train_dataloader() (of the LightningModule or DataModule), after the Trainer's setup")
+            raise ConfigError(f"{NAME}: the sampler is built in the Trainer's setup; create the train DataLoader "
+                              "in train_dataloader() of the LightningModule or DataModule")
         return self._sampler
+
+    @property
+    def batch_sampler(self) -> EpochBatches:
+        """What the train DataLoader takes: `DataLoader(dataset, batch_sampler=multigrid.batch_sampler)`."""
+        if self._batches is None or self._batches._multigrid is not self.sampler:
+            self._batches = EpochBatches(self.sampler)
+        return self._batches
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         check_trainer(trainer, self.schedule)
-        if self._sampler is None or (self._sampler.rank, self._sampler.world_size) != (trainer.global_rank,
-                                                                                       trainer.world_size):
-            self._sampler = MultigridBatchSampler(
-                self.schedule, self.dataset_size, self.batch_size, rank=trainer.global_rank,
-                world_size=trainer.world_size, seed=self.seed, drop_last=self.drop_last)
+        self._sampler = MultigridBatchSampler(self.schedule, self.dataset_size, self.batch_size,
+                                              rank=trainer.global_rank, world_size=trainer.world_size,
+                                              seed=self.seed, drop_last=self.drop_last)
+        self.iteration = 0
         if self._pending is not None:
             self._restore(self._pending)
 
@@ -71,16 +92,15 @@ class MultigridCallback(pl.Callback):
         if trainer.lr_scheduler_configs:
             raise ConfigError(f"{NAME}: configure_optimizers returned an LR scheduler; the callback sets the LR "
                               "of every step from the schedule (LRConfig), so return the optimizer alone")
+        check_loader(trainer, self.batch_sampler)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        check_loader(trainer, self.sampler)
         if trainer.current_epoch != self.sampler.epoch:
             raise ConfigError(f"{NAME}: Lightning starts epoch {trainer.current_epoch} but the multigrid sampler "
-                              f"is at epoch {self.sampler.epoch}; was the checkpoint written by this callback?")
+                              f"is at epoch {self.sampler.epoch}; was the checkpoint written with this callback?")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Now, not at the next epoch's start: Lightning reads the next epoch's length (reloading the loader)
-        # before its epoch-start hooks run.
+        # Here rather than at the next epoch's start, which Lightning skips when it resumes there.
         self.sampler.set_epoch(trainer.current_epoch + 1)
         self.iteration = 0
 
@@ -99,22 +119,20 @@ class MultigridCallback(pl.Callback):
         return {"sampler": self._sampler.state_dict(consumed=self.iteration)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "sampler" not in state_dict:
-            return
-        self._pending = dict(state_dict["sampler"])
-        if self._sampler is not None:
-            self._restore(self._pending)
+        if "sampler" in state_dict:
+            self._pending = dict(state_dict["sampler"])
+            if self._sampler is not None:
+                self._restore(self._pending)
 
     def _restore(self, state: dict) -> None:
-        """Put the sampler where the checkpoint left it. A finished epoch becomes the next one's start:
-        Lightning resumes there, and a loader with workers draws batches before the epoch-start hook."""
+        """Put the sampler where the checkpoint left it; a finished epoch becomes the next one's start, where
+        Lightning resumes (and a loader with workers draws batches before any epoch hook runs)."""
         self.sampler.load_state_dict(state)
         position = int(state["position"])
         if position == len(self.sampler):
             self.sampler.set_epoch(self.sampler.epoch + 1)
             position = 0
-        self.iteration = position
-        self._pending = None
+        self.iteration, self._pending = position, None
 
 
 def check_trainer(trainer: pl.Trainer, schedule: MultigridSchedule) -> None:
@@ -129,19 +147,15 @@ def check_trainer(trainer: pl.Trainer, schedule: MultigridSchedule) -> None:
     if trainer.max_epochs != schedule.max_epoch or trainer.max_steps != -1:
         raise ConfigError(f"{NAME}: pass Trainer(max_epochs={schedule.max_epoch}) (the schedule's max_epoch) "
                           f"and no max_steps; got max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps}")
-    if trainer.reload_dataloaders_every_n_epochs != 1:
-        raise ConfigError(f"{NAME}: pass Trainer(reload_dataloaders_every_n_epochs=1); multigrid epochs differ "
-                          "in length and Lightning reads an epoch's length only when it loads the train loader "
-                          "(train_dataloader() may return the same DataLoader every time)")
     if trainer.limit_train_batches != 1.0 or trainer.overfit_batches:
-        raise ConfigError(f"{NAME}: limit_train_batches and overfit_batches must stay at their defaults (got "
+        raise ConfigError(f"{NAME}: leave limit_train_batches and overfit_batches at their defaults (got "
                           f"{trainer.limit_train_batches}, {trainer.overfit_batches}); they cut the schedule's epochs")
 
 
-def check_loader(trainer: pl.Trainer, sampler: MultigridBatchSampler) -> None:
-    """The train DataLoader must draw its batches from the callback's sampler, unwrapped."""
+def check_loader(trainer: pl.Trainer, batches: EpochBatches) -> None:
+    """The one train DataLoader must draw its batches from the callback, unwrapped."""
     loader = trainer.train_dataloader
-    if getattr(loader, "batch_sampler", None) is not sampler:
-        raise ConfigError(f"{NAME}: the train DataLoader must be DataLoader(dataset, batch_sampler="
-                          f"multigrid.sampler), one loader, not re-wrapped (its batch sampler is "
-                          f"{type(getattr(loader, 'batch_sampler', loader)).__name__})")
+    if getattr(loader, "batch_sampler", None) is not batches:
+        found = type(getattr(loader, "batch_sampler", loader)).__name__
+        raise ConfigError(f"{NAME}: the train DataLoader must be one DataLoader(dataset, batch_sampler="
+                          f"multigrid.batch_sampler), not re-wrapped (its batch sampler is a {found})")
