@@ -1,4 +1,4 @@
-"""Multigrid under Hugging Face Accelerate: a tiny video model on the CPU, the recipe of configs/synthetic/tiny.yaml.
+"""Multigrid under Hugging Face Accelerate: a tiny video model on the CPU, tiny.yaml's recipe.
 
     python examples/accelerate_multigrid.py                                  # one process
     torchrun --nproc-per-node 2 examples/accelerate_multigrid.py             # 2 processes (gloo on the CPU)
@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from mgvideo.integrations.accelerate import prepare_loader
 from mgvideo.integrations.step import configure_step, iteration_counts
-from mgvideo.multigrid import LRConfig, MultigridBatchSampler, MultigridConfig, MultigridSchedule, convert_model
+from mgvideo.multigrid import (
+    LRConfig,
+    MultigridBatchSampler,
+    MultigridConfig,
+    MultigridSchedule,
+    convert_model,
+)
 
 SCHEDULE = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 4), max_epoch=5, sampling_rate=2))
 LR = LRConfig(base_lr=0.05, warmup_epochs=0.5, warmup_start_lr=0.01)
@@ -36,13 +42,13 @@ class RandomClips(Dataset):
 
     def __getitem__(self, item):
         index, shape = item
-        clip = torch.randn(3, shape.frames, shape.crop, shape.crop, generator=torch.Generator().manual_seed(index))
-        return clip, index % CLASSES, index
+        noise = torch.Generator().manual_seed(index)
+        return torch.randn(3, shape.frames, shape.crop, shape.crop, generator=noise), index % CLASSES, index
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", type=Path, help="append each step's (batch, T, S, LR, BN) to DIR/rankN.jsonl")
+    parser.add_argument("--trace", type=Path, help="log each step to DIR/rankN.jsonl")
     args = parser.parse_args(argv)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True: gloo across CPU processes
@@ -68,9 +74,9 @@ def main(argv=None):
             shapes[(len(clips), clips.shape[2], clips.shape[3])] += 1
             if args.trace:  # what this step trained on, for tests/test_integrations_accelerate.py
                 bn = accelerator.unwrap_model(model)[1]
-                record = {"epoch": epoch, "batch": len(clips), "frames": clips.shape[2], "crop": clips.shape[3],
-                          "lr": optimizer.param_groups[0]["lr"], "bn": [bn.groups, bn.sync_size],
-                          "indices": indices.tolist(), "loss": loss.item()}
+                record = {"epoch": epoch, "batch": len(clips), "frames": clips.shape[2],
+                          "crop": clips.shape[3], "lr": optimizer.param_groups[0]["lr"],
+                          "bn": [bn.groups, bn.sync_size], "indices": indices.tolist(), "loss": loss.item()}
                 with open(args.trace / f"rank{accelerator.process_index}.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
 

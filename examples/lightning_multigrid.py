@@ -1,11 +1,12 @@
-"""Multigrid inside PyTorch Lightning: a tiny video model on the CPU, the recipe of configs/synthetic/tiny.yaml.
+"""Multigrid inside PyTorch Lightning: a tiny video model on the CPU, configs/synthetic/tiny.yaml's recipe.
 
     python examples/lightning_multigrid.py               # one process
     python examples/lightning_multigrid.py --devices 2   # Lightning's DDP, 2 CPU processes (gloo)
 
-Lightning is told three things: `use_distributed_sampler=False` (the multigrid sampler shards by rank itself),
-`max_epochs` = the schedule's, and the train DataLoader takes `multigrid.batch_sampler`. MultigridCallback sets the
-LR and the BN groups of every batch; it refuses, in one line, Trainer flags that would break that.
+Lightning is told three things: `use_distributed_sampler=False` (the multigrid sampler shards by rank
+itself), `max_epochs` = the schedule's, and the train DataLoader takes `multigrid.batch_sampler`.
+MultigridCallback sets the LR and the BN groups of every batch, and refuses, in one line, Trainer flags that
+would break that.
 """
 
 import argparse
@@ -36,8 +37,8 @@ class RandomClips(Dataset):
 
     def __getitem__(self, item):
         index, shape = item
-        clip = torch.randn(3, shape.frames, shape.crop, shape.crop, generator=torch.Generator().manual_seed(index))
-        return clip, index % CLASSES, index
+        noise = torch.Generator().manual_seed(index)
+        return torch.randn(3, shape.frames, shape.crop, shape.crop, generator=noise), index % CLASSES, index
 
 
 class TinyVideoNet(L.LightningModule):
@@ -53,7 +54,7 @@ class TinyVideoNet(L.LightningModule):
         return DataLoader(RandomClips(), batch_sampler=self.multigrid.batch_sampler)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=LR.base_lr, momentum=0.9)  # the callback sets each step's LR
+        return torch.optim.SGD(self.parameters(), lr=LR.base_lr, momentum=0.9)  # the callback sets the LR
 
     def training_step(self, batch, batch_idx):
         clips, labels, indices = batch
@@ -73,9 +74,9 @@ def main(argv=None, callbacks=()):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--checkpoints", type=Path, help="save Lightning checkpoints (last.ckpt) here")
-    parser.add_argument("--save-every", type=int, default=1, help="steps between checkpoints (0: at epoch ends)")
+    parser.add_argument("--save-every", type=int, default=1, help="steps between checkpoints (0: epoch ends)")
     parser.add_argument("--resume", type=Path, help="a Lightning checkpoint to resume from")
-    parser.add_argument("--trace", type=Path, help="append each step's (batch, T, S, LR, BN) to DIR/rankN.jsonl")
+    parser.add_argument("--trace", type=Path, help="log each step to DIR/rankN.jsonl")
     args = parser.parse_args(argv)
 
     multigrid = MultigridCallback(SCHEDULE, LR, dataset_size=CLIPS, batch_size=GLOBAL_BATCH // args.devices,
@@ -84,8 +85,9 @@ def main(argv=None, callbacks=()):
               ] if args.checkpoints else []
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-        max_epochs=SCHEDULE.max_epoch, use_distributed_sampler=False, callbacks=[multigrid, *saving, *callbacks],
-        enable_checkpointing=bool(saving), logger=False, enable_progress_bar=False, enable_model_summary=False)
+        max_epochs=SCHEDULE.max_epoch, use_distributed_sampler=False,
+        callbacks=[multigrid, *saving, *callbacks], enable_checkpointing=bool(saving),
+        logger=False, enable_progress_bar=False, enable_model_summary=False)
     model = TinyVideoNet(multigrid, args.trace)
     trainer.fit(model, ckpt_path=args.resume, weights_only=True)
 

@@ -30,7 +30,8 @@ FIELDS = ("epoch", "batch", "frames", "crop", "lr", "bn")
 
 
 def tiny_config():
-    return load_config(TINY, [f"data.root={REPO / 'runs' / 'data' / 'synthetic_small'}", "train.log_period=1"])
+    root = REPO / "runs" / "data" / "synthetic_small"
+    return load_config(TINY, [f"data.root={root}", "train.log_period=1"])
 
 
 def trainer_steps(world_size: int = 1, rank: int = 0, dataset_size: int = TRAIN_CLIPS) -> list[dict]:

@@ -1,10 +1,11 @@
 """Multigrid under Hugging Face Accelerate: keep the multigrid batch sampler whole through `prepare`.
 
 On more than one process, `accelerator.prepare(loader)` wraps the loader's batch sampler in its own
-`BatchSamplerShard`, which hands batch i of every process's sampler to process i % n (accelerate 1.15; pinned by
-tests/test_integrations_accelerate.py). Our sampler already gives each rank its own share of the epoch, with
-the same shape on every rank at every iteration, so that wrapping would drop half of each rank's batches and
-put different shapes on different ranks, and cross-device BN would wait on collectives that never pair up.
+`BatchSamplerShard`, which hands batch i of every process's sampler to process i % n (accelerate 1.15;
+pinned by tests/test_integrations_accelerate.py). Our sampler already gives each rank its own share of the
+epoch, with the same shape on every rank at every iteration, so that wrapping would drop half of each rank's
+batches and put different shapes on different ranks, and cross-device BN would wait on collectives that
+never pair up.
 `prepare_loader` instead returns the loader's batches as they are, moved to the accelerator's device:
 
     sampler = MultigridBatchSampler(schedule, len(dataset), batch_size, rank=accelerator.process_index,
@@ -54,14 +55,16 @@ def prepare_loader(accelerator: Accelerator, loader: DataLoader) -> DeviceLoader
     multigrid batch sampler; checks that the sampler was built for this process."""
     sampler = loader.batch_sampler
     if not isinstance(sampler, (MultigridBatchSampler, FixedShapeBatchSampler)):
-        raise ConfigError(f"prepare_loader: the DataLoader's batch_sampler must be a MultigridBatchSampler or "
-                          f"FixedShapeBatchSampler (got {type(sampler).__name__}); use accelerator.prepare otherwise")
+        raise ConfigError("prepare_loader: the DataLoader's batch_sampler must be a MultigridBatchSampler or "
+                          f"FixedShapeBatchSampler (got {type(sampler).__name__}); else accelerator.prepare")
     if (sampler.rank, sampler.world_size) != (accelerator.process_index, accelerator.num_processes):
-        raise ConfigError(f"prepare_loader: the batch sampler is rank {sampler.rank} of {sampler.world_size}, "
-                          f"this process is {accelerator.process_index} of {accelerator.num_processes}; build it "
-                          "with rank=accelerator.process_index, world_size=accelerator.num_processes")
+        raise ConfigError(f"prepare_loader: the batch sampler is rank {sampler.rank} of "
+                          f"{sampler.world_size}, this process is {accelerator.process_index} of "
+                          f"{accelerator.num_processes}; build it with rank=accelerator.process_index, "
+                          "world_size=accelerator.num_processes")
     if accelerator.gradient_accumulation_steps != 1:
-        raise ConfigError(f"prepare_loader: gradient_accumulation_steps={accelerator.gradient_accumulation_steps} "
-                          "is not supported: each multigrid batch is one optimizer step at its own shape and LR")
+        raise ConfigError(f"prepare_loader: gradient_accumulation_steps="
+                          f"{accelerator.gradient_accumulation_steps} is not supported: each multigrid batch "
+                          "is one optimizer step at its own shape and LR")
     device = accelerator.device if accelerator.device_placement else None
     return DeviceLoader(loader, device, bool(getattr(accelerator, "non_blocking", False)))

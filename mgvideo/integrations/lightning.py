@@ -53,10 +53,11 @@ class MultigridCallback(pl.Callback):
     converted with `mgvideo.multigrid.convert_model` (a model without BN is fine).
     """
 
-    def __init__(self, schedule: MultigridSchedule, lr_config: LRConfig, *, dataset_size: int, batch_size: int,
-                 bn_base_size: int = 8, seed: int = 0, drop_last: bool = True):
+    def __init__(self, schedule: MultigridSchedule, lr_config: LRConfig, *, dataset_size: int,
+                 batch_size: int, bn_base_size: int = 8, seed: int = 0, drop_last: bool = True):
         self.schedule, self.lr_config, self.bn_base_size = schedule, lr_config, bn_base_size
-        self.dataset_size, self.batch_size, self.seed, self.drop_last = dataset_size, batch_size, seed, drop_last
+        self.dataset_size, self.batch_size, self.seed = dataset_size, batch_size, seed
+        self.drop_last = drop_last
         self._sampler: MultigridBatchSampler | None = None
         self._batches: EpochBatches | None = None
         self._pending: dict | None = None  # sampler state loaded before the sampler was built
@@ -66,8 +67,8 @@ class MultigridCallback(pl.Callback):
     def sampler(self) -> MultigridBatchSampler:
         """The multigrid batch sampler of this process (built in `setup`)."""
         if self._sampler is None:
-            raise ConfigError(f"{NAME}: the sampler is built in the Trainer's setup; create the train DataLoader "
-                              "in train_dataloader() of the LightningModule or DataModule")
+            raise ConfigError(f"{NAME}: the sampler is built in the Trainer's setup; create the train "
+                              "DataLoader in train_dataloader() of the LightningModule or DataModule")
         return self._sampler
 
     @property
@@ -90,14 +91,15 @@ class MultigridCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.lr_scheduler_configs:
-            raise ConfigError(f"{NAME}: configure_optimizers returned an LR scheduler; the callback sets the LR "
-                              "of every step from the schedule (LRConfig), so return the optimizer alone")
+            raise ConfigError(f"{NAME}: configure_optimizers returned an LR scheduler; the callback sets the "
+                              "LR of every step from the schedule (LRConfig), so return the optimizer alone")
         check_loader(trainer, self.batch_sampler)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch != self.sampler.epoch:
-            raise ConfigError(f"{NAME}: Lightning starts epoch {trainer.current_epoch} but the multigrid sampler "
-                              f"is at epoch {self.sampler.epoch}; was the checkpoint written with this callback?")
+            raise ConfigError(f"{NAME}: Lightning starts epoch {trainer.current_epoch} but the multigrid "
+                              f"sampler is at epoch {self.sampler.epoch}; was the checkpoint written with "
+                              "this callback?")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Here rather than at the next epoch's start, which Lightning skips when it resumes there.
@@ -141,15 +143,17 @@ def check_trainer(trainer: pl.Trainer, schedule: MultigridSchedule) -> None:
         raise ConfigError(f"{NAME}: pass Trainer(use_distributed_sampler=False); the multigrid batch sampler "
                           "shards the data by rank itself, and Lightning would try to replace it")
     if trainer.accumulate_grad_batches != 1:
-        raise ConfigError(f"{NAME}: Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches}) is not "
-                          "supported: each multigrid batch is one optimizer step at its own shape and LR; "
-                          "choose the per-device batch_size instead")
+        raise ConfigError(f"{NAME}: Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches}) is "
+                          "not supported: each multigrid batch is one optimizer step at its own shape and "
+                          "LR; choose the per-device batch_size instead")
     if trainer.max_epochs != schedule.max_epoch or trainer.max_steps != -1:
-        raise ConfigError(f"{NAME}: pass Trainer(max_epochs={schedule.max_epoch}) (the schedule's max_epoch) "
-                          f"and no max_steps; got max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps}")
+        raise ConfigError(f"{NAME}: pass Trainer(max_epochs={schedule.max_epoch}) (the schedule's "
+                          f"max_epoch) and no max_steps; got max_epochs={trainer.max_epochs}, "
+                          f"max_steps={trainer.max_steps}")
     if trainer.limit_train_batches != 1.0 or trainer.overfit_batches:
         raise ConfigError(f"{NAME}: leave limit_train_batches and overfit_batches at their defaults (got "
-                          f"{trainer.limit_train_batches}, {trainer.overfit_batches}); they cut the schedule's epochs")
+                          f"{trainer.limit_train_batches}, {trainer.overfit_batches}); they cut the "
+                          "schedule's epochs")
 
 
 def check_loader(trainer: pl.Trainer, batches: EpochBatches) -> None:

@@ -16,8 +16,8 @@ from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
 from mgvideo.multigrid.sampler import MultigridBatchSampler, count_batches, iterations_per_epoch
 
 
-def configure_step(model: nn.Module, optimizers: Iterable[torch.optim.Optimizer], sampler: MultigridBatchSampler,
-                   lr_config: LRConfig, iteration: int, batch_size: int,
+def configure_step(model: nn.Module, optimizers: Iterable[torch.optim.Optimizer],
+                   sampler: MultigridBatchSampler, lr_config: LRConfig, iteration: int, batch_size: int,
                    bn_base_size: int = 8) -> tuple[float, BNPlan]:
     """Set the LR of every optimizer and the BN groups of `model` for the `iteration`-th batch (0-based) of
     the sampler's current epoch, a batch of `batch_size` clips on this device; returns (LR, BN plan).
