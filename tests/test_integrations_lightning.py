@@ -6,7 +6,6 @@ fail in one line."""
 import contextlib
 import io
 import re
-from collections import Counter
 
 import lightning as L
 import pytest
@@ -15,10 +14,10 @@ from test_integrations_trainer import (
     EXAMPLES,
     TRAIN_CLIPS,
     assert_same_steps,
+    assert_summary,
     load_example,
     read_trace,
     run_script,
-    tiny_config,
     trainer_steps,
 )
 
@@ -36,16 +35,6 @@ def one_process(tmp_path_factory):
     with contextlib.redirect_stdout(printed):
         example.main(["--trace", str(trace)])
     return read_trace(trace), printed.getvalue()
-
-
-def assert_summary(printed: str, steps: list[dict]) -> None:
-    """The example prints the shapes it trained on and its iterations against the baseline's."""
-    cfg = tiny_config()
-    baseline = cfg.solver.max_epoch * (TRAIN_CLIPS // cfg.solver.batch_size)
-    assert f"{len(steps)} iterations against the baseline's {baseline} " in printed
-    shapes = Counter((s["batch"], s["frames"], s["crop"]) for s in steps)
-    listed = {tuple(map(int, m[:3])): int(m[3]) for m in re.findall(r"(\d+)x(\d+)x(\d+) \((\d+)\)", printed)}
-    assert listed == dict(shapes)
 
 
 @pytest.mark.slow

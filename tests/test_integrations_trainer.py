@@ -6,9 +6,11 @@ and checked against the real trainer. Also: the core never imports either framew
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,16 @@ def assert_same_steps(trace: list[dict], expected: list[dict], fields=(*FIELDS, 
     assert len(trace) == len(expected)
     for i, (got, want) in enumerate(zip(trace, expected)):
         assert {f: got[f] for f in fields} == {f: want[f] for f in fields}, f"iteration {i}"
+
+
+def assert_summary(printed: str, steps: list[dict]) -> None:
+    """The example prints the shapes it trained on and its iterations against the baseline's."""
+    cfg = tiny_config()
+    baseline = cfg.solver.max_epoch * (TRAIN_CLIPS // cfg.solver.batch_size)
+    assert f"{len(steps)} iterations against the baseline's {baseline} " in printed
+    shapes = Counter((s["batch"], s["frames"], s["crop"]) for s in steps)
+    listed = {tuple(map(int, m[:3])): int(m[3]) for m in re.findall(r"(\d+)x(\d+)x(\d+) \((\d+)\)", printed)}
+    assert listed == dict(shapes)
 
 
 def load_example(name: str):
