@@ -92,7 +92,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_script(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     """A Python command with this checkout's mgvideo, single-threaded, on a free rendezvous port."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}

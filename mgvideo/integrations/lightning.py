@@ -139,6 +139,7 @@ class MultigridCallback(pl.Callback):
 
 def check_trainer(trainer: pl.Trainer, schedule: MultigridSchedule) -> None:
     """Refuse, in one line, Trainer settings under which the batches or the LR would not be the schedule's."""
+    # The flag has no public accessor; should it move, check_loader still catches a replaced sampler.
     if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
         raise ConfigError(f"{NAME}: pass Trainer(use_distributed_sampler=False); the multigrid batch sampler "
                           "shards the data by rank itself, and Lightning would try to replace it")
