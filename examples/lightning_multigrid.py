@@ -42,16 +42,17 @@ class RandomClips(Dataset):
 
 
 class TinyVideoNet(L.LightningModule):
-    def __init__(self, multigrid: MultigridCallback, trace: Path | None):
+    def __init__(self, multigrid: MultigridCallback, trace: Path | None, workers: int = 0):
         super().__init__()
         torch.manual_seed(0)
         self.net = convert_model(nn.Sequential(  # BatchNorm3d becomes sub-batch BN
             nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
             nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
-        self.multigrid, self.trace, self.shapes = multigrid, trace, Counter()
+        self.multigrid, self.trace, self.workers, self.shapes = multigrid, trace, workers, Counter()
 
     def train_dataloader(self):
-        return DataLoader(RandomClips(), batch_sampler=self.multigrid.batch_sampler)
+        return DataLoader(RandomClips(), batch_sampler=self.multigrid.batch_sampler, num_workers=self.workers,
+                          persistent_workers=self.workers > 0)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=LR.base_lr, momentum=0.9)  # the callback sets the LR
@@ -73,6 +74,7 @@ class TinyVideoNet(L.LightningModule):
 def main(argv=None, callbacks=()):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--checkpoints", type=Path, help="save Lightning checkpoints (last.ckpt) here")
     parser.add_argument("--save-every", type=int, default=1, help="steps between checkpoints (0: epoch ends)")
     parser.add_argument("--resume", type=Path, help="a Lightning checkpoint to resume from")
@@ -88,7 +90,7 @@ def main(argv=None, callbacks=()):
         max_epochs=SCHEDULE.max_epoch, use_distributed_sampler=False,
         callbacks=[multigrid, *saving, *callbacks], enable_checkpointing=bool(saving),
         logger=False, enable_progress_bar=False, enable_model_summary=False)
-    model = TinyVideoNet(multigrid, args.trace)
+    model = TinyVideoNet(multigrid, args.trace, args.workers)
     trainer.fit(model, ckpt_path=args.resume, weights_only=True)
 
     if trainer.is_global_zero:

@@ -78,13 +78,15 @@ example.main(sys.argv[2:], callbacks=[Kill(step)] if step >= 0 else [])
 @pytest.mark.slow
 def test_a_killed_run_resumes_with_the_same_batches(tmp_path, one_process):
     """Killed after step 10 (mid-epoch 5), resumed and killed again after step 12 (epoch 5's last step,
-    saved at its on_train_batch_end), resumed to the end: the uninterrupted run's steps, losses too."""
+    saved at its on_train_batch_end), resumed to the end: the uninterrupted run's steps, losses too. With
+    2 persistent loader workers, which draw batches before any epoch hook runs."""
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER.format(examples=str(EXAMPLES)))
     checkpoints, trace = tmp_path / "checkpoints", tmp_path / "trace"
     trace.mkdir()
     for kill_at, resume in ((10, False), (12, True), (-1, True)):
-        args = [str(killer), str(kill_at), "--checkpoints", str(checkpoints), "--trace", str(trace)]
+        args = [str(killer), str(kill_at), "--checkpoints", str(checkpoints), "--trace", str(trace),
+                "--workers", "2"]
         done = run_script(args + (["--resume", str(checkpoints / "last.ckpt")] if resume else []))
         assert done.returncode == (-9 if kill_at >= 0 else 0), done.stderr[-3000:]
         assert len(read_trace(trace)) == (kill_at if kill_at >= 0 else len(one_process[0]))
