@@ -327,6 +327,16 @@ def fingerprint(cfg: Config, extra: Any = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def config_changes(saved: dict[str, Any] | None, cfg: Config) -> list[str]:
+    """'key: old -> new' for every fingerprinted key where `cfg` differs from a saved `to_dict` config
+    (a checkpoint's); [] when nothing was saved or nothing differs (then the schedule itself changed)."""
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flatten(saved), _flatten(to_dict(cfg))
+    keys = sorted(k for k in set(old) | set(new) if k not in RUNTIME_KEYS and old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Range and consistency checks that types alone cannot express."""
     d, s, m, t = cfg.data, cfg.solver, cfg.multigrid, cfg.train

@@ -1,7 +1,8 @@
 """Packaging metadata that pip and setuptools read without warnings."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

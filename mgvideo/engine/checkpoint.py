@@ -95,13 +95,16 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any] | None
         raise CheckpointError(f"{source}: cannot restore the fp16 GradScaler state: {err}") from err
 
 
-def check_fingerprint(state: dict[str, Any], expected: str, source: str, force: bool) -> None:
-    """Refuse to resume a run whose config or schedule changed, unless `force`."""
+def check_fingerprint(state: dict[str, Any], expected: str, source: str, force: bool,
+                      changes: list[str] | None = None) -> None:
+    """Refuse to resume a run whose config or schedule changed, unless `force`; `changes` ('key: old ->
+    new') name what changed."""
     found = state.get("fingerprint")
     if found != expected and not force:
+        what = "changed: " + "; ".join(changes) if changes else "the config or schedule changed"
         raise CheckpointError(
             f"{source}: checkpoint fingerprint {found} differs from this run's {expected} "
-            "(the config or schedule changed); use a new --out, or --force to resume anyway"
+            f"({what}); use a new --out, or --force to resume anyway"
         )
 
 

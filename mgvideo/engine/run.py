@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mgvideo.config import Config, fingerprint, save_config, to_dict
+from mgvideo.config import Config, config_changes, fingerprint, save_config, to_dict
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import PoolView, SharedPool, build_loader
 from mgvideo.data.prepare import prepare_data
@@ -93,17 +93,17 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present
     (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
+    schedule = builders.build_schedule(cfg) if schedule is None else schedule
+    fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
+    last = out_dir / "checkpoints" / "last.pt"
+    saved = checkpoint.load(last) if last.exists() else None
+    if saved is not None:  # refused before any work, and before anything in the run folder changes
+        checkpoint.check_fingerprint(saved, fp, str(last), force, config_changes(saved.get("config"), cfg))
     prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
     info = D.init(device)
     device = D.local_device(device, info)
     builders.configure_device(device)
     torch.manual_seed(cfg.train.seed)
-    schedule = builders.build_schedule(cfg) if schedule is None else schedule
-    fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-    D.barrier(info)
     devices = builders.device_plan(cfg, info.world_size)
     batch = devices.batch
     full = builders.eval_shape(cfg, batch)
@@ -117,7 +117,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     state = TrainState()
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
-    resumed = _resume(out_dir / "checkpoints" / "last.pt", fp, force, net, opt, sampler, state)
+    resumed = _resume(saved, last, net, opt, sampler, state)
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
         net, cfg.model.init_from, cfg.data.num_classes)
     micro = batch // devices.micro_batches  # what one forward pass holds
@@ -128,6 +128,10 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
                                            info.world_size, micro_batches=devices.micro_batches)
     data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
     lengths = _epoch_lengths(schedule, len(train_set), batch, info)
+    if info.is_main:  # only now that every part is built: a refused command leaves the folder as it was
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    D.barrier(info)
     log = RunLog(out_dir, info.is_main, state.records, sum(lengths),
                  sum(lengths[: state.epoch]) + state.iteration)
     if resumed:
@@ -203,12 +207,10 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     return path
 
 
-def _resume(path: Path, fp: str, force: bool, net: nn.Module, opt: Optimization,
+def _resume(saved: dict | None, path: Path, net: nn.Module, opt: Optimization,
             sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
-    if not path.exists():
+    if saved is None:
         return None
-    saved = checkpoint.load(path)
-    checkpoint.check_fingerprint(saved, fp, str(path), force)
     checkpoint.load_model_weights(net, saved["model"], str(path))
     opt.optimizer.load_state_dict(saved["optimizer"])
     checkpoint.load_scaler_state(opt.scaler, saved.get("scaler"), str(path))
