@@ -94,6 +94,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
     schedule = builders.build_schedule(cfg) if schedule is None else schedule
+    builders.check_warmup(cfg, schedule)
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
     last = out_dir / "checkpoints" / "last.pt"
     saved = checkpoint.load(last) if last.exists() else None
