@@ -74,7 +74,7 @@ def test_a_warmup_longer_than_the_run_is_an_error():
     # ramp from warmup_start_lr without ever reaching the schedule's LR.
     schedule = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 6, 9), max_epoch=10))
     assert schedule.max_epoch == 15
-    with pytest.raises(ConfigError, match=r"warmup_epochs: the warmup of 34 epochs .* longer than the 15-epoch"):
+    with pytest.raises(ConfigError, match=r"warmup of 34 epochs .* longer than the 15-epoch"):
         lr_at(0.0, schedule, LRConfig(base_lr=0.01))
     assert lr_at(0.0, schedule, LRConfig(base_lr=0.01, warmup_epochs=1, warmup_start_lr=0.001)) == 0.001
 
