@@ -465,8 +465,8 @@ def run(args: argparse.Namespace) -> int:
     print(summary(schedule, lr_cfg, loader, figures))
     print(devices["line"])
     if counted is not None:
-        print(f"FLOPs vs baseline counted on the model (attention's quadratic cost in tokens included): "
-              f"{counted:.3f}")
+        print(f"FLOPs vs baseline counted on {recipe_config(args).model.name} (attention's quadratic cost "
+              f"in tokens included): {counted:.3f}")
     if args.plot is not None:
         print(f"plot: {args.plot}")
     return 0

@@ -86,7 +86,7 @@ class SlowFast(nn.Module):
         nonlocal_pool: Sequence[Sequence[Sequence[int] | None]] | None = None,
         nonlocal_instantiation: str = "dot_product",
         dropout: float = 0.5,
-        head_act: str = "softmax",
+        head_act: str = "none",
         head_pool_sizes: Sequence[Sequence[int]] | None = None,
         in_channels: int = 3,
         zero_init_final_bn: bool = True,
