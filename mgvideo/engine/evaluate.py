@@ -52,8 +52,9 @@ class VideoScores:
 def video_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
                  num_videos: int, num_classes: int, ensemble: str, multi_label: bool) -> VideoScores:
     """Run the model in eval mode over this rank's views, ensemble each video's views (sum or max of
-    their probabilities, `view_probabilities`) here, then reduce the (videos, classes) tensors over ranks: their size does not grow with
-    the number of views. Unreadable views (index `FAILED`) are left out."""
+    their probabilities, `view_probabilities`) here, then reduce the (videos, classes) tensors over
+    ranks: their size does not grow with the number of views. Unreadable views (index `FAILED`) are
+    left out."""
     combined = ViewEnsemble(num_videos, num_classes, "max" if ensemble == "max" else "sum")
     labels = torch.zeros((num_videos, num_classes)) if multi_label else torch.full((num_videos,), -1)
     was_training = model.training
