@@ -241,3 +241,21 @@ def test_slowfast_supports_other_depths_and_widths():
         model = SlowFast(depth=101, width_per_group=32, num_groups=2, alpha=8, beta_inv=4, num_classes=10)
     out = model(torch.empty(1, 3, 16, 64, 64, device="meta"))
     assert out.shape == (1, 10)
+
+
+def test_every_model_says_its_shape_multiple_and_slowfast_trains_at_the_readme_schedule():
+    from mgvideo.models import shape_multiple
+
+    assert shape_multiple("slowfast_tiny") == (4, 1) and shape_multiple("slowfast_r50_4x16") == (8, 1)
+    assert shape_multiple("vit_tiny") == (2, 8) and shape_multiple("r3d_tiny") == (1, 1)
+    sf, vit = build_model("slowfast_tiny", 4), build_model("vit_tiny", 4)
+    assert shape_multiple(sf) == (4, 1) and shape_multiple(vit) == (2, 8)
+    assert shape_multiple(torch.nn.Conv3d(3, 3, 1)) == (1, 1)
+    # The README's schedule (8 frames: 2 in the coarsest stage) rounds to whole slow-pathway steps.
+    schedule = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 6, 9), max_epoch=10,
+                                                 shape_multiple=shape_multiple(sf)))
+    shapes = {(s.frames, s.crop) for st in schedule.stages for s in st.slots}
+    assert min(t for t, _ in shapes) == 4 and all(t % 4 == 0 for t, _ in shapes)
+    sf.train()
+    for frames, crop in sorted(shapes):
+        assert sf(torch.randn(2, 3, frames, crop, crop)).shape == (2, 4)

@@ -94,6 +94,7 @@ class SlowFast(nn.Module):
     ) -> None:
         super().__init__()
         self.alpha = alpha
+        self.shape_multiple = (alpha, 1)  # frames: whole slow-pathway steps (zoo.shape_multiple)
         depths = tuple(stage_depths) if stage_depths is not None else stage_depths_for(depth)
         pools = nonlocal_pool or [(p, p) for p in DEFAULT_NONLOCAL_POOL]
         kernels = TEMPORAL_KERNELS["slowfast"]

@@ -112,6 +112,7 @@ class VideoViT(nn.Module):
             raise ValueError(f"native shape {frames}x{crop} is not a multiple of tubelet {tubelet_size} "
                              f"and patch {patch_size}")
         self.tubelet_size, self.patch_size = tubelet_size, patch_size
+        self.shape_multiple = (tubelet_size, patch_size)  # whole tubelets and patches (zoo.shape_multiple)
         self.grid = (frames // tubelet_size, crop // patch_size, crop // patch_size)
         kernel = (tubelet_size, patch_size, patch_size)
         self.patch_embed = nn.Sequential()

@@ -132,13 +132,23 @@ def model_fields(family: str) -> list[str]:
     return [name for name in params if name != "self"]
 
 
-def shape_multiple(name: str, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
-    """(frames, crop) multiples a preset needs: a ViT's tubelet and patch sizes; (1, 1) for CNNs."""
-    preset = PRESETS.get(name)
-    if preset is None or preset.family != "vit":
+def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(frames, crop) multiples a model needs, for `MultigridConfig(shape_multiple=...)`: a SlowFast's alpha
+    (its slow pathway takes every alpha-th frame, and the fusions stride by alpha), a ViT's tubelet and
+    patch sizes; (1, 1) for other CNNs. `model` is a preset name (with its `overrides`) or a built model
+    (its `shape_multiple` attribute, (1, 1) where it has none)."""
+    if isinstance(model, nn.Module):
+        model = getattr(model, "module", model)  # DDP
+        return tuple(getattr(model, "shape_multiple", (1, 1)))
+    preset = PRESETS.get(model)
+    if preset is None:
         return (1, 1)
     kwargs = {**preset.kwargs, **(overrides or {})}
-    return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
+    if preset.family == "vit":
+        return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
+    if preset.family == "slowfast":
+        return (int(kwargs.get("alpha", 4)), 1)
+    return (1, 1)
 
 
 def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
