@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class MultigridSection:
-    """The method's knobs (spec §1.1). Both cycles off gives the baseline: a one-stage schedule."""
+    """The method's knobs. Both cycles off gives the baseline: a one-stage schedule."""
 
     long_cycle: bool = True
     short_cycle: bool = True
@@ -77,7 +77,7 @@ class MultigridSection:
         default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
     )
     short_cycle_factors: list[float] = field(default_factory=lambda: [0.5, 0.5**0.5])
-    short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (spec §9, #429)
+    short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (PySlowFast #429)
     scale_jitter: Literal["reference", "same_view"] = "reference"  # same_view: coarse crops keep the view
     eval_freq: int = 3
     # [frames, crop] multiples every shape is rounded to; [] takes them from the model (a ViT's tubelet and
@@ -128,7 +128,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     pin_memory: bool = True
-    # Precise BN (spec §4) uses min(precise_bn_batches, ceil(precise_bn_clips / global batch)) training
+    # Precise BN uses min(precise_bn_batches, ceil(precise_bn_clips / global batch)) training
     # batches of the shape it refreshes. The reference counts batches only (200; at a coarse stage's
     # large batch that is many clips): precise_bn_clips 0 keeps that; > 0 caps the cost in clips.
     precise_bn_batches: int = 200
@@ -148,7 +148,7 @@ class TrainConfig:
 
 @dataclass
 class TestConfig:
-    """Multi-view testing (spec §6): `clips` temporal × `crops` spatial views per video."""
+    """Multi-view testing: `clips` temporal × `crops` spatial views per video."""
 
     clips: int = 10
     crops: int = 3

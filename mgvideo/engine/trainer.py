@@ -194,7 +194,7 @@ def close_window(run: Run, epoch: float) -> bool:
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
-    """Precise BN: exact BN statistics over training batches at `shape` (spec §4); none without BN."""
+    """Precise BN: exact BN statistics over training batches at `shape`; none without BN."""
     if not has_batchnorm(run.net):
         return
     num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
