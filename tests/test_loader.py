@@ -140,3 +140,20 @@ def test_bench_data_command_times_decoders_and_the_frame_cache(tmp_path, capsys)
     shapes = distinct_shapes(schedule, 2)
     assert [(r["T"], r["crop"]) for r in rows] == [(s.frames, s.crop) for _, s in shapes]
     assert all(r["dec_w0"] > 0 and r["post_w0"] > 0 and r["cache_w0"] > 0 for r in rows)
+
+
+def test_bench_data_names_bad_videos_after_the_table_not_in_it(tmp_path, capsys, caplog):
+    from mgvideo.cli import main
+
+    for i in range(3):
+        write_video(tmp_path / f"v{i}.mp4", frames=24, width=40, height=32)
+    (tmp_path / "bad.mp4").write_bytes(b"")
+    (tmp_path / "train.csv").write_text("".join(f"v{i}.mp4 {i % 2}\n" for i in range(3)) + "bad.mp4 1\n")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    argv = ["bench", "data", "--data", str(tmp_path), "--model", "c3d_tiny", "--frames", "8", "--crop", "24",
+            "--batch", "2", "--clips", "8", "--workers", "0"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "skipping unreadable" not in caplog.text + out + err  # no warning lines between table rows
+    assert err.strip().splitlines()[-1].startswith(f"skipped 1 unreadable videos (other videos read "
+                                                   f"instead): {tmp_path / 'bad.mp4'}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,9 +55,12 @@ def distinct_shapes(schedule: MultigridSchedule, batch: int) -> list[tuple[int, 
 
 
 def loader_rate(annotations: Annotations, shape: ClipShape, batch: int, workers: int, resize: bool,
-                clips: int, seed: int = 0, cache: FrameCache | None = None) -> float:
-    """Clips/s of a loader at one shape, after one warm-up batch (which absorbs the worker start)."""
+                clips: int, seed: int = 0, cache: FrameCache | None = None,
+                unreadable: set[str] | None = None) -> float:
+    """Clips/s of a loader at one shape, after one warm-up batch (which absorbs the worker start). Bad
+    videos are skipped without a warning and added to `unreadable`, for one line after the table."""
     dataset = VideoClipDataset(annotations, shape, decoder_resize=resize, seed=seed, cache=cache)
+    dataset.warn = False
     rng = np.random.default_rng(seed)
     count = max(2, -(-clips // batch)) + 1
     batches = [[(int(i), shape) for i in rng.integers(0, len(dataset), batch)] for _ in range(count)]
@@ -67,6 +71,8 @@ def loader_rate(annotations: Annotations, shape: ClipShape, batch: int, workers:
     timed = sum(len(b) for b in iterator)
     rate = timed / (time.perf_counter() - start)
     del iterator, loader  # stops the workers
+    if unreadable is not None:
+        unreadable.update(dataset.unreadable_paths())
     return rate
 
 
@@ -128,16 +134,17 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
     cached = dataclasses.replace(annotations, records=annotations.records[:CACHE_SAMPLE])
     cache.fill([r.path for r in cached.records], max(1, *workers))
     model = build_model(model_args.pop("name"), annotations.num_classes, **model_args)
-    rows = []
+    rows, unreadable = [], set()
     for size, shape in distinct_shapes(schedule, batch):
         row = {"T": shape.frames, "crop": shape.crop, "rate": f"{shape.min_rate}-{shape.max_rate}",
                "batch": size, "model": model_rate(model, shape, size)}
         for resize in (True, False):
             for w in workers:
-                row[f"{'dec' if resize else 'post'}_w{w}"] = loader_rate(annotations, shape, size, w, resize,
-                                                                         args.clips)
+                row[f"{'dec' if resize else 'post'}_w{w}"] = loader_rate(
+                    annotations, shape, size, w, resize, args.clips, unreadable=unreadable)
         for w in workers:
-            row[f"cache_w{w}"] = loader_rate(cached, shape, size, w, True, args.clips, cache=cache)
+            row[f"cache_w{w}"] = loader_rate(cached, shape, size, w, True, args.clips, cache=cache,
+                                             unreadable=unreadable)
         best = max(row[f"dec_w{w}"] for w in workers)
         row["resize_speedup"] = float(np.mean([row[f"dec_w{w}"] / row[f"post_w{w}"] for w in workers]))
         row["bottleneck"] = "data" if best < row["model"] else "model"
@@ -146,6 +153,9 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
             _print_row(row, workers, header=len(rows) == 1)
     if args.json:
         print(json.dumps(rows, indent=1))
+    if unreadable:  # after the table, not in the middle of it
+        print(f"skipped {len(unreadable)} unreadable videos (other videos read instead): "
+              f"{', '.join(sorted(unreadable))}", file=sys.stderr)
     return 0
 
 

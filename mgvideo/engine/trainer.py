@@ -270,23 +270,29 @@ def checkpoint_due(run: Run, late: bool) -> bool:
 
 def finish(run: Run) -> dict[str, Any]:
     """Final weights (`model_final.pt`, a plain state dict), `summary.json` and the plots."""
-    state = run.state
+    state, train_set = run.state, run.data.train_set
+    # Multigrid trains multigrid.epoch_factor times the baseline's epochs (rounded to whole stages), each
+    # with far fewer iterations: `epochs` is this run's, `baseline_epochs` what solver.max_epoch asked for.
     summary = {
         "val": state.last_eval, "wall_clock_s": round(run.clock(), 1), "iterations": state.step,
-        "epochs": run.schedule.max_epoch, "samples": state.samples, "skipped_videos": state.skipped,
-        "baseline_iterations": baseline_iterations(run.cfg, len(run.data.train_set), run.info.world_size),
-        "schedule_iteration_saving": round(run.schedule.speedup(), 3),
+        "epochs": run.schedule.max_epoch, "baseline_epochs": run.cfg.solver.max_epoch,
+        "samples": state.samples,
+        "baseline_iterations": baseline_iterations(run.cfg, len(train_set), run.info.world_size),
     }
+    # The one iteration saving: the baseline schedule's iterations on the same data over this run's.
     summary["iteration_saving"] = round(summary["baseline_iterations"] / max(state.step, 1), 3)
-    flags = run.data.train_set.truncated.to(run.inputs.device, torch.float32)
-    found = D.all_reduce_tensor(flags, run.info)  # any rank's, since this process started
-    summary["truncated_videos"] = int((found > 0).sum())
+    found = {name: D.all_reduce_tensor(flags.to(run.inputs.device, torch.float32), run.info).cpu() > 0
+             for name, flags in (("truncated", train_set.truncated), ("unreadable", train_set.unreadable))}
+    unreadable = [train_set.records[i].path for i in found["unreadable"].nonzero().flatten().tolist()]
+    summary.update(truncated_videos=int(found["truncated"].sum()), skipped_videos=len(unreadable),
+                   unreadable_videos=unreadable, replaced_clips=state.skipped)
     if run.info.is_main:
         checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_run(run.out_dir)
-        if state.skipped:
-            run.log.message(f"skipped {state.skipped} unreadable videos in total")
+        if unreadable:
+            run.log.message(f"skipped {len(unreadable)} unreadable videos ({state.skipped} clips taken from "
+                            f"other videos instead): {', '.join(unreadable)}")
     D.barrier(run.info)
     return summary
 
