@@ -115,12 +115,12 @@ def train_fresh(cfg: Config, out_dir: Path,
     resumes); return its metrics records (the last evaluation is of the final model) and the final
     model's top-1 hit per validation clip (empty for multi-label data)."""
     from mgvideo.engine.runlog import read_records
-    from mgvideo.engine.trainer import train
+    from mgvideo.engine.trainer import read_val_hits, train
 
     shutil.rmtree(out_dir, ignore_errors=True)
     train(cfg, out_dir, schedule=schedule)
     hits = out_dir / "val_hits.json"
-    return read_records(out_dir / "metrics.jsonl"), json.loads(hits.read_text()) if hits.exists() else []
+    return read_records(out_dir / "metrics.jsonl"), read_val_hits(hits) if hits.exists() else []
 
 
 def clip_gflops_fn(cfg: Config):

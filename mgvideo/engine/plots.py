@@ -36,20 +36,27 @@ def plot_run(out_dir: Path) -> list[Path]:
     fig.savefig(training, dpi=100)
     plt.close(fig)
 
+    fig = shapes_figure(its)
+    shapes = out_dir / "shapes.png"
+    fig.savefig(shapes, dpi=100)
+    plt.close(fig)
+    return [training, shapes]
+
+
+def shapes_figure(its: list[dict]):
+    """Clip size (T·S²) per logged iteration, coloured by the batch size, with a colourbar for it."""
     fig, ax = plt.subplots(figsize=(10, 3.5))
     steps = [r["step"] for r in its]
-    ax.scatter(steps, [r["frames"] * r["crop"] ** 2 / 1e3 for r in its], s=4, c=[r["batch"] for r in its],
-               cmap="viridis")
+    points = ax.scatter(steps, [r["frames"] * r["crop"] ** 2 / 1e3 for r in its], s=4,
+                        c=[r["batch"] for r in its], cmap="viridis")
+    fig.colorbar(points, ax=ax, label="clips per batch (per device)")
     for step, label in _stage_changes(its):
         ax.axvline(step, color="grey", lw=0.5)
         ax.text(step, ax.get_ylim()[1], label, fontsize=7, va="top", rotation=90)
     ax.set(title="clip shape per iteration (colour: batch size)", xlabel="iteration",
            ylabel="T·S² (thousands of pixels)")
     fig.tight_layout()
-    shapes = out_dir / "shapes.png"
-    fig.savefig(shapes, dpi=100)
-    plt.close(fig)
-    return [training, shapes]
+    return fig
 
 
 def _stage_changes(its: list[dict]) -> list[tuple[int, str]]:

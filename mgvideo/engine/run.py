@@ -38,7 +38,8 @@ class TrainState:
     step: int = 0  # batches finished in the whole run
     samples: int = 0  # clips trained on, all devices
     next_eval: int = 0  # sample count of the next periodic evaluation (train.eval_period_samples)
-    skipped: int = 0  # unreadable videos skipped, all devices (counted at log points)
+    skipped: int = 0  # clips replaced because their video was unreadable, all devices (at log points)
+    unreadable: list[int] = field(default_factory=list)  # training videos found unreadable, all devices
     records: int = 0  # lines of metrics.jsonl written
     elapsed: float = 0.0  # training seconds of the run (the clock without evaluation), across resumes
     wall: float = 0.0  # wall-clock seconds of the run, evaluation included, across resumes
@@ -119,6 +120,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
     resumed = _resume(saved, last, net, opt, sampler, state)
+    train_set.unreadable[state.unreadable] = True  # named in the summary, not warned about again
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
         net, cfg.model.init_from, cfg.data.num_classes)
     micro = batch // devices.micro_batches  # what one forward pass holds
@@ -189,6 +191,7 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     """
     path = run.out_dir / "checkpoints" / name
     run.state.elapsed, run.state.wall = run.clock(), run.clock.wall()
+    run.state.unreadable = unreadable_videos(run)
     run.state.records = run.log.records
     run.log.flush()
     if run.info.is_main:
@@ -206,6 +209,12 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     D.barrier(run.info)
     run.last_save = run.clock()
     return path
+
+
+def unreadable_videos(run: Run) -> list[int]:
+    """Indices of the training videos any rank has found unreadable (a collective: every rank calls it)."""
+    flags = run.data.train_set.unreadable.to(run.inputs.device, torch.float32)
+    return (D.all_reduce_tensor(flags, run.info) > 0).nonzero().flatten().tolist()
 
 
 def _resume(saved: dict | None, path: Path, net: nn.Module, opt: Optimization,
