@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from mgvideo.config import Config, config_changes, fingerprint, save_config, to_dict
 from mgvideo.data.datasets import VideoClipDataset
-from mgvideo.data.loader import PoolView, SharedPool, build_loader
+from mgvideo.data.loader import PoolView, SharedPool, build_loader, limit_cpu_threads, resolve_workers
 from mgvideo.data.prepare import prepare_data
 from mgvideo.engine import builders, checkpoint, init_from
 from mgvideo.engine import distributed as D
@@ -105,6 +105,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     info = D.init(device)
     device = D.local_device(device, info)
     builders.configure_device(device)
+    limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
     torch.manual_seed(cfg.train.seed)
     devices = builders.device_plan(cfg, info.world_size)
     batch = devices.batch
