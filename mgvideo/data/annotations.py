@@ -89,6 +89,15 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
+HEADER_WORDS = {"path", "video", "video_path", "filename", "file", "label", "labels", "class", "class_id",
+                "label_id", "category", "class_name"}
+
+
+def _is_header(parts: list[str]) -> bool:
+    """A first row such as 'path label' or 'video,class' names columns, not a video."""
+    return len(parts) == 2 and parts[1].lower() in HEADER_WORDS and parts[0].lower() in HEADER_WORDS
+
+
 def read_kinetics(path: str | os.PathLike, root: str | os.PathLike | None = None, sep: str | None = None,
                   classes: str | os.PathLike | list[str] | None = None,
                   errors: list | None = None) -> Annotations:
@@ -100,6 +109,8 @@ def read_kinetics(path: str | os.PathLike, root: str | os.PathLike | None = None
         if not line or line.startswith("#"):
             continue
         parts = _split(line, sep)
+        if not rows and _is_header(parts):
+            continue
         if len(parts) != 2 or not parts[0] or not parts[1]:
             _fail(errors, AnnotationError(f"{path}:{n}: expected 'path{sep or ' '}label', got {raw!r}"), n)
             continue
