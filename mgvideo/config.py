@@ -449,6 +449,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise bad("a finite number")
         return float(value)
     if hint is str:
+        if value is None:  # `key=` on the command line or `key:` in YAML: empty, e.g. no labels file
+            return ""
         if not isinstance(value, str):
             raise bad("a string")
         return value

@@ -93,3 +93,35 @@ def test_refused_resume_leaves_the_run_folder_and_names_the_changes(tmp_path, ca
     assert "model.name: 'r3d_tiny' -> 'c3d_tiny'" in line
     assert "model.options: {'width_per_group': 4, 'dropout': 0.0} -> {}" in line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("content", ["object", "text"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_without_torch_advice(tmp_path, capsys, content):
+    import datetime
+
+    import torch
+
+    path = tmp_path / "weights.pt"
+    if content == "object":
+        torch.save({"when": datetime.date(2020, 1, 1)}, path)  # would need unpickling an arbitrary class
+    else:
+        path.write_text("these are not weights\n")
+    assert main(["test", str(TINY), str(path)]) == 2
+    line = one_error_line(capsys)
+    assert str(path) in line and "cannot read checkpoint" in line
+    assert "weights_only=False" not in line and "set to `False`" not in line
+
+
+def test_a_misspelt_model_name_gets_a_suggestion_before_any_work(tmp_path, capsys):
+    for command in (["train", str(TINY), "--out", str(tmp_path / "run")], ["plan", "--config", str(TINY)]):
+        assert main([*command, "model.name=r3d_tiyn"]) == 2
+        line = one_error_line(capsys)
+        assert "model.name: unknown preset 'r3d_tiyn' (did you mean 'r3d_tiny'?)" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_labels_file_means_none(kinetics_args, capsys):
+    from mgvideo.config import load_config
+
+    assert load_config(TINY, ["data.labels_file="]).data.labels_file == ""
+    assert main(["plan", "--config", str(TINY), "data.labels_file="]) == 0

@@ -79,3 +79,11 @@ def test_data_generation_shows_progress(tmp_path, capfd):
     synthetic.generate_with(str(tmp_path), 0, synthetic.SizeSpec(1, 1, 1, 1, 1, 1))
     err = capfd.readouterr().err
     assert "generating synthetic train videos" in err and "generating synthetic val videos" in err
+
+
+def test_the_test_command_says_where_its_files_went(run, capsys):
+    assert main(["test", str(run / "config.yaml"), str(run / "model_final.pt")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["count"] == 20
+    assert f"wrote {run / 'test' / 'test_summary.json'} and {run / 'test' / 'per_class.csv'}" in err
+    assert (run / "test" / "per_class.csv").exists()

@@ -158,14 +158,14 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
     devices from the recipe (`solver.recipe_devices`, else one) and clips from its training list unless
     --devices / --dataset-size say otherwise."""
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
-    from mgvideo.models.zoo import PRESETS
+    from mgvideo.models.zoo import get_preset
 
     refuse_ignored_flags(args)
     cfg = recipe_config(args)
     args.devices = args.devices or cfg.solver.recipe_devices or 1
     if args.dataset_size is None:
         args.dataset_size, args.dataset_source = recipe_dataset_size(cfg)
-    no_bn = PRESETS[cfg.model.name].family == "vit"  # a transformer: BN size 0 prints "none"
+    no_bn = get_preset(cfg.model.name).family == "vit"  # a transformer: BN size 0 prints "none"
     loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
                            0 if no_bn else cfg.model.bn_base_size)
     return build_schedule(cfg), build_lr_config(cfg, args.devices), loader

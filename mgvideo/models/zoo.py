@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,9 +141,7 @@ def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = No
     if isinstance(model, nn.Module):
         model = getattr(model, "module", model)  # DDP
         return tuple(getattr(model, "shape_multiple", (1, 1)))
-    preset = PRESETS.get(model)
-    if preset is None:
-        return (1, 1)
+    preset = get_preset(model)
     kwargs = {**preset.kwargs, **(overrides or {})}
     if preset.family == "vit":
         return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
@@ -151,10 +150,19 @@ def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = No
     return (1, 1)
 
 
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; an unknown name is a ConfigError with the closest names suggested."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(str(name), sorted(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"model.name: unknown preset {name!r}{hint}; valid choices: "
+                          f"{', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
 def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     """Build preset `name` for `num_classes`; `overrides` replace constructor arguments (e.g. dropout=0.0)."""
-    if name not in PRESETS:
-        raise ConfigError(f"model: unknown preset {name!r}; valid choices: {', '.join(sorted(PRESETS))}")
+    get_preset(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
     preset = PRESETS[name]
