@@ -11,8 +11,8 @@ import sys
 from mgvideo import commands
 from mgvideo.errors import MgvideoError
 
-# Commands whose work is checkpointed, so that Ctrl-C loses nothing that rerunning does not redo.
-RESUMABLE = ("train", "bench")
+# Commands whose work is checkpointed, so that rerunning after Ctrl-C continues where it stopped.
+RESUMABLE = ("train",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -125,3 +125,9 @@ def test_an_empty_labels_file_means_none(kinetics_args, capsys):
 
     assert load_config(TINY, ["data.labels_file="]).data.labels_file == ""
     assert main(["plan", "--config", str(TINY), "data.labels_file="]) == 0
+
+
+def test_bench_tta_help_says_how_long_it_takes(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "tta", "--help"])
+    assert "25 minutes or more" in " ".join(capsys.readouterr().out.split())

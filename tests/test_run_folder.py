@@ -87,3 +87,17 @@ def test_the_test_command_says_where_its_files_went(run, capsys):
     assert json.loads(out)["count"] == 20
     assert f"wrote {run / 'test' / 'test_summary.json'} and {run / 'test' / 'per_class.csv'}" in err
     assert (run / "test" / "per_class.csv").exists()
+
+
+def test_demo_says_how_big_its_frame_cache_is_and_where(tmp_path):
+    from mgvideo.commands.demo import RECIPE, cache_line
+    from mgvideo.config import resolve_recipe
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"0" * 2_000_000)
+    (tmp_path / ".frame_cache").mkdir()
+    with open(tmp_path / ".frame_cache" / "a.frames", "wb") as f:
+        f.truncate(1_500_000_000)  # sparse: the size a user sees in `ls`, without the disk use
+    line = cache_line(load_config(resolve_recipe(RECIPE), [f"data.root={tmp_path}"]))
+    assert line.startswith(f"frame cache: 1.50 GB of decoded frames in {tmp_path / '.frame_cache'}")
+    assert "(the videos: 2 MB)" in line and "data.cache=none" in line
