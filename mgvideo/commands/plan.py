@@ -333,43 +333,6 @@ def counted_flop_ratio(args: argparse.Namespace, schedule: MultigridSchedule) ->
     return _clean(schedule.flop_ratio(cost))
 
 
-def plot(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers, path: Path) -> None:
-    """Draw frames, crop, per-device batch and LR against epoch into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = list(range(schedule.max_epoch + 1))
-    stages = [schedule.stage_at(e) for e in epochs]
-    fig, (ax_shape, ax_batch, ax_lr) = plt.subplots(3, 1, sharex=True, figsize=(9, 8))
-    ax_shape.step(epochs, [s.crop for s in stages], where="post", label="crop S", color="C1")
-    ax_shape.set_ylabel("long-cycle crop S")
-    ax_frames = ax_shape.twinx()
-    ax_frames.step(epochs, [s.frames for s in stages], where="post", label="frames T", color="C0")
-    ax_frames.set_ylabel("long-cycle frames T")
-    ax_frames.legend(loc="lower right", fontsize=8)
-    for slot in range(max(len(s.slots) for s in schedule.stages)):
-        batch = [loader.batch_size * s.slots[min(slot, len(s.slots) - 1)].batch_factor for s in stages]
-        ax_batch.step(epochs, batch, where="post", label=f"short-cycle slot {slot}")
-    ax_batch.set_yscale("log", base=2)
-    ax_batch.set_ylabel("per-device batch")
-    fine = [e / 10 for e in range(10 * schedule.max_epoch)]
-    ax_lr.plot(fine, [lr_at(e, schedule, lr_cfg) for e in fine], label=f"{schedule.cfg.lr_policy} LR")
-    ax_lr.set_yscale("log")
-    ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("epoch")
-    for ax in (ax_shape, ax_batch, ax_lr):
-        for end in schedule.stage_ends()[:-1]:
-            ax.axvline(end, color="grey", lw=0.5, alpha=0.5)
-        ax.legend(loc="upper right", fontsize=8)
-    fig.suptitle(f"multigrid schedule: {len(schedule.stages)} stages, {schedule.max_epoch} epochs "
-                 f"(baseline {schedule.cfg.max_epoch})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # -- the command --------------------------------------------------------------------------------------
 def register(subparsers) -> None:
     """Add `mgvideo plan` and its flags."""
@@ -451,7 +414,9 @@ def run(args: argparse.Namespace) -> int:
     devices = device_plan_of(args, lr_cfg, loader)
     counted = counted_flop_ratio(args, schedule) if args.config is not None else None
     if args.plot is not None:
-        plot(schedule, lr_cfg, loader, args.plot)
+        from mgvideo.engine.plots import plot_schedule
+
+        plot_schedule(schedule, lr_cfg, loader.batch_size, args.plot)
     if args.json:
         print(json.dumps({"stages": stage_rows(schedule, lr_cfg, loader), "steps": list(schedule.steps),
                           "lrs": [_clean(x) for x in schedule.lrs], "max_epoch": schedule.max_epoch,

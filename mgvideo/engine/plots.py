@@ -1,5 +1,5 @@
-"""End-of-run PNG plots from `metrics.jsonl`: loss, LR and validation accuracy against wall-clock time,
-and the timeline of clip shapes."""
+"""PNG plots: at a run's end from `metrics.jsonl` (loss, LR and validation accuracy against wall-clock
+time, and the timeline of clip shapes), and a planned schedule (`mgvideo plan --plot`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 from mgvideo.engine.runlog import read_records  # noqa: E402
+from mgvideo.multigrid.lr import LRConfig, lr_at  # noqa: E402
+from mgvideo.multigrid.schedule import MultigridSchedule  # noqa: E402
 
 
 def plot_run(out_dir: Path) -> list[Path]:
@@ -66,3 +68,36 @@ def _stage_changes(its: list[dict]) -> list[tuple[int, str]]:
             changes.append((r["step"], f"stage {r['stage']}"))
             last = r["stage"]
     return changes
+
+
+def plot_schedule(schedule: MultigridSchedule, lr_cfg: LRConfig, batch_size: int, path: Path) -> None:
+    """`mgvideo plan --plot`: frames, crop, per-device batch (`batch_size` times the slot's factor) and LR
+    against epoch, into a PNG."""
+    epochs = list(range(schedule.max_epoch + 1))
+    stages = [schedule.stage_at(e) for e in epochs]
+    fig, (ax_shape, ax_batch, ax_lr) = plt.subplots(3, 1, sharex=True, figsize=(9, 8))
+    ax_shape.step(epochs, [s.crop for s in stages], where="post", label="crop S", color="C1")
+    ax_shape.set_ylabel("long-cycle crop S")
+    ax_frames = ax_shape.twinx()
+    ax_frames.step(epochs, [s.frames for s in stages], where="post", label="frames T", color="C0")
+    ax_frames.set_ylabel("long-cycle frames T")
+    ax_frames.legend(loc="lower right", fontsize=8)
+    for slot in range(max(len(s.slots) for s in schedule.stages)):
+        batch = [batch_size * s.slots[min(slot, len(s.slots) - 1)].batch_factor for s in stages]
+        ax_batch.step(epochs, batch, where="post", label=f"short-cycle slot {slot}")
+    ax_batch.set_yscale("log", base=2)
+    ax_batch.set_ylabel("per-device batch")
+    fine = [e / 10 for e in range(10 * schedule.max_epoch)]
+    ax_lr.plot(fine, [lr_at(e, schedule, lr_cfg) for e in fine], label=f"{schedule.cfg.lr_policy} LR")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    for ax in (ax_shape, ax_batch, ax_lr):
+        for end in schedule.stage_ends()[:-1]:
+            ax.axvline(end, color="grey", lw=0.5, alpha=0.5)
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"multigrid schedule: {len(schedule.stages)} stages, {schedule.max_epoch} epochs "
+                 f"(baseline {schedule.cfg.max_epoch})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
