@@ -24,6 +24,7 @@ from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
 from mgvideo.engine.step import Optimization
 from mgvideo.engine.window import LogWindow
+from mgvideo.models.zoo import get_preset
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler, iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
@@ -94,6 +95,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present
     (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
+    get_preset(cfg.model.name)  # a misspelt name fails here, before any data is prepared
     schedule = builders.build_schedule(cfg) if schedule is None else schedule
     builders.check_warmup(cfg, schedule)
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))

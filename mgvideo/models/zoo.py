@@ -141,7 +141,9 @@ def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = No
     if isinstance(model, nn.Module):
         model = getattr(model, "module", model)  # DDP
         return tuple(getattr(model, "shape_multiple", (1, 1)))
-    preset = get_preset(model)
+    preset = PRESETS.get(model)
+    if preset is None:  # not a preset: building it reports that (get_preset)
+        return (1, 1)
     kwargs = {**preset.kwargs, **(overrides or {})}
     if preset.family == "vit":
         return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
