@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class MultigridSection:
-    """The method's knobs (spec §1.1). Both cycles off gives the baseline: a one-stage schedule."""
+    """The method's knobs. Both cycles off gives the baseline: a one-stage schedule."""
 
     long_cycle: bool = True
     short_cycle: bool = True
@@ -80,7 +80,7 @@ class MultigridSection:
         default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
     )
     short_cycle_factors: list[float] = field(default_factory=lambda: [0.5, 0.5**0.5])
-    short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (spec §9, #429)
+    short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (PySlowFast #429)
     scale_jitter: Literal["reference", "same_view"] = "reference"  # same_view: coarse crops keep the view
     eval_freq: int = 3
     # [frames, crop] multiples every shape is rounded to; [] takes them from the model (a ViT's tubelet and
@@ -142,7 +142,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     pin_memory: bool = True
-    # Precise BN (spec §4) uses min(precise_bn_batches, ceil(precise_bn_clips / global batch)) training
+    # Precise BN uses min(precise_bn_batches, ceil(precise_bn_clips / global batch)) training
     # batches of the shape it refreshes. The reference counts batches only (200; at a coarse stage's
     # large batch that is many clips): precise_bn_clips 0 keeps that; > 0 caps the cost in clips.
     precise_bn_batches: int = 200
@@ -162,7 +162,7 @@ class TrainConfig:
 
 @dataclass
 class TestConfig:
-    """Multi-view testing (spec §6): `clips` temporal × `crops` spatial views per video."""
+    """Multi-view testing: `clips` temporal × `crops` spatial views per video."""
 
     clips: int = 10
     crops: int = 3
@@ -341,6 +341,16 @@ def fingerprint(cfg: Config, extra: Any = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def config_changes(saved: dict[str, Any] | None, cfg: Config) -> list[str]:
+    """'key: old -> new' for every fingerprinted key where `cfg` differs from a saved `to_dict` config
+    (a checkpoint's); [] when nothing was saved or nothing differs (then the schedule itself changed)."""
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flatten(saved), _flatten(to_dict(cfg))
+    keys = sorted(k for k in set(old) | set(new) if k not in RUNTIME_KEYS and old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Range and consistency checks that types alone cannot express."""
     d, s, m, t = cfg.data, cfg.solver, cfg.multigrid, cfg.train
@@ -453,6 +463,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise bad("a finite number")
         return float(value)
     if hint is str:
+        if value is None:  # `key=` on the command line or `key:` in YAML: empty, e.g. no labels file
+            return ""
         if not isinstance(value, str):
             raise bad("a string")
         return value

@@ -2,9 +2,13 @@
 when a loader worker found it) and counted in the run's summary."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from videos import frame_of, write_gop_mp4, write_truncated
 
 from mgvideo.cli import main
@@ -77,3 +81,31 @@ def test_a_training_run_counts_its_truncated_videos(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "decoded 44 videos (1 truncated)" in out
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["truncated_videos"] == 1
+
+
+@pytest.mark.slow
+def test_unreadable_training_videos_are_counted_per_video_named_and_warned_about_once(tmp_path):
+    small = REPO / "runs" / "data" / "synthetic_small"
+    prepare.ensure_synthetic_data(load_config(TINY, [f"data.root={small}"]))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    noise = np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes()
+    (tmp_path / "garbage.mkv").write_bytes(noise)
+    rows = [r.split() for r in (small / "train.csv").read_text().splitlines()]
+    train = ["empty.mp4 0", "garbage.mkv 1"] + [f"{small / path} {label}" for path, label in rows]
+    (tmp_path / "train.csv").write_text("\n".join(train) + "\n")
+    (tmp_path / "val.csv").write_text("".join(f"{small / r.split()[0]} {r.split()[1]}\n"
+                                              for r in (small / "val.csv").read_text().splitlines()[:4]))
+    args = ["train", str(TINY), "--out", str(tmp_path / "run"), "data.dataset=kinetics",
+            f"data.root={tmp_path}", "data.cache=none", "data.workers=2", "multigrid.long_cycle=false",
+            "multigrid.short_cycle=false", "solver.max_epoch=3", "solver.steps=[0]", "solver.warmup_epochs=0",
+            "train.precise_bn_batches=1"]
+    # A subprocess, as a user runs it: the loader workers' warnings reach its stderr.
+    done = subprocess.run([sys.executable, "-m", "mgvideo", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped_videos"] == 2 and summary["replaced_clips"] >= 6  # 3 epochs, 2 videos
+    assert summary["unreadable_videos"] == [str(tmp_path / "empty.mp4"), str(tmp_path / "garbage.mkv")]
+    for name in ("empty.mp4", "garbage.mkv"):  # once each, though both workers read both videos
+        assert done.stderr.count(f"skipping unreadable video {tmp_path / name}") == 1, done.stderr
+    assert "skipped 2 unreadable videos" in done.stdout + done.stderr

@@ -120,3 +120,59 @@ def test_bench_helpers_cover_every_distinct_shape_and_time_a_loader(ds):
     small = ClipShape(frames=2, crop=8, min_rate=1, max_rate=2, base_crop=16, stage_batch=2, stage=0, slot=0)
     ann = read_kinetics(ds.records[0].path.rsplit("/", 1)[0] + "/train.txt")
     assert loader_rate(ann, small, batch=2, workers=0, resize=True, clips=4) > 0
+
+
+def test_bench_data_names_bad_videos_after_the_table_not_in_it(tmp_path, capsys, caplog):
+    from mgvideo.cli import main
+
+    for i in range(3):
+        write_video(tmp_path / f"v{i}.mp4", frames=24, width=40, height=32)
+    (tmp_path / "bad.mp4").write_bytes(b"")
+    (tmp_path / "train.csv").write_text("".join(f"v{i}.mp4 {i % 2}\n" for i in range(3)) + "bad.mp4 1\n")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    argv = ["bench", "data", "--data", str(tmp_path), "--frames", "8", "--crop", "24", "--batch", "2",
+            "--clips", "8"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "skipping unreadable" not in caplog.text + out + err  # no warning lines between table rows
+    assert err.strip().splitlines()[-1].startswith(f"skipped 1 unreadable videos (other videos read "
+                                                   f"instead): {tmp_path / 'bad.mp4'}")
+
+
+def test_torch_threads_and_loader_workers_fit_the_usable_cores(monkeypatch):
+    from mgvideo.data import loader as L
+
+    assert L.main_process_threads(2, cores=4) == 2 and L.main_process_threads(3, cores=4) == 1
+    assert L.main_process_threads(0, cores=4) == 4 and L.main_process_threads(1, local_ranks=2, cores=8) == 3
+    assert L.main_process_threads(9, cores=4) == 1  # never below one
+    before = torch.get_num_threads()
+    monkeypatch.setattr(L, "usable_cores", lambda: 4)
+    try:
+        torch.set_num_threads(4)
+        assert L.limit_cpu_threads(2) == 2 and torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # OMP_NUM_THREADS=1 (or any lower choice) stays
+        assert L.limit_cpu_threads(0) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_trainer_limits_its_threads_to_the_cores_left_by_its_workers(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from mgvideo.config import load_config
+    from mgvideo.engine import run as R
+
+    class Stop(Exception):
+        pass
+
+    def record(workers):
+        seen.append(workers)
+        raise Stop
+
+    seen = []
+    monkeypatch.setattr(R, "limit_cpu_threads", record)
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "tiny.yaml"
+    small = Path(__file__).resolve().parents[1] / "runs" / "data" / "synthetic_small"
+    with pytest.raises(Stop):
+        R.build_run(load_config(tiny, [f"data.root={small}", "data.workers=2"]), tmp_path / "run")
+    assert seen == [2]

@@ -1,5 +1,7 @@
 """The LR rule: reference warmup figures (spec §3), step values, cosine, rescaled warmup, bad input."""
 
+from pathlib import Path
+
 import pytest
 
 from mgvideo.errors import ConfigError
@@ -65,3 +67,22 @@ def test_set_lr_writes_every_group():
     opt = Optimizer()
     set_lr(opt, 0.3)
     assert [g["lr"] for g in opt.param_groups] == [0.3, 0.3]
+
+
+def test_a_warmup_longer_than_the_run_is_an_error():
+    # LRConfig's default warmup is the Kinetics recipe's 34 epochs: on a 15-epoch run the whole run would
+    # ramp from warmup_start_lr without ever reaching the schedule's LR.
+    schedule = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 6, 9), max_epoch=10))
+    assert schedule.max_epoch == 15
+    with pytest.raises(ConfigError, match=r"warmup of 34 epochs .* longer than the 15-epoch"):
+        lr_at(0.0, schedule, LRConfig(base_lr=0.01))
+    assert lr_at(0.0, schedule, LRConfig(base_lr=0.01, warmup_epochs=1, warmup_start_lr=0.001)) == 0.001
+
+
+def test_the_trainer_refuses_a_warmup_longer_than_the_run(tmp_path, capsys):
+    from mgvideo.cli import main
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "tiny.yaml"
+    assert main(["train", str(tiny), "--out", str(tmp_path / "run"), "solver.warmup_epochs=34"]) == 2
+    assert "error: solver.warmup_epochs: the warmup of 34 epochs" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ from mgvideo.errors import ConfigError
 from mgvideo.models import PRESETS, SlowFast, build_model, pack_pathways
 from mgvideo.models.blocks import expand_temporal_kernels
 from mgvideo.models.flops import count_gmacs, count_params
+from mgvideo.models.heads import output_activation
 from mgvideo.multigrid import MultigridConfig, MultigridSchedule
 
 # Parameter counts for 400 classes. Sources:
@@ -114,14 +115,26 @@ def test_c3d_tiny_ignores_the_static_scene_unless_asked_not_to():
     assert not torch.allclose(plain(clip), plain(clip + still), atol=1e-3)
 
 
-def test_train_mode_gives_logits_eval_mode_gives_probabilities():
+@pytest.mark.parametrize("name", ["slowfast_tiny", "r3d_tiny", "c3d_tiny", "vit_tiny"])  # one test position
+def test_models_give_logits_in_both_modes_unless_asked_for_probabilities(name):
     torch.manual_seed(0)
-    model = build_model("slowfast_tiny", 7)
+    model = build_model(name, 7, dropout=0.0)
+    assert output_activation(model) == "none"
     clip = torch.randn(2, 3, 8, 48, 48)
-    logits = model.train()(clip)
-    assert not torch.allclose(logits.sum(1), torch.ones(2))
-    probs = model.eval()(clip)
-    assert torch.allclose(probs.sum(1), torch.ones(2), atol=1e-5)
+    labels = torch.tensor([1, 2])
+    linear = model.head.projection if hasattr(model.head, "projection") else model.head
+    linear.weight.data.normal_()  # logits far from a probability vector
+    logits = model.eval()(clip)
+    assert not torch.allclose(logits.softmax(1), logits)  # cross_entropy on eval outputs is right
+    probs = build_model(name, 7, dropout=0.0, head_act="softmax")
+    probs.load_state_dict(model.state_dict())
+    assert output_activation(probs) == "softmax"
+    torch.testing.assert_close(probs.eval()(clip), logits.softmax(1), atol=1e-5, rtol=1e-4)
+    assert torch.nn.functional.cross_entropy(logits, labels) > 0
+
+
+def test_sigmoid_on_request():
+    clip = torch.randn(2, 3, 8, 48, 48)
     multi = build_model("r3d_tiny", 7, head_act="sigmoid").eval()(clip)
     assert ((multi > 0) & (multi < 1)).all() and not torch.allclose(multi.sum(1), torch.ones(2))
 
@@ -129,14 +142,14 @@ def test_train_mode_gives_logits_eval_mode_gives_probabilities():
 def test_eval_is_fully_convolutional_with_a_pooling_window():
     # With the reference's fixed window, a larger test clip is scored at several positions and averaged.
     torch.manual_seed(0)
-    model = build_model("r3d_tiny", 4, head_pool_size=(4, 2, 2)).eval()
+    model = build_model("r3d_tiny", 4, head_pool_size=(4, 2, 2), head_act="softmax").eval()
     model.head.projection.weight.data.normal_(std=1.0)
     clip = torch.randn(1, 3, 8, 96, 96)  # res5 output is 8 x 3 x 3: 5 x 2 x 2 window positions
     feats = model.s5(model.s4(model.s3([model.pathway0_pool(model.s2(model.s1([clip]))[0])])))[0]
     windows = torch.nn.functional.avg_pool3d(feats, (4, 2, 2), stride=1).permute(0, 2, 3, 4, 1)
     expected = model.head.projection(windows).softmax(-1).mean((1, 2, 3))
     assert torch.allclose(model(clip), expected, atol=1e-6)
-    global_model = build_model("r3d_tiny", 4).eval()
+    global_model = build_model("r3d_tiny", 4, head_act="softmax").eval()
     global_model.load_state_dict(model.state_dict())
     assert not torch.allclose(global_model(clip), expected, atol=1e-4)
 
@@ -228,3 +241,21 @@ def test_slowfast_supports_other_depths_and_widths():
         model = SlowFast(depth=101, width_per_group=32, num_groups=2, alpha=8, beta_inv=4, num_classes=10)
     out = model(torch.empty(1, 3, 16, 64, 64, device="meta"))
     assert out.shape == (1, 10)
+
+
+def test_every_model_says_its_shape_multiple_and_slowfast_trains_at_the_readme_schedule():
+    from mgvideo.models import shape_multiple
+
+    assert shape_multiple("slowfast_tiny") == (4, 1) and shape_multiple("slowfast_r50_4x16") == (8, 1)
+    assert shape_multiple("vit_tiny") == (2, 8) and shape_multiple("r3d_tiny") == (1, 1)
+    sf, vit = build_model("slowfast_tiny", 4), build_model("vit_tiny", 4)
+    assert shape_multiple(sf) == (4, 1) and shape_multiple(vit) == (2, 8)
+    assert shape_multiple(torch.nn.Conv3d(3, 3, 1)) == (1, 1)
+    # The README's schedule (8 frames: 2 in the coarsest stage) rounds to whole slow-pathway steps.
+    schedule = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 6, 9), max_epoch=10,
+                                                 shape_multiple=shape_multiple(sf)))
+    shapes = {(s.frames, s.crop) for st in schedule.stages for s in st.slots}
+    assert min(t for t, _ in shapes) == 4 and all(t % 4 == 0 for t, _ in shapes)
+    sf.train()
+    for frames, crop in sorted(shapes):
+        assert sf(torch.randn(2, 3, frames, crop, crop)).shape == (2, 4)

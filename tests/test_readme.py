@@ -29,3 +29,20 @@ def test_readme_example_trains_through_every_stage(tmp_path):
     assert iterations[0] < iterations[-1]  # coarse stages take fewer, larger batches
     losses = [float(line.rsplit("loss ", 1)[1]) for line in lines]
     assert all(0 < loss < 10 for loss in losses)
+
+
+def test_readme_example_runs_with_slowfast_tiny(tmp_path):
+    # SlowFast needs T to be a multiple of alpha=4; the README's coarsest stage asks for T=2, which the
+    # schedule rounds to 4 through shape_multiple(model).
+    code = readme_example()
+    start = code.index("model = convert_model(nn.Sequential(")
+    end = code.index("schedule = MultigridSchedule(")
+    code = code[:start] + "from mgvideo.models import build_model\nmodel = convert_model(build_model(" \
+        "'slowfast_tiny', 4, width_per_group=4))\n" + code[end:]
+    code = code.replace("dataset_size=96", "dataset_size=16").replace("return 96", "return 16")
+    script = tmp_path / "example_slowfast.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shapes = re.findall(r"shape \((\d+), ", done.stdout)
+    assert len(shapes) == 15 and min(int(t) for t in shapes) == 4

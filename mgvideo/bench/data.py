@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -167,10 +168,11 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
         print(f"videos: {where}; clips/s per loader worker (on a core of its own: CPU time), CPU ms per clip "
               "by stage")
         _print_header()
-    rows = []
+    rows, unreadable = [], set()
     for (size, shape), model in zip(shapes, rates):
         for source, chosen in sources:
             dataset = VideoClipDataset(annotations, shape, seed=0, store=chosen)
+            dataset.warn = False  # bad videos are named once, after the table
             cost = breakdown(dataset, shape, size, args.clips)
             per_worker = 1e3 / sum(cost[s] for s in STAGES)  # one worker on a core of its own
             row = {"frames": shape.frames, "crop": shape.crop, "rate": f"{shape.min_rate}-{shape.max_rate}",
@@ -181,9 +183,13 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
                 row["model_clips_per_s"] = round(model, 1)
                 row["workers_needed"] = round(model / per_worker, 2)
             rows.append(row)
+            unreadable.update(dataset.unreadable_paths())
             if not to_stdout:
                 _print_row(row)
     _summary(rows, to_stdout)
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable videos (other videos read instead): "
+              f"{', '.join(sorted(unreadable))}", file=sys.stderr)
     if args.json:
         text = json.dumps(rows, indent=1)
         if to_stdout:

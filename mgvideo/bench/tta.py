@@ -187,12 +187,13 @@ def train_fresh(cfg: Config, out_dir: Path, reuse: bool = False) -> tuple[list[d
     model's top-1 hit per validation clip (empty for multi-label data). With `reuse`, a finished run
     in `out_dir` of the very same config is read instead of trained again."""
     from mgvideo.engine.runlog import read_records
-    from mgvideo.engine.trainer import train
+    from mgvideo.engine.trainer import read_val_hits, train
 
     if not (reuse and finished_with(cfg, out_dir)):
         shutil.rmtree(out_dir, ignore_errors=True)
         train(cfg, out_dir)
-    return read_records(out_dir / "metrics.jsonl"), read_val_hits(out_dir / "val_hits.json")
+    hits = out_dir / "val_hits.json"
+    return read_records(out_dir / "metrics.jsonl"), read_val_hits(hits) if hits.exists() else []
 
 
 def finished_with(cfg: Config, out_dir: Path) -> bool:
@@ -204,14 +205,6 @@ def finished_with(cfg: Config, out_dir: Path) -> bool:
     except (OSError, yaml.YAMLError):
         return False
     return (out_dir / "summary.json").exists() and saved == to_dict(cfg)
-
-
-def read_val_hits(path: Path) -> list[int]:
-    """The final model's per-clip hits from `val_hits.json` (a list, or a mapping holding `hits`)."""
-    if not path.exists():
-        return []
-    data = json.loads(path.read_text())
-    return list(data["hits"] if isinstance(data, dict) else data)
 
 
 def clip_gflops_fn(cfg: Config):
@@ -257,7 +250,11 @@ def register(subparsers) -> None:
         "tta", help="time to a target accuracy: baseline vs multigrid on this machine",
         description="Train the baseline and multigrid (and ablations) with the same model and data, "
                     "interleaved by seed; report training time to the baseline's final top-1 and to "
-                    "80/90/95 % of it, with bootstrap intervals.")
+                    "80/90/95 % of it, with bootstrap intervals, and the frontier of final top-1 against "
+                    "training time (variant@budget). A run of the default config takes 25 minutes or "
+                    "more on a 2-core CPU (2 seeds x baseline and multigrid, data ready), longer with "
+                    "more seeds or variants; --quick is a first look, and --reuse keeps the finished runs "
+                    "of an interrupted benchmark.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"bench config (default {DEFAULT_CONFIG})")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the config's)")
     parser.add_argument("--variants", default=None,

@@ -15,7 +15,8 @@ from mgvideo.errors import AnnotationError, VideoDecodeError
 CHECK_HELP = """Scan every video an annotation file lists, without training. Each row is checked by opening
 the file, reading its stream metadata and decoding its first and last frames (a seek near the end), which
 finds a truncated file cheaply; with --full every frame is decoded, which also finds damage mid-stream.
-Exits 0 when every row is readable, 1 otherwise; malformed rows count as bad."""
+Exits 0 when every row is readable, 2 otherwise (bad input, as every mgvideo command); malformed rows
+count as bad. Label names without --classes are only checked against each other: a warning says so."""
 
 
 def register(subparsers) -> None:
@@ -131,7 +132,7 @@ def check_video(record, full: bool = False) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """Scan the dataset; report good and bad rows (exit 1 if any row is bad)."""
+    """Scan the dataset; report good and bad rows (exit 2 if any row is bad)."""
     options = {}
     if args.format == "ssv2":
         if not args.labels:
@@ -150,10 +151,25 @@ def run_check(args: argparse.Namespace) -> int:
         except VideoDecodeError as err:
             bad.append({"line": record.line, "path": record.path, "reason": str(err)})
     bad.sort(key=lambda b: b["line"])
+    warning = unchecked_names_warning(args, annotations)
     if args.json:
-        print(json.dumps({"ok": ok, "bad": bad}))
+        print(json.dumps({"ok": ok, "bad": bad, **({"warning": warning} if warning else {})}))
     else:
-        for b in bad:
-            print(f"{args.annotation}:{b['line']}: {b['reason']}", file=sys.stderr)
+        for b in bad:  # an annotation error names its file and line already
+            named = b["reason"].startswith(f"{args.annotation}:")
+            print(("" if named else f"{args.annotation}:{b['line']}: ") + b["reason"], file=sys.stderr)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"{ok} readable, {len(bad)} bad")
-    return 0 if not bad else 1
+    return 0 if not bad else 2
+
+
+def unchecked_names_warning(args: argparse.Namespace, annotations) -> str:
+    """For a Kinetics list labelled by class names but checked without --classes: every name in the file
+    became a class, so a misspelt one passed unnoticed."""
+    if args.format != "kinetics" or args.classes or not annotations.class_names:
+        return ""
+    names = annotations.class_names
+    return (f"{args.annotation}: labels are class names and no --classes was given, so each of its "
+            f"{len(names)} distinct names counts as a class and a misspelt one is not caught; give "
+            "--classes FILE (the list data.labels_file names) to check them")

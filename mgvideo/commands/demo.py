@@ -44,7 +44,28 @@ def run(args: argparse.Namespace) -> int:
     print(_table(rows))
     print(f"\nplots: {args.out / 'multigrid' / 'training.png'}, {args.out / 'multigrid' / 'shapes.png'}")
     print(f"demo wall-clock (data, training, testing): {(time.perf_counter() - started) / 60:.1f} min")
+    if line := cache_line(cfg):
+        print(line)
     return 0
+
+
+def cache_line(cfg) -> str:
+    """How much disk the decoded-frame cache takes, and where (it is far larger than the videos)."""
+    from mgvideo.data.prepare import build_frame_cache
+
+    cache = build_frame_cache(cfg)
+    if cache is None or not cache.directory.is_dir():
+        return ""
+    cached = _bytes(cache.directory)
+    videos = _bytes(Path(cfg.data.root)) - cached if cache.directory.is_relative_to(cfg.data.root) else \
+        _bytes(Path(cfg.data.root))
+    return (f"frame cache: {cached / 1e9:.2f} GB of decoded frames in {cache.directory} (the videos: "
+            f"{videos / 1e6:.0f} MB); delete it to free the space, or set data.cache=none to decode on the "
+            "fly")
+
+
+def _bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _finished(out: Path) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(resolve_recipe(args.config), overrides)
     run_dir = args.checkpoint.parent.parent if args.checkpoint.parent.name == "checkpoints" else \
         args.checkpoint.parent
-    summary = evaluate_checkpoint(cfg, args.checkpoint, args.out or run_dir / "test", args.views)
+    out = Path(args.out or run_dir / "test")
+    summary = evaluate_checkpoint(cfg, args.checkpoint, out, args.views)
     print(json.dumps(summary, indent=2))
+    print(f"wrote {out / 'test_summary.json'} and {out / 'per_class.csv'} (per-class results)",
+          file=sys.stderr)
     return 0
 
 

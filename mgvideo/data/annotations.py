@@ -37,6 +37,16 @@ class Annotations:
     class_names: list[str] = field(default_factory=list)
 
 
+def _read_lines(path: str | os.PathLike, what: str = "annotation file") -> list[str]:
+    """The lines of a text file; a missing or unreadable one raises AnnotationError naming it."""
+    try:
+        return Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: no such {what}") from None
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot read {what}: {err.strerror or err}") from None
+
+
 def _fail(errors: list | None, err: AnnotationError, line: int = 0) -> None:
     """Raise `err`, or collect it (with its line, 0 for the whole file) when `errors` is a list."""
     err.line = line
@@ -64,7 +74,7 @@ def _split(line: str, sep: str | None) -> list[str]:
 def read_class_names(path: str | os.PathLike) -> list[str]:
     """A class-list file: one name per line in id order (a trailing ' id' or ',id' column is allowed)."""
     names = []
-    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, raw in enumerate(_read_lines(path, "class list"), 1):
         line = raw.strip()
         if not line:
             continue
@@ -79,17 +89,28 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
+HEADER_WORDS = {"path", "video", "video_path", "filename", "file", "label", "labels", "class", "class_id",
+                "label_id", "category", "class_name"}
+
+
+def _is_header(parts: list[str]) -> bool:
+    """A first row such as 'path label' or 'video,class' names columns, not a video."""
+    return len(parts) == 2 and parts[1].lower() in HEADER_WORDS and parts[0].lower() in HEADER_WORDS
+
+
 def read_kinetics(path: str | os.PathLike, root: str | os.PathLike | None = None, sep: str | None = None,
                   classes: str | os.PathLike | list[str] | None = None,
                   errors: list | None = None) -> Annotations:
     """A `path label` list; labels are ids, or names resolved by `classes` (a file or list), else by the
     sorted names in the file itself (give `classes` so train and val agree)."""
     rows = []
-    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, raw in enumerate(_read_lines(path), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = _split(line, sep)
+        if not rows and _is_header(parts):
+            continue
         if len(parts) != 2 or not parts[0] or not parts[1]:
             _fail(errors, AnnotationError(f"{path}:{n}: expected 'path{sep or ' '}label', got {raw!r}"), n)
             continue
@@ -120,7 +141,7 @@ def read_multilabel(path: str | os.PathLike, root: str | os.PathLike | None = No
                     num_classes: int | None = None, errors: list | None = None) -> Annotations:
     """A `path id,id,...` list of multi-label videos (an empty label column means no class)."""
     records = []
-    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, raw in enumerate(_read_lines(path), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -176,7 +197,7 @@ def read_ssv2(split: str | os.PathLike, labels: str | os.PathLike, root: str | o
 
 def _load_json(path: str | os.PathLike):
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads("\n".join(_read_lines(path, "JSON file")))
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
 
@@ -187,7 +208,7 @@ def read_charades(path: str | os.PathLike, root: str | os.PathLike | None = None
     Rows of one video either name image files (one per frame) or all name the same video file. A video's
     label is the union of its frames' labels; the dataset narrows it to the sampled span."""
     videos: OrderedDict[str, list] = OrderedDict()
-    lines = Path(path).read_text().splitlines()
+    lines = _read_lines(path)
     for n, raw in enumerate(lines, 1):
         parts = raw.split()
         if n == 1 and parts and not parts[-1][:1].isdigit() and "original_vido_id" in raw:

@@ -120,6 +120,10 @@ class VideoClipDataset(Dataset):
         self._logged: set[str] = set()
         # Videos found truncated, by any worker (shared flags, so that the trainer can count them).
         self.truncated = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
+        # Videos found unreadable, by any worker: each is warned about once (not once per worker) and named
+        # in the run's summary. `warn = False` leaves the naming to the caller (`bench data`'s table).
+        self.unreadable = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
+        self.warn = True
 
     @property
     def num_videos(self) -> int:
@@ -152,7 +156,7 @@ class VideoClipDataset(Dataset):
                 clip, label = self._load(record, shape, rng, view, video)
                 return Sample(clip, label, video, len(bad))
             except DECODE_ERRORS as err:
-                self._report(record, err)
+                self._report(record, err, video)
                 bad.append(record.path)
             video = int(rng.integers(self.num_videos))
             while video in tried and len(tried) < self.num_videos:  # prefer a video not yet tried
@@ -169,18 +173,24 @@ class VideoClipDataset(Dataset):
             clip, label = self._load(record, shape, rng, view, video)
             return Sample(clip, label, video)
         except DECODE_ERRORS as err:
-            self._report(record, err)
+            self._report(record, err, video)
         side = shape.crop if self.mode == "val" else self.test_size
         blank = torch.zeros((3, shape.frames, side, side), dtype=torch.uint8)
         label = torch.zeros(self.num_classes) if self.multi_label else FAILED
         return Sample(blank, label, FAILED, skipped=1)
 
-    def _report(self, record: VideoRecord, err: Exception) -> None:
-        """Warn once per bad file (per process)."""
-        if record.path not in self._logged:
-            self._logged.add(record.path)
-            log.warning("skipping unreadable video %s (%s:%d): %s", record.path, record.source,
-                        record.line, err)
+    def _report(self, record: VideoRecord, err: Exception, video: int) -> None:
+        """Flag a bad file and warn once about it, whichever process reads it first."""
+        if record.path not in self._logged and not self.unreadable[video]:
+            self.unreadable[video] = True
+            if self.warn:
+                log.warning("skipping unreadable video %s (%s:%d): %s", record.path, record.source,
+                            record.line, err)
+        self._logged.add(record.path)
+
+    def unreadable_paths(self) -> list[str]:
+        """The videos found unreadable so far, by this process or any of its loader workers."""
+        return [self.records[i].path for i in self.unreadable.nonzero().flatten().tolist()]
 
     def _note_truncation(self, record: VideoRecord, reader: VideoReader, video: int) -> None:
         """Flag (and warn once about) a video whose reads found fewer frames than its container states."""

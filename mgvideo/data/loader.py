@@ -73,12 +73,33 @@ def resolve_workers(workers: int) -> int:
     return workers if workers >= 0 else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or `taskset`'s share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(local_ranks: int = 1, cores: int | None = None) -> int:
     """Loader workers per process for `data.workers: -1`: this node's cores shared by its processes, less
     one core each for the training process itself (at least 1, at most 16)."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores() if cores is None else cores
     return max(1, min(16, cores // max(local_ranks, 1) - 1))
+
+
+def main_process_threads(workers: int, local_ranks: int = 1, cores: int | None = None) -> int:
+    """torch threads for a training process whose loader has `workers` processes (one thread each, as
+    torch sets them): its share of the cores less the workers, at least 1. torch's default (every core)
+    plus the workers oversubscribes the CPU, which is several times slower on a shared machine."""
+    cores = usable_cores() if cores is None else cores
+    return max(1, cores // max(local_ranks, 1) - workers)
+
+
+def limit_cpu_threads(workers: int) -> int:
+    """Lower torch's thread count (never raise it: OMP_NUM_THREADS still wins) so that its threads and
+    `workers` loader processes fit the cores this process may use; returns the thread count."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = min(torch.get_num_threads(), main_process_threads(workers, local_ranks))
+    torch.set_num_threads(threads)
+    return threads
 
 
 class PlannedBatches(Sampler):

@@ -146,9 +146,25 @@ def read_split(cfg: Config, list_name: str) -> Annotations:
         options["ext"] = d.ssv2_ext
     elif fmt == "kinetics" and d.labels_file:
         options["classes"] = root / d.labels_file
+    check_data_paths(cfg, list_name, options.get("labels") or options.get("classes"))
     annotations = read_annotations(fmt, root / list_name, root, **options)
     if annotations.num_classes > d.num_classes:
         raise ConfigError(f"data.num_classes is {d.num_classes} but {root / list_name} has "
                           f"{annotations.num_classes} classes")
     annotations.num_classes = d.num_classes
     return annotations
+
+
+def check_data_paths(cfg: Config, list_name: str, labels: Path | None) -> None:
+    """One line naming the config key when `data.root`, a split's list or the labels file is missing
+    (a recipe for a real dataset run before its data is in place)."""
+    d = cfg.data
+    root = Path(d.root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root: {root} is not a directory ({d.dataset} videos and lists go there; "
+                          "set data.root=DIR, see the README's 'Recipes and real datasets')")
+    key = next((k for k in ("train_list", "val_list", "test_list") if getattr(d, k) == list_name), "list")
+    if not (root / list_name).is_file():
+        raise ConfigError(f"data.{key}: no such file: {root / list_name}")
+    if labels is not None and not labels.is_file():
+        raise ConfigError(f"data.labels_file: no such file: {labels}")

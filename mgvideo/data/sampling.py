@@ -20,8 +20,8 @@ def clip_indices(num_frames: int, frames: int, rate: int, start: int) -> np.ndar
 
 def random_clip_indices(rng: np.random.Generator, num_frames: int, frames: int,
                         min_rate: int, max_rate: int) -> np.ndarray:
-    """A training clip: a rate drawn uniformly from [min_rate, max_rate] (multigrid's non-uniform stride,
-    spec section 5) and a uniformly random start."""
+    """A training clip: a rate drawn uniformly from [min_rate, max_rate] (multigrid's non-uniform stride)
+    and a uniformly random start."""
     if not 1 <= min_rate <= max_rate:
         raise ConfigError(f"sampling rate range [{min_rate}, {max_rate}] must satisfy 1 <= min <= max")
     rate = int(rng.integers(min_rate, max_rate + 1))
@@ -51,7 +51,7 @@ def segment_indices(num_frames: int, frames: int, rng: np.random.Generator | Non
 def scale_range(crop: int, base_crop: int, jitter: tuple[int, int], same_view: bool = False
                 ) -> tuple[int, int]:
     """Short-side jitter range at crop `crop`: the lower bound shrinks with crop/base_crop, the upper bound
-    stays (spec section 5: 256/320 at 224 gives [128, 320] at crop 112), so small crops are often zoomed-in
+    stays (PySlowFast: 256/320 at 224 gives [128, 320] at crop 112), so small crops are often zoomed-in
     views. `same_view` shrinks both bounds: a small crop then sees what a full crop sees, coarser."""
     low = round(jitter[0] * crop / base_crop)
     high = round(jitter[1] * crop / base_crop) if same_view else jitter[1]

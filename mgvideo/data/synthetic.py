@@ -20,6 +20,7 @@ from multiprocessing import get_context
 
 import av
 import numpy as np
+from tqdm import tqdm
 
 from mgvideo.data.synthetic_scenes import (
     CLASS_NAMES,
@@ -142,12 +143,20 @@ def _charades_job(job: tuple[str, str, int, int]) -> list[list[int]]:
     return labels
 
 
-def _run(fn, jobs: list, workers: int) -> list:
-    """Map `fn` over jobs, in worker processes when there are enough jobs to pay for starting them."""
-    if workers <= 1 or len(jobs) < 50:
-        return [fn(job) for job in jobs]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(fn, jobs, chunksize=8))
+def _run(fn, jobs: list, workers: int, what: str = "videos") -> list:
+    """Map `fn` over jobs, in worker processes when there are enough jobs to pay for starting them, with a
+    progress bar (a default-size set takes a minute or more)."""
+    with tqdm(total=len(jobs), desc=f"generating synthetic {what}", unit="video", mininterval=1.0,
+              leave=False) as bar:
+        if workers <= 1 or len(jobs) < 50:
+            return [_advance(bar, fn(job)) for job in jobs]
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            return [_advance(bar, result) for result in pool.map(fn, jobs, chunksize=8)]
+
+
+def _advance(bar, result):
+    bar.update()
+    return result
 
 
 def _write_text(path: str, lines: list[str]) -> None:
@@ -162,7 +171,7 @@ def _kinetics(out_dir: str, seed: int, spec: SizeSpec, workers: int) -> dict:
         os.makedirs(os.path.join(out_dir, "videos", split), exist_ok=True)
         rel = [f"videos/{split}/{i:06d}.mp4" for i in range(per_class * len(CLASSES))]
         jobs = [(os.path.join(out_dir, r), split, i, seed) for i, r in enumerate(rel)]
-        _run(_single_label_job, jobs, workers)
+        _run(_single_label_job, jobs, workers, f"{split} videos")
         paths[split] = os.path.join(out_dir, f"{split}.csv")
         _write_text(paths[split], [f"{r} {i % len(CLASSES)}" for i, r in enumerate(rel)])
         paths[f"num_{split}"] = len(rel)
@@ -182,7 +191,7 @@ def _ssv2(out_dir: str, seed: int, spec: SizeSpec, workers: int) -> dict:
     for split, count, fname in parts:
         ids = [str(100000 * (1 + _SPLIT_CODES[split]) + i) for i in range(count)]
         jobs = [(os.path.join(root, "videos", f"{vid}.mp4"), split, i, seed) for i, vid in enumerate(ids)]
-        names = _run(_single_label_job, jobs, workers)
+        names = _run(_single_label_job, jobs, workers, f"{split} videos")
         rows = []
         for i, (vid, objs) in enumerate(zip(ids, names)):
             template = CLASSES[i % len(CLASSES)].template
@@ -205,7 +214,8 @@ def _charades(out_dir: str, seed: int, spec: SizeSpec, workers: int) -> dict:
            "classes": os.path.join(root, "classes.txt")}
     _write_text(out["classes"], list(CLASS_NAMES))
     for split, count in (("charades_train", spec.charades_train), ("charades_val", spec.charades_val)):
-        all_labels = _run(_charades_job, [(root, split, i, seed) for i in range(count)], workers)
+        all_labels = _run(_charades_job, [(root, split, i, seed) for i in range(count)], workers,
+                          f"{split} videos")
         rows = ["original_vido_id video_id frame_id path labels"]
         for i, labels in enumerate(all_labels):
             vid = f"{split.split('_')[1].upper()}{i:04d}"

@@ -16,7 +16,7 @@ from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
 from mgvideo.models.zoo import shape_multiple
 from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, convert_model, set_bn_groups
-from mgvideo.multigrid.lr import LRConfig
+from mgvideo.multigrid.lr import LRConfig, check_warmup_of
 from mgvideo.multigrid.progressive import ProgressiveConfig, ProgressiveSchedule
 from mgvideo.multigrid.random_shapes import RandomShapeSchedule
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
@@ -80,6 +80,16 @@ def build_lr_config(cfg: Config, world_size: int = 1) -> LRConfig:
     return LRConfig(base_lr=s.base_lr * scale, warmup_epochs=s.warmup_epochs,
                     warmup_start_lr=s.warmup_start_lr * scale, rescale_warmup=s.rescale_warmup,
                     batch_scaling=s.lr_batch_scaling)
+
+
+def check_warmup(cfg: Config, schedule: MultigridSchedule) -> None:
+    """ConfigError naming solver.warmup_epochs when the warmup outlasts the run (multigrid.lr)."""
+    try:
+        sv = cfg.solver
+        check_warmup_of(schedule, LRConfig(base_lr=sv.base_lr, warmup_epochs=sv.warmup_epochs,
+                                           rescale_warmup=sv.rescale_warmup))
+    except ConfigError as err:
+        raise ConfigError(f"solver.{err}") from None
 
 
 def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,30 @@ def save(state: dict[str, Any], path: str | Path,
 def load(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True`; unreadable files raise CheckpointError."""
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint") from err
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from err
+        raise CheckpointError(f"{path}: cannot read checkpoint: {_load_failure(err)}") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a mgvideo checkpoint (top level is {type(state).__name__})")
     return state
+
+
+def _load_failure(err: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) refused, without torch's advice to load it
+    with weights_only=False: mgvideo never unpickles arbitrary objects."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                       if line.strip()), "")
+        detail = detail.split(". Please use", 1)[0]
+        return (f"not a checkpoint of tensors, numbers and containers ({detail}); mgvideo reads only "
+                "those (torch.load weights_only=True)")
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"not a PyTorch checkpoint ({type(err).__name__}: {first[:200]})"
 
 
 def model_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -95,13 +112,16 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any] | None
         raise CheckpointError(f"{source}: cannot restore the fp16 GradScaler state: {err}") from err
 
 
-def check_fingerprint(state: dict[str, Any], expected: str, source: str, force: bool) -> None:
-    """Refuse to resume a run whose config or schedule changed, unless `force`."""
+def check_fingerprint(state: dict[str, Any], expected: str, source: str, force: bool,
+                      changes: list[str] | None = None) -> None:
+    """Refuse to resume a run whose config or schedule changed, unless `force`; `changes` ('key: old ->
+    new') name what changed."""
     found = state.get("fingerprint")
     if found != expected and not force:
+        what = "changed: " + "; ".join(changes) if changes else "the config or schedule changed"
         raise CheckpointError(
             f"{source}: checkpoint fingerprint {found} differs from this run's {expected} "
-            "(the config or schedule changed); use a new --out, or --force to resume anyway"
+            f"({what}); use a new --out, or --force to resume anyway"
         )
 
 

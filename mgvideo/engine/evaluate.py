@@ -22,6 +22,7 @@ from mgvideo.engine.metrics import (
     topk_correct,
 )
 from mgvideo.errors import VideoDecodeError
+from mgvideo.models.heads import output_activation
 
 
 @dataclass
@@ -51,17 +52,19 @@ class VideoScores:
 def video_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
                  num_videos: int, num_classes: int, ensemble: str, multi_label: bool) -> VideoScores:
     """Run the model in eval mode over this rank's views, ensemble each video's views (sum or max of
-    scores) here, then reduce the (videos, classes) tensors over ranks: their size does not grow with
-    the number of views. Unreadable views (index `FAILED`) are left out."""
+    their probabilities, `view_probabilities`) here, then reduce the (videos, classes) tensors over
+    ranks: their size does not grow with the number of views. Unreadable views (index `FAILED`) are
+    left out."""
     combined = ViewEnsemble(num_videos, num_classes, "max" if ensemble == "max" else "sum")
     labels = torch.zeros((num_videos, num_classes)) if multi_label else torch.full((num_videos,), -1)
     was_training = model.training
+    act = output_activation(model)
     model.eval()
     try:
         for batch in loader:
             batch = inputs(batch)
             read = (batch.indices >= 0).cpu()
-            scores = model(batch.clips).float().cpu()[read]
+            scores = view_probabilities(model(batch.clips).float(), act, multi_label).cpu()[read]
             videos, targets = batch.indices.cpu()[read], batch.labels.cpu()[read]
             combined.add(scores, videos)
             if multi_label:  # a video's target is the union of what its views saw
@@ -77,6 +80,14 @@ def video_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info
         _all_reduce(result.labels, dist.ReduceOp.MAX, inputs.device)
         _all_reduce(result.views, dist.ReduceOp.SUM, inputs.device)
     return result
+
+
+def view_probabilities(outputs: torch.Tensor, act: str, multi_label: bool) -> torch.Tensor:
+    """Class probabilities of views: the protocol ensembles probabilities (softmax, or sigmoid for
+    multi-label data), not logits. Outputs of a model that already returns them (`act`) pass as they are."""
+    if act != "none":
+        return outputs
+    return outputs.sigmoid() if multi_label else outputs.softmax(dim=-1)
 
 
 def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp, device: torch.device) -> None:

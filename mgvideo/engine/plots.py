@@ -1,5 +1,5 @@
-"""End-of-run PNG plots from `metrics.jsonl`: loss, LR and validation accuracy against wall-clock time,
-and the timeline of clip shapes."""
+"""PNG plots: at a run's end from `metrics.jsonl` (loss, LR and validation accuracy against wall-clock
+time, and the timeline of clip shapes), and a planned schedule (`mgvideo plan --plot`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 from mgvideo.engine.runlog import read_records  # noqa: E402
+from mgvideo.multigrid.lr import LRConfig, lr_at  # noqa: E402
+from mgvideo.multigrid.schedule import MultigridSchedule  # noqa: E402
 
 
 def plot_run(out_dir: Path) -> list[Path]:
@@ -36,20 +38,27 @@ def plot_run(out_dir: Path) -> list[Path]:
     fig.savefig(training, dpi=100)
     plt.close(fig)
 
+    fig = shapes_figure(its)
+    shapes = out_dir / "shapes.png"
+    fig.savefig(shapes, dpi=100)
+    plt.close(fig)
+    return [training, shapes]
+
+
+def shapes_figure(its: list[dict]):
+    """Clip size (T·S²) per logged iteration, coloured by the batch size, with a colourbar for it."""
     fig, ax = plt.subplots(figsize=(10, 3.5))
     steps = [r["step"] for r in its]
-    ax.scatter(steps, [r["frames"] * r["crop"] ** 2 / 1e3 for r in its], s=4, c=[r["batch"] for r in its],
-               cmap="viridis")
+    points = ax.scatter(steps, [r["frames"] * r["crop"] ** 2 / 1e3 for r in its], s=4,
+                        c=[r["batch"] for r in its], cmap="viridis")
+    fig.colorbar(points, ax=ax, label="clips per batch (per device)")
     for step, label in _stage_changes(its):
         ax.axvline(step, color="grey", lw=0.5)
         ax.text(step, ax.get_ylim()[1], label, fontsize=7, va="top", rotation=90)
     ax.set(title="clip shape per iteration (colour: batch size)", xlabel="iteration",
            ylabel="T·S² (thousands of pixels)")
     fig.tight_layout()
-    shapes = out_dir / "shapes.png"
-    fig.savefig(shapes, dpi=100)
-    plt.close(fig)
-    return [training, shapes]
+    return fig
 
 
 def _stage_changes(its: list[dict]) -> list[tuple[int, str]]:
@@ -59,3 +68,36 @@ def _stage_changes(its: list[dict]) -> list[tuple[int, str]]:
             changes.append((r["step"], f"stage {r['stage']}"))
             last = r["stage"]
     return changes
+
+
+def plot_schedule(schedule: MultigridSchedule, lr_cfg: LRConfig, batch_size: int, path: Path) -> None:
+    """`mgvideo plan --plot`: frames, crop, per-device batch (`batch_size` times the slot's factor) and LR
+    against epoch, into a PNG."""
+    epochs = list(range(schedule.max_epoch + 1))
+    stages = [schedule.stage_at(e) for e in epochs]
+    fig, (ax_shape, ax_batch, ax_lr) = plt.subplots(3, 1, sharex=True, figsize=(9, 8))
+    ax_shape.step(epochs, [s.crop for s in stages], where="post", label="crop S", color="C1")
+    ax_shape.set_ylabel("long-cycle crop S")
+    ax_frames = ax_shape.twinx()
+    ax_frames.step(epochs, [s.frames for s in stages], where="post", label="frames T", color="C0")
+    ax_frames.set_ylabel("long-cycle frames T")
+    ax_frames.legend(loc="lower right", fontsize=8)
+    for slot in range(max(len(s.slots) for s in schedule.stages)):
+        batch = [batch_size * s.slots[min(slot, len(s.slots) - 1)].batch_factor for s in stages]
+        ax_batch.step(epochs, batch, where="post", label=f"short-cycle slot {slot}")
+    ax_batch.set_yscale("log", base=2)
+    ax_batch.set_ylabel("per-device batch")
+    fine = [e / 10 for e in range(10 * schedule.max_epoch)]
+    ax_lr.plot(fine, [lr_at(e, schedule, lr_cfg) for e in fine], label=f"{schedule.cfg.lr_policy} LR")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    for ax in (ax_shape, ax_batch, ax_lr):
+        for end in schedule.stage_ends()[:-1]:
+            ax.axvline(end, color="grey", lw=0.5, alpha=0.5)
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"multigrid schedule: {len(schedule.stages)} stages, {schedule.max_epoch} epochs "
+                 f"(baseline {schedule.cfg.max_epoch})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

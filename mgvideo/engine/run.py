@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mgvideo.config import Config, fingerprint, save_config, to_dict
+from mgvideo.config import Config, config_changes, fingerprint, save_config, to_dict
 from mgvideo.data.datasets import VideoClipDataset
-from mgvideo.data.loader import PoolView, SharedPool, build_loader
+from mgvideo.data.loader import PoolView, SharedPool, build_loader, limit_cpu_threads, resolve_workers
 from mgvideo.data.prepare import prepare_data
 from mgvideo.engine import builders, checkpoint, init_from
 from mgvideo.engine import distributed as D
@@ -24,6 +24,7 @@ from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
 from mgvideo.engine.step import Optimization
 from mgvideo.engine.window import LogWindow
+from mgvideo.models.zoo import get_preset
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler, iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
@@ -38,7 +39,8 @@ class TrainState:
     step: int = 0  # batches finished in the whole run
     samples: int = 0  # clips trained on, all devices
     next_eval: int = 0  # sample count of the next periodic evaluation (train.eval_period_samples)
-    skipped: int = 0  # unreadable videos skipped, all devices (counted at log points)
+    skipped: int = 0  # clips replaced because their video was unreadable, all devices (at log points)
+    unreadable: list[int] = field(default_factory=list)  # training videos found unreadable, all devices
     records: int = 0  # lines of metrics.jsonl written
     elapsed: float = 0.0  # training seconds of the run (the clock without evaluation), across resumes
     wall: float = 0.0  # wall-clock seconds of the run, evaluation included, across resumes
@@ -93,17 +95,20 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present
     (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
     device = builders.select_device(cfg.train.device)
+    get_preset(cfg.model.name)  # a misspelt name fails here, before any data is prepared
+    schedule = builders.build_schedule(cfg) if schedule is None else schedule
+    builders.check_warmup(cfg, schedule)
+    fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
+    last = out_dir / "checkpoints" / "last.pt"
+    saved = checkpoint.load(last) if last.exists() else None
+    if saved is not None:  # refused before any work, and before anything in the run folder changes
+        checkpoint.check_fingerprint(saved, fp, str(last), force, config_changes(saved.get("config"), cfg))
     prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
     info = D.init(device)
     device = D.local_device(device, info)
     builders.configure_device(device)
+    limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
     torch.manual_seed(cfg.train.seed)
-    schedule = builders.build_schedule(cfg) if schedule is None else schedule
-    fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-    D.barrier(info)
     devices = builders.device_plan(cfg, info.world_size)
     batch = devices.batch
     full = builders.eval_shape(cfg, batch)
@@ -117,7 +122,8 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     state = TrainState()
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
-    resumed = _resume(out_dir / "checkpoints" / "last.pt", fp, force, net, opt, sampler, state)
+    resumed = _resume(saved, last, net, opt, sampler, state)
+    train_set.unreadable[state.unreadable] = True  # named in the summary, not warned about again
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
         net, cfg.model.init_from, cfg.data.num_classes)
     micro = batch // devices.micro_batches  # what one forward pass holds
@@ -128,6 +134,10 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
                                            info.world_size, micro_batches=devices.micro_batches)
     data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
     lengths = _epoch_lengths(schedule, len(train_set), batch, info)
+    if info.is_main:  # only now that every part is built: a refused command leaves the folder as it was
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    D.barrier(info)
     log = RunLog(out_dir, info.is_main, state.records, sum(lengths),
                  sum(lengths[: state.epoch]) + state.iteration)
     if resumed:
@@ -184,6 +194,7 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     """
     path = run.out_dir / "checkpoints" / name
     run.state.elapsed, run.state.wall = run.clock(), run.clock.wall()
+    run.state.unreadable = unreadable_videos(run)
     run.state.records = run.log.records
     run.log.flush()
     if run.info.is_main:
@@ -203,12 +214,16 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     return path
 
 
-def _resume(path: Path, fp: str, force: bool, net: nn.Module, opt: Optimization,
+def unreadable_videos(run: Run) -> list[int]:
+    """Indices of the training videos any rank has found unreadable (a collective: every rank calls it)."""
+    flags = run.data.train_set.unreadable.to(run.inputs.device, torch.float32)
+    return (D.all_reduce_tensor(flags, run.info) > 0).nonzero().flatten().tolist()
+
+
+def _resume(saved: dict | None, path: Path, net: nn.Module, opt: Optimization,
             sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
-    if not path.exists():
+    if saved is None:
         return None
-    saved = checkpoint.load(path)
-    checkpoint.check_fingerprint(saved, fp, str(path), force)
     checkpoint.load_model_weights(net, saved["model"], str(path))
     opt.optimizer.load_state_dict(saved["optimizer"])
     checkpoint.load_scaler_state(opt.scaler, saved.get("scaler"), str(path))

@@ -1,10 +1,13 @@
 """What a run reports: `metrics.jsonl` (training records per shape every `train.log_period` iterations,
-one per evaluation), TensorBoard when installed, and a progress bar. Only rank 0 writes; the other ranks
-get a silent log."""
+one per evaluation), `train.log` (every line the run prints, and the data's warnings such as skipped videos,
+with the time; appended to across resumes), TensorBoard when installed, and a progress bar. Only rank 0
+writes; the other ranks get a silent log."""
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +29,11 @@ class RunLog:
         self.total_iterations = total_iterations  # of the whole run: where `train.eval_points` fall
         self._tb = None
         self._bar = None
+        self._handlers: list[logging.Handler] = []
         if not enabled:
             return
+        self._text = open(out_dir / "train.log", "a", buffering=1)  # line-buffered: readable while running
+        self._watch_warnings(out_dir / "train.log")
         lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
         self.path.write_text("".join(lines[:keep_records]))
         self._file = open(self.path, "a")
@@ -57,12 +63,27 @@ class RunLog:
         """Advance the bar by `iterations` and show the last stage and shape, and the throughput."""
         if self._bar is not None:
             self._bar.update(iterations)
-            self._bar.set_postfix_str(f"stage {stage} {shape} {clips_per_s:.1f} clips/s", refresh=False)
+            self._bar.set_postfix_str(f"stage {stage}, clips {shape}, {clips_per_s:.1f} clips/s",
+                                      refresh=False)
+
+    def _watch_warnings(self, path: Path) -> None:
+        """Copy mgvideo's warnings (a skipped or truncated video; loader workers inherit the handler) into
+        `train.log`. Where nothing else shows them, they go to stderr too, as they did before."""
+        logger = logging.getLogger("mgvideo")
+        to_file = logging.FileHandler(path)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        self._handlers.append(to_file)
+        if not logging.getLogger().hasHandlers():  # logging's last resort would print them; keep that
+            self._handlers.append(logging.StreamHandler(sys.stderr))
+        for handler in self._handlers:
+            handler.setLevel(logging.WARNING)
+            logger.addHandler(handler)
 
     def message(self, text: str) -> None:
-        """A line above the bar."""
+        """A line above the bar, also appended to `train.log` with the time."""
         if self.enabled:
             tqdm.write(text)
+            self._text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
     def flush(self) -> None:
         """Make the records durable before a checkpoint refers to them."""
@@ -77,6 +98,10 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
         self._file.close()
+        self._text.close()
+        for handler in self._handlers:
+            logging.getLogger("mgvideo").removeHandler(handler)
+            handler.close()
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
-from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state
+from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state, unreadable_videos
 from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step
 from mgvideo.engine.window import NonFiniteLossError
 from mgvideo.multigrid.batchnorm import bn_groups_for, has_batchnorm, set_bn_groups
@@ -188,13 +188,13 @@ def close_window(run: Run, epoch: float) -> bool:
     last = records[-1]
     seconds = sum(r["batch"] / r["clips_per_s"] for r in records)
     clips_per_s = sum(r["batch"] for r in records) / max(seconds, 1e-9)
-    run.log.progress(iterations, last["stage"], f"{last['frames']}x{last['crop']}", clips_per_s)
+    run.log.progress(iterations, last["stage"], f"T={last['frames']} S={last['crop']}", clips_per_s)
     return late
 
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
-    """Precise BN: exact BN statistics over training batches at `shape` (spec §4); none without BN."""
+    """Precise BN: exact BN statistics over training batches at `shape`; none without BN."""
     if not has_batchnorm(run.net):
         return
     num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
@@ -227,7 +227,7 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
         result, scores, labels = evaluate_videos(run.net, run.data.val, run.inputs, run.info, "sum",
                                                  run.cfg.multi_label, run.cfg.test.max_failed_fraction)
         if run.state.step == run.log.total_iterations and not run.cfg.multi_label:
-            save_val_hits(run, scores, labels)
+            save_val_hits(run, scores, labels, result.get("failed", []))
         mark_evaluated(run, result)
         state = run.state
         run.log.write({"kind": "eval", "step": state.step,
@@ -240,12 +240,21 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     return result
 
 
-def save_val_hits(run: Run, scores: torch.Tensor, labels: torch.Tensor) -> None:
-    """The final model's top-1 hit (0/1) per validation video read, in video order (`val_hits.json`): what
-    the benchmark bootstraps its intervals from."""
+def save_val_hits(run: Run, scores: torch.Tensor, labels: torch.Tensor, failed: list[str]) -> None:
+    """The final model on each validation video read, in video order (`val_hits.json`): its name, label,
+    predicted class and top-1 hit (0/1); the benchmark bootstraps its intervals from the hits."""
     if run.info.is_main:
-        hits = (scores.argmax(1) == labels).int()
-        (run.out_dir / "val_hits.json").write_text(json.dumps(hits.tolist()))
+        names = [r.path for r in run.data.val.dataset.records if r.path not in set(failed)]
+        predicted = scores.argmax(1)
+        hits = {"videos": names, "labels": labels.tolist(), "predicted": predicted.tolist(),
+                "hits": (predicted == labels).int().tolist()}
+        (run.out_dir / "val_hits.json").write_text(json.dumps(hits))
+
+
+def read_val_hits(path: Path) -> list[int]:
+    """The per-video top-1 hits of a `val_hits.json` (also of the bare list older runs wrote)."""
+    data = json.loads(path.read_text())
+    return data["hits"] if isinstance(data, dict) else data
 
 
 def mark_evaluated(run: Run, result: dict[str, float]) -> None:
@@ -270,23 +279,29 @@ def checkpoint_due(run: Run, late: bool) -> bool:
 
 def finish(run: Run) -> dict[str, Any]:
     """Final weights (`model_final.pt`, a plain state dict), `summary.json` and the plots."""
-    state = run.state
+    state, train_set = run.state, run.data.train_set
+    # Multigrid trains multigrid.epoch_factor times the baseline's epochs (rounded to whole stages), each
+    # with far fewer iterations: `epochs` is this run's, `baseline_epochs` what solver.max_epoch asked for.
     summary = {
         "val": state.last_eval, "wall_clock_s": round(run.clock(), 1), "iterations": state.step,
-        "epochs": run.schedule.max_epoch, "samples": state.samples, "skipped_videos": state.skipped,
-        "baseline_iterations": baseline_iterations(run.cfg, len(run.data.train_set), run.info.world_size),
-        "schedule_iteration_saving": round(run.schedule.speedup(), 3),
+        "epochs": run.schedule.max_epoch, "baseline_epochs": run.cfg.solver.max_epoch,
+        "samples": state.samples,
+        "baseline_iterations": baseline_iterations(run.cfg, len(train_set), run.info.world_size),
     }
+    # The one iteration saving: the baseline schedule's iterations on the same data over this run's.
     summary["iteration_saving"] = round(summary["baseline_iterations"] / max(state.step, 1), 3)
-    flags = run.data.train_set.truncated.to(run.inputs.device, torch.float32)
-    found = D.all_reduce_tensor(flags, run.info)  # any rank's, since this process started
-    summary["truncated_videos"] = int((found > 0).sum())
+    flags = train_set.truncated.to(run.inputs.device, torch.float32)
+    truncated = D.all_reduce_tensor(flags, run.info)  # any rank's, since this process started
+    unreadable = [train_set.records[i].path for i in unreadable_videos(run)]  # since the run started
+    summary.update(truncated_videos=int((truncated > 0).sum()), skipped_videos=len(unreadable),
+                   unreadable_videos=unreadable, replaced_clips=state.skipped)
     if run.info.is_main:
         checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_run(run.out_dir)
-        if state.skipped:
-            run.log.message(f"skipped {state.skipped} unreadable videos in total")
+        if unreadable:
+            run.log.message(f"skipped {len(unreadable)} unreadable videos ({state.skipped} clips taken from "
+                            f"other videos instead): {', '.join(unreadable)}")
     D.barrier(run.info)
     return summary
 

@@ -7,7 +7,7 @@ from mgvideo.models.resnet3d import ResNet3D
 from mgvideo.models.slowfast import SlowFast, pack_pathways
 from mgvideo.models.vit import VideoViT
 from mgvideo.models.x3d import X3D
-from mgvideo.models.zoo import PRESETS, Preset, build_model
+from mgvideo.models.zoo import PRESETS, Preset, build_model, shape_multiple
 
 __all__ = [
     "PRESETS",
@@ -21,4 +21,5 @@ __all__ = [
     "from_pyslowfast",
     "pack_pathways",
     "read_hf_videomae",
+    "shape_multiple",
 ]

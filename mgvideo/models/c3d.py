@@ -23,7 +23,7 @@ class PlainC3D(nn.Module):
     clip's mean frame first."""
 
     def __init__(self, num_classes: int = 400, width: int = 16, dropout: float = 0.0,
-                 head_act: str = "softmax", in_channels: int = 3, remove_static: bool = True) -> None:
+                 head_act: str = "none", in_channels: int = 3, remove_static: bool = True) -> None:
         super().__init__()
         self.remove_static = remove_static
         layers, cin = [], in_channels

@@ -3,7 +3,9 @@
 Training: global average pooling per pathway, concat, dropout, linear -> logits (B, classes).
 Evaluation: average pooling with the reference's fixed window (`pool_size`, stride 1) when one is given and
 fits, otherwise global; the linear layer applied at every pooled position, the activation, then the mean over
-positions -> (B, classes) probabilities.
+positions -> (B, classes). The activation is "none" unless asked for: a model returns logits in both modes,
+so `cross_entropy` on eval outputs is right. `act="softmax"` (or "sigmoid") gives the reference's
+probabilities averaged over positions; `output_activation(model)` says which a model returns.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ def _activate_and_average(x: Tensor, act: str) -> Tensor:
     return x.mean(dim=(1, 2, 3))
 
 
+def output_activation(model: nn.Module) -> str:
+    """The activation a model applies to its eval-mode outputs: "none" (logits), "softmax" or "sigmoid"
+    (the model was built asking for probabilities, `head_act`). Looks through DDP and torch.compile."""
+    for module in model.modules():
+        act = getattr(module, "head_act", None) or getattr(module, "act", None)
+        if isinstance(act, str) and act in HEAD_ACTIVATIONS:
+            return act
+    return "none"
+
+
 def _check_act(act: str) -> None:
     if act not in HEAD_ACTIVATIONS:
         raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {act!r}")
@@ -60,7 +72,7 @@ class ResNetBasicHead(nn.Module):
         dims_in: Sequence[int],
         num_classes: int,
         dropout: float = 0.5,
-        act: str = "softmax",
+        act: str = "none",
         pool_sizes: Sequence[Sequence[int] | None] | None = None,
     ) -> None:
         super().__init__()
@@ -87,7 +99,7 @@ class X3DHead(nn.Module):
         dim_out: int,
         num_classes: int,
         dropout: float = 0.5,
-        act: str = "softmax",
+        act: str = "none",
         pool_size: Sequence[int] | None = None,
         bn_lin5: bool = False,
     ) -> None:

@@ -83,7 +83,7 @@ class ResNet3D(nn.Module):
         nonlocal_pool: Sequence[Sequence[int] | None] = DEFAULT_NONLOCAL_POOL,
         nonlocal_instantiation: str = "softmax",
         dropout: float = 0.5,
-        head_act: str = "softmax",
+        head_act: str = "none",
         head_pool_size: Sequence[int] | None = None,
         in_channels: int = 3,
         zero_init_final_bn: bool = True,

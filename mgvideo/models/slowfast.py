@@ -86,7 +86,7 @@ class SlowFast(nn.Module):
         nonlocal_pool: Sequence[Sequence[Sequence[int] | None]] | None = None,
         nonlocal_instantiation: str = "dot_product",
         dropout: float = 0.5,
-        head_act: str = "softmax",
+        head_act: str = "none",
         head_pool_sizes: Sequence[Sequence[int]] | None = None,
         in_channels: int = 3,
         zero_init_final_bn: bool = True,
@@ -94,6 +94,7 @@ class SlowFast(nn.Module):
     ) -> None:
         super().__init__()
         self.alpha = alpha
+        self.shape_multiple = (alpha, 1)  # frames: whole slow-pathway steps (zoo.shape_multiple)
         depths = tuple(stage_depths) if stage_depths is not None else stage_depths_for(depth)
         pools = nonlocal_pool or [(p, p) for p in DEFAULT_NONLOCAL_POOL]
         kernels = TEMPORAL_KERNELS["slowfast"]

@@ -93,8 +93,8 @@ class VideoViT(nn.Module):
 
     `frames` and `crop` fix the native token grid of the position table (the checkpoint's shape).
     `drop_path` is the last block's rate (linearly increasing from 0, as VideoMAE), `dropout` the head's.
-    As the zoo's CNN heads, it returns logits in training and `head_act` (softmax, sigmoid or none) of
-    them in eval mode. `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each
+    As the zoo's CNN heads, it returns logits, in eval mode too unless built with `head_act` softmax or
+    sigmoid (probabilities). `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each
     clip's mean frame first, so the model sees what moves.
     """
 
@@ -103,7 +103,7 @@ class VideoViT(nn.Module):
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
                  dropout: float = 0.0, attn_dropout: float = 0.0, mean_pooling: bool = True,
                  norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, head_init_scale: float = 1.0,
-                 head_act: str = "softmax", remove_static: bool = False) -> None:
+                 head_act: str = "none", remove_static: bool = False) -> None:
         super().__init__()
         if head_act not in HEAD_ACTIVATIONS:
             raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {head_act!r}")
@@ -112,6 +112,7 @@ class VideoViT(nn.Module):
             raise ValueError(f"native shape {frames}x{crop} is not a multiple of tubelet {tubelet_size} "
                              f"and patch {patch_size}")
         self.tubelet_size, self.patch_size = tubelet_size, patch_size
+        self.shape_multiple = (tubelet_size, patch_size)  # whole tubelets and patches (zoo.shape_multiple)
         self.grid = (frames // tubelet_size, crop // patch_size, crop // patch_size)
         kernel = (tubelet_size, patch_size, patch_size)
         self.patch_embed = nn.Sequential()

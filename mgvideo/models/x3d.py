@@ -126,7 +126,7 @@ class X3D(nn.Module):
         num_groups: int = 1,
         bn_lin5: bool = False,
         dropout: float = 0.5,
-        head_act: str = "softmax",
+        head_act: str = "none",
         head_pool_size: Sequence[int] | None = None,
         in_channels: int = 3,
         zero_init_final_bn: bool = True,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,19 +133,38 @@ def model_fields(family: str) -> list[str]:
     return [name for name in params if name != "self"]
 
 
-def shape_multiple(name: str, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
-    """(frames, crop) multiples a preset needs: a ViT's tubelet and patch sizes; (1, 1) for CNNs."""
-    preset = PRESETS.get(name)
-    if preset is None or preset.family != "vit":
+def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(frames, crop) multiples a model needs, for `MultigridConfig(shape_multiple=...)`: a SlowFast's alpha
+    (its slow pathway takes every alpha-th frame, and the fusions stride by alpha), a ViT's tubelet and
+    patch sizes; (1, 1) for other CNNs. `model` is a preset name (with its `overrides`) or a built model
+    (its `shape_multiple` attribute, (1, 1) where it has none)."""
+    if isinstance(model, nn.Module):
+        model = getattr(model, "module", model)  # DDP
+        return tuple(getattr(model, "shape_multiple", (1, 1)))
+    preset = PRESETS.get(model)
+    if preset is None:  # not a preset: building it reports that (get_preset)
         return (1, 1)
     kwargs = {**preset.kwargs, **(overrides or {})}
-    return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
+    if preset.family == "vit":
+        return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
+    if preset.family == "slowfast":
+        return (int(kwargs.get("alpha", 4)), 1)
+    return (1, 1)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; an unknown name is a ConfigError with the closest names suggested."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(str(name), sorted(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"model.name: unknown preset {name!r}{hint}; valid choices: "
+                          f"{', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
 
 
 def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     """Build preset `name` for `num_classes`; `overrides` replace constructor arguments (e.g. dropout=0.0)."""
-    if name not in PRESETS:
-        raise ConfigError(f"model: unknown preset {name!r}; valid choices: {', '.join(sorted(PRESETS))}")
+    get_preset(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
     preset = PRESETS[name]

@@ -10,7 +10,9 @@ from mgvideo.multigrid.schedule import MultigridSchedule
 
 @dataclass(frozen=True)
 class LRConfig:
-    """Base LR and linear warmup. Defaults: the Kinetics SlowFast 8x8 recipe (spec §1.5, §3)."""
+    """Base LR and linear warmup. Defaults: the Kinetics SlowFast 8x8 recipe (PySlowFast's
+    SLOWFAST_8x8_R50_stepwise_multigrid: LR 0.1, 34 warmup epochs from 0.01); a shorter schedule needs its
+    own `warmup_epochs` (`lr_at` refuses a warmup longer than the run)."""
 
     base_lr: float = 0.1
     warmup_epochs: float = 34.0
@@ -38,6 +40,16 @@ def warmup_epochs(schedule: MultigridSchedule, cfg: LRConfig) -> float:
     return cfg.warmup_epochs * (schedule.epoch_stretch if cfg.rescale_warmup else 1.0)
 
 
+def check_warmup_of(schedule: MultigridSchedule, cfg: LRConfig) -> None:
+    """Raise ConfigError when the warmup outlasts the run: the whole run would be a slow ramp (often
+    downward, from a start LR above the stepped-down LR), never reaching the schedule's LR."""
+    warmup = warmup_epochs(schedule, cfg)
+    if warmup > schedule.max_epoch:
+        default = " (the default: the Kinetics recipe's)" if cfg.warmup_epochs == 34.0 else ""
+        raise ConfigError(f"warmup_epochs: the warmup of {warmup:g} epochs{default} is longer than the "
+                          f"{schedule.max_epoch}-epoch run; set it below {schedule.max_epoch} (0 for none)")
+
+
 def policy_lr(epoch: float, schedule: MultigridSchedule, cfg: LRConfig) -> float:
     """The LR at a fractional epoch before warmup: base LR × the schedule's relative LR (steps with the
     long-cycle batch multiplier B, or cosine × B), with B replaced by √B under `batch_scaling='sqrt'`."""
@@ -56,6 +68,8 @@ def lr_at(epoch: float, schedule: MultigridSchedule, cfg: LRConfig) -> float:
     """
     lr = policy_lr(epoch, schedule, cfg)
     warmup = warmup_epochs(schedule, cfg)
+    if warmup > schedule.max_epoch:
+        check_warmup_of(schedule, cfg)
     if epoch < warmup:
         end = policy_lr(warmup, schedule, cfg)
         lr = cfg.warmup_start_lr + epoch * (end - cfg.warmup_start_lr) / warmup

@@ -25,7 +25,7 @@ class ClipShape:
 
     frames: int
     crop: int
-    min_rate: int  # temporal sampling rate is drawn uniformly from [min_rate, max_rate] (spec §5)
+    min_rate: int  # temporal sampling rate is drawn uniformly from [min_rate, max_rate]
     max_rate: int
     base_crop: int  # the recipe's full crop S; scale jitter shrinks with crop / base_crop
     stage_batch: int  # this device's long-cycle batch of the stage (BN groups follow it)
@@ -75,7 +75,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class MultigridConfig:
-    """The recipe's inputs. Defaults: Kinetics SlowFast 8x8 stepwise (spec §1.5)."""
+    """The recipe's inputs. Defaults: PySlowFast's Kinetics SLOWFAST_8x8_R50_stepwise_multigrid."""
 
     frames: int = 32
     crop: int = 224
@@ -90,7 +90,7 @@ class MultigridConfig:
     short_cycle_factors: tuple[float, ...] = DEFAULT_SHORT_CYCLE_FACTORS
     sampling_rate: int = 2
     # False reproduces the reference (short-cycle crops from the default S); True scales them from the
-    # current stage's crop, so every stage gets the full ×4, ×2 cycle (spec §9, issue #429).
+    # current stage's crop, so every stage gets the full ×4, ×2 cycle (PySlowFast issue #429).
     short_cycle_relative: bool = False
     # Short-side jitter of a smaller crop. 'reference': only the lower bound shrinks with the crop, so
     # small crops are often zoomed-in views (PySlowFast). 'same_view': both bounds shrink, so a coarse
@@ -180,7 +180,7 @@ def _lr_steps(cfg: MultigridConfig) -> list[int]:
 
 
 class _ShapeRule:
-    """Base shapes, short-cycle slots and allocation batch sizes of one recipe (spec §1.2, §2)."""
+    """Base shapes, short-cycle slots and allocation batch sizes of one recipe."""
 
     def __init__(self, cfg: MultigridConfig):
         self.cfg = cfg
