@@ -154,6 +154,77 @@ class _AllReduceSum(torch.autograd.Function):
         return grad, None
 
 
+_STAT_DIMS = (0, 3, 4, 5)  # of the (N/k, k, C, T, H, W) view: everything but the group and the channel
+
+
+class _GroupBatchNorm(torch.autograd.Function):
+    """Batch norm of (N, C, ...) with statistics per (group, channel), clip i in group i % k, for input
+    that is not contiguous (channels-last), where merging groups into channels is not a view. Nothing
+    full-size is copied: per-clip sums (fast reductions over T x H x W), folded per group, and elementwise
+    ops over the (N/k, k, C, ...) view, which splitting the batch dimension makes in any layout. Sums and
+    per-channel factors are fp32 for reduced-precision input, as ``batch_norm``'s are. Returns the output
+    and the per-group mean and biased variance, each (1, k, C, 1, 1, 1)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                eps: float):
+        x6 = _grouped(x, k)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        count = x.numel() // (k * x.shape[1])
+        mean = _group_sum(x.sum(_SPACE, dtype=acc), k) / count
+        square = _group_sum(torch.linalg.vector_norm(x, 2, _SPACE, dtype=acc).square_(), k) / count
+        var = (square - mean * mean).clamp_min_(0)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight.view(_CHANNEL)
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias.view(_CHANNEL)
+        if torch.compiler.is_compiling():  # the compiler fuses the cast; out= would lose the layout
+            y = torch.addcmul(shift, x6, scale).to(x.dtype).view(x.shape)
+        else:  # computed in fp32, written in x's dtype and layout (channels-last stays so)
+            y = torch.empty_like(x)
+            torch.addcmul(shift, x6, scale, out=_grouped(y, k))
+        ctx.k, ctx.bias_dtype = k, None if bias is None else bias.dtype
+        ctx.save_for_backward(x, mean, invstd, weight)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, *_):
+        x, mean, invstd, weight = ctx.saved_tensors
+        k, acc = ctx.k, mean.dtype
+        count = x.numel() // (k * x.shape[1])
+        centred = _grouped(x, k) - mean.to(x.dtype)  # in x's dtype: sum(dy * (x - mean)) cannot cancel
+        grad6 = _grouped(grad, k)
+        sum_grad = _group_sum(grad.sum(_SPACE, dtype=acc), k)
+        dot = _group_sum((grad6 * centred).view(x.shape).sum(_SPACE, dtype=acc), k)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:  # dx = a * dy + b * (x - mean) + c, per (group, channel)
+            a = invstd if weight is None else invstd * weight.view(_CHANNEL)
+            b = -a * invstd * invstd * dot / count
+            c = -a * sum_grad / count
+            dx = torch.addcmul(c, centred, b, out=centred).addcmul_(grad6, a).view(x.shape)
+        if ctx.needs_input_grad[2]:
+            dw = (dot * invstd).sum((0, 1)).flatten().to(weight.dtype)
+        if ctx.needs_input_grad[3]:
+            db = sum_grad.sum((0, 1)).flatten().to(ctx.bias_dtype)
+        return dx, None, dw, db, None
+
+
+_SPACE = (2, 3, 4)  # T, H, W of (N, C, T, H, W)
+_CHANNEL = (1, 1, -1, 1, 1, 1)  # a per-channel vector against the (N/k, k, C, T, H, W) view
+
+
+def _grouped(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, ...) as (N/k, k, C, ...): clip i at [i // k, i % k]; a view in any memory format."""
+    return x.view(x.shape[0] // k, k, *x.shape[1:])
+
+
+def _group_sum(per_clip: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-clip (N, C) sums folded into per-group (1, k, C, 1, 1, 1) sums."""
+    return _grouped(per_clip, k).sum(0, keepdim=True)[..., None, None, None]
+
+
 class SubBatchNorm3d(nn.BatchNorm3d):
     """``BatchNorm3d`` that, in training, normalises groups of clips (or pools ranks) with their own stats.
 
@@ -203,22 +274,28 @@ class SubBatchNorm3d(nn.BatchNorm3d):
             raise ConfigError(
                 f"SubBatchNorm3d: a batch of {n} clips cannot be split into {k} equal BN groups; plan the "
                 "groups with bn_groups_for() (it falls back to a divisor of the batch)")
+        if x.is_contiguous():  # (N, C, ...) as (N/k, k*C, ...) is a view: one fused batch_norm call
+            return self._forward_reshaped(x, factor)
+        y, mean, var = _GroupBatchNorm.apply(x, k, self.weight, self.bias, self.eps)
+        if factor is not None:
+            self._update_running(mean.view(k, c), var.view(k, c), x.numel() // c, factor)
+        return y
+
+    def _forward_reshaped(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
+        k, (n, c) = self.groups, x.shape[:2]
         mean = var = None
         if factor is not None:  # momentum 1 makes batch_norm leave each group's stats in these buffers
             mean = torch.zeros(c * k, device=x.device, dtype=self.running_mean.dtype)
             var = torch.ones(c * k, device=x.device, dtype=self.running_var.dtype)
-        # Viewing (N, C, ...) as (N/k, k*C, ...) puts clip i's channels in block i % k: one fused call.
+        # Viewing (N, C, ...) as (N/k, k*C, ...) puts clip i's channels in block i % k.
         weight = None if self.weight is None else self.weight.repeat(k)
         bias = None if self.bias is None else self.bias.repeat(k)
-        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), mean, var, weight, bias, True, 1.0, self.eps)
+        y = F.batch_norm(x.view(n // k, c * k, *x.shape[2:]), mean, var, weight, bias, True, 1.0, self.eps)
         if factor is not None:
             per_group = x.numel() // (c * k)
             self._update_running(mean.view(k, c), var.view(k, c) * ((per_group - 1) / per_group),
                                  per_group * k, factor)
-        y = y.reshape(x.shape)
-        if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-            y = y.contiguous(memory_format=torch.channels_last_3d)  # keep the next conv on its fast path
-        return y
+        return y.view(x.shape)
 
     def _forward_sync(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
         c = x.shape[1]
