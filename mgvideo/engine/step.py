@@ -73,9 +73,10 @@ def forward_backward(opt: Optimization, clips: torch.Tensor, labels: torch.Tenso
 
 def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """Around one micro-batch's backward: DDP all-reduces the gradients only when `sync` (the last one)."""
-    if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
-        return contextlib.nullcontext()  # a compiled DDP model is not skipped: correct, only slower
-    return model.no_sync()
+    ddp = getattr(model, "_orig_mod", model)  # torch.compile's wrapper holds the DDP module
+    if sync or not isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return ddp.no_sync()
 
 
 def optimizer_step(opt: Optimization) -> None:
