@@ -23,6 +23,7 @@ from typing import Any
 
 from mgvideo.bench import tta_report as R
 from mgvideo.config import Config, bench_variant_config, load_config_with, resolve_recipe
+from mgvideo.engine.distributed import keep_process_group
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.random_shapes import RandomShapeSchedule
 from mgvideo.multigrid.schedule import MultigridSchedule
@@ -135,6 +136,7 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
     """Every variant for every seed, interleaved by seed (baseline first, so each seed's target is fixed
     before the others run); returns the JSON summary and writes tta.md, tta.json and tta.png to `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    keep_process_group()  # under torchrun: one process group for every run, not one per run
     flops = clip_gflops_fn(cfg)
     runs: list[R.RunFigures] = []
     started = time.perf_counter()

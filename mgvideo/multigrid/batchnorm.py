@@ -28,6 +28,7 @@ Precise BN (``precise_bn.update_bn_stats``) replaces the buffers with exact popu
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,7 @@ __all__ = [
     "convert_model",
     "set_bn_groups",
     "sync_group",
+    "release_sync_groups",
     "has_batchnorm",
 ]
 
@@ -111,50 +113,62 @@ def bn_groups_for(
     return BNPlan(sync_size=_largest_divisor_at_most(world_size, bn_base_size // clips))
 
 
-_SYNC_GROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
+# The BN sync groups of the live default process group, by size. `release_sync_groups` empties it before
+# the default group is destroyed: a cached group would keep its gloo/NCCL state alive past
+# destroy_process_group (an abort at interpreter exit), and would be stale for the next default group.
+_SYNC_GROUPS: dict[int, dist.ProcessGroup] = {}
+_SYNC_OWNER: list[weakref.ref] = []  # the default group the cached ones were made under
 
 
 def sync_group(size: int) -> dist.ProcessGroup:
-    """The process group of ``size`` consecutive ranks that holds this rank, created once and cached.
+    """The process group of ``size`` consecutive ranks that holds this rank, created once per default
+    process group and cached.
 
     The first call for a given size is collective: every rank must make it, in the same order, because
     ``new_group`` is called on every rank for every block of ranks.
     """
     if not (dist.is_available() and dist.is_initialized()):
         raise ConfigError(f"cross-device BN over {size} ranks needs torch.distributed to be initialised")
+    world_group = dist.group.WORLD
+    if not _SYNC_OWNER or _SYNC_OWNER[0]() is not world_group:  # a new default group: start afresh
+        release_sync_groups()
+        _SYNC_OWNER.append(weakref.ref(world_group))
     world, rank = dist.get_world_size(), dist.get_rank()
-    key = (size, world)
-    if key not in _SYNC_GROUPS:
+    if size not in _SYNC_GROUPS:
         if world % size:
             raise ConfigError(f"BN sync_size={size} does not divide world_size={world}")
         if size == world:
-            _SYNC_GROUPS[key] = dist.group.WORLD
+            _SYNC_GROUPS[size] = world_group
         else:
             for start in range(0, world, size):
                 group = dist.new_group(list(range(start, start + size)))
                 if start <= rank < start + size:
-                    _SYNC_GROUPS[key] = group
-    return _SYNC_GROUPS[key]
+                    _SYNC_GROUPS[size] = group
+    return _SYNC_GROUPS[size]
+
+
+def release_sync_groups() -> None:
+    """Forget the cached BN sync groups; call it before ``dist.destroy_process_group`` (then gc.collect())."""
+    _SYNC_GROUPS.clear()
+    _SYNC_OWNER.clear()
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """Sum over a process group; the gradient of every rank's input is the summed output gradient."""
+    """Sum over the BN sync group of ``size`` ranks; the gradient of every rank's input is the summed
+    output gradient. The graph keeps the size, not the group, so no graph keeps a group alive."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
+    def forward(ctx, tensor: torch.Tensor, size: int) -> torch.Tensor:
+        ctx.size = size
         out = tensor.clone()
-        dist.all_reduce(out, group=group)
+        dist.all_reduce(out, group=sync_group(size))
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.clone()
-        dist.all_reduce(grad, group=ctx.group)
+        dist.all_reduce(grad, group=sync_group(ctx.size))
         return grad, None
-
-
-_STAT_DIMS = (0, 3, 4, 5)  # of the (N/k, k, C, T, H, W) view: everything but the group and the channel
 
 
 class _GroupBatchNorm(torch.autograd.Function):
@@ -305,7 +319,7 @@ class SubBatchNorm3d(nn.BatchNorm3d):
         count = local_mean.new_full((1,), x.numel() // c)
         # Sums of x and x^2 (and the count) over the group; the reduction is differentiable.
         sums = torch.cat([local_mean * count, (local_var + local_mean * local_mean) * count, count])
-        sums = _AllReduceSum.apply(sums, sync_group(self.sync_size))
+        sums = _AllReduceSum.apply(sums, self.sync_size)
         total = sums[-1]
         mean = sums[:c] / total
         var = (sums[c:2 * c] / total - mean * mean).clamp_min(0)
