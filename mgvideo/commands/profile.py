@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mgvideo.engine.step import safe_kernels
+from mgvideo.engine.step import autocast, safe_kernels
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
 from mgvideo.multigrid.batchnorm import bn_groups_for, convert_model, set_bn_groups
@@ -125,8 +125,8 @@ def time_shape(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        with safe_kernels(device, amp_dtype):  # the training step's kernels
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with safe_kernels(device, amp_dtype):  # the training step's kernels and autocast
+            with autocast(device, amp_dtype):
                 logits = model(clip)
             F.cross_entropy(logits.float(), labels).backward()
         if device.type == "cuda":
