@@ -193,7 +193,7 @@ class _GroupBatchNorm(torch.autograd.Function):
         shift = -mean * scale
         if bias is not None:
             shift = shift + bias.view(_CHANNEL)
-        if torch.compiler.is_compiling():  # the compiler fuses the cast; out= would lose the layout
+        if _compiling():  # the compiler fuses the cast; out= would lose the layout
             y = torch.addcmul(shift, x6, scale).to(x.dtype).view(x.shape)
         else:  # computed in fp32, written in x's dtype and layout (channels-last stays so)
             y = torch.empty_like(x)
@@ -227,6 +227,12 @@ class _GroupBatchNorm(torch.autograd.Function):
 
 _SPACE = (2, 3, 4)  # T, H, W of (N, C, T, H, W)
 _CHANNEL = (1, 1, -1, 1, 1, 1)  # a per-channel vector against the (N/k, k, C, T, H, W) view
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (torch.compiler.is_compiling, 2.3+)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _grouped(x: torch.Tensor, k: int) -> torch.Tensor:
