@@ -1,7 +1,7 @@
 """Helpers of scripts/gpu_check.sh: the sync check, the compile measurement, the loader measurement and
 the report.
 
-    python scripts/gpu_check.py syncs CONFIG OUT.jsonl [--amp bf16,fp16] [key=value ...]
+    python scripts/gpu_check.py syncs --out OUT.jsonl [--amp bf16,fp16] CONFIG [key=value ...]
     python scripts/gpu_check.py compile MODEL --config CONFIG --out OUT.jsonl [--shapes N] [--backend B]
     python scripts/gpu_check.py loader CONFIG OUT.json [--workers N] [--clips K] [key=value ...]
     python scripts/gpu_check.py report OUTDIR
@@ -322,11 +322,11 @@ def markdown(result: dict, out: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(required=True)
-    p = sub.add_parser("syncs")
-    p.add_argument("config")
-    p.add_argument("out")
+    p = sub.add_parser("syncs")  # options first: the config's overrides follow it
+    p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--amp", default="bf16", help="comma-separated train.amp values, checked in turn")
+    p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=syncs)
     p = sub.add_parser("compile")

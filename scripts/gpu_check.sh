@@ -164,10 +164,11 @@ part() {
 
 rm -f "$OUT"/parts.jsonl "$OUT"/syncs.jsonl "$OUT"/profile*.jsonl "$OUT"/compile.jsonl
 # mgvideo profile's rows, one JSON object per line as each shape is measured: bash -c CMD PYTHON FILE ARGS...
-TO_JSONL='"$0" -m mgvideo profile "${@:2}" > "$1"'
+# exec: the time limit's SIGINT must reach Python itself, not a shell waiting on it.
+TO_JSONL='exec "$0" -m mgvideo profile "${@:2}" > "$1"'
 PROFILE+=(--device "$DEVICE" --amp bf16 --json)
-part syncs "${LIMITS[0]}" "$PYTHON" scripts/gpu_check.py syncs "${SYNCS[@]}" "$OUT/syncs.jsonl" \
-  --amp "$AMPS" train.device="$DEVICE"
+part syncs "${LIMITS[0]}" "$PYTHON" scripts/gpu_check.py syncs --amp "$AMPS" --out "$OUT/syncs.jsonl" \
+  "${SYNCS[@]}" train.device="$DEVICE"
 part profile "${LIMITS[1]}" bash -c "$TO_JSONL" "$PYTHON" "$OUT/profile.jsonl" "${PROFILE[@]}" --channels-last
 part profile_cf "${LIMITS[2]}" bash -c "$TO_JSONL" "$PYTHON" "$OUT/profile_cf.jsonl" "${PROFILE[@]}"
 part compile "${LIMITS[3]}" "$PYTHON" scripts/gpu_check.py compile "${COMPILE[@]}" --device "$DEVICE" \
