@@ -43,9 +43,10 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
 
 def test_a_part_stopped_at_its_limit_keeps_its_finished_rows(tmp_path):
     # GPU_CHECK_LIMITS applies to --smoke: every part but profile gets 1 s (stopped at once), and profile,
-    # with 50 timed iterations per shape, is stopped partway through its 10 shapes.
+    # with 400 timed iterations per shape (about 20 s a shape on an idle 2-core CPU, 5x that on a busy one),
+    # is stopped partway through its 10 shapes.
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-           "GPU_CHECK_LIMITS": "1 200 1 1 1 1 1 1", "GPU_CHECK_ITERS": "50"}
+           "GPU_CHECK_LIMITS": "1 240 1 1 1 1 1 1", "GPU_CHECK_ITERS": "400"}
     done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=850)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # parts stopped: noted, not fatal
