@@ -193,3 +193,65 @@ def test_bad_plans_name_the_field():
         set_bn_groups(nn.Sequential(nn.BatchNorm3d(2)), BNPlan(groups=2))
     with pytest.raises(ConfigError, match="torch.distributed"):
         set_bn_groups(convert_model(_net()), BNPlan(sync_size=2))
+
+
+def _full_size_copies(fn, numel: int) -> list[str]:
+    """The copying aten ops (copy_, clone, _to_copy, contiguous) that `fn` runs on full-size tensors."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    copying = {"copy_", "clone", "_to_copy", "contiguous", "_reshape_copy"}
+    seen = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            full = isinstance(out, torch.Tensor) and out.numel() >= numel
+            if full and func.overloadpacket.__name__ in copying:
+                seen.append(str(func))
+            return out
+
+    with Watch():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_groups_make_no_full_size_copy_and_match_per_group_bn(dtype):
+    torch.manual_seed(3)
+    shape, groups = (8, 6, 3, 4, 5), 4
+    x = (torch.randn(shape) * 2 + 3).to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    grad_out = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    sub = _random_bn(6)
+    sub.groups = groups
+    x.requires_grad_()
+
+    def step():
+        y = sub(x)
+        y.backward(grad_out)
+        return y
+
+    assert _full_size_copies(step, x.numel()) == []  # plain BatchNorm3d makes none either
+    y = sub(x.detach().requires_grad_())  # values: against BatchNorm3d on each group, in fp32
+    assert y.is_contiguous(memory_format=torch.channels_last_3d) and y.dtype == dtype
+    ref_x = x.detach().float().requires_grad_()
+    ref_out = torch.empty(shape)
+    for j in range(groups):
+        bn = nn.BatchNorm3d(6)
+        bn.load_state_dict(_random_bn(6).state_dict())
+        part = bn(ref_x[j::groups])
+        (part * grad_out[j::groups].float()).sum().backward()
+        ref_out[j::groups] = part.detach()
+    tol = {"atol": 1e-5, "rtol": 0} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
+    torch.testing.assert_close(y.float(), ref_out, **tol)
+    torch.testing.assert_close(x.grad.float(), ref_x.grad, **tol)
+
+
+def test_groups_of_a_strided_micro_batch_match():
+    # A micro-batch holds every k-th clip of the step's batch: a non-contiguous view of its clips.
+    torch.manual_seed(4)
+    whole = torch.randn(8, 3, 2, 3, 3).contiguous(memory_format=torch.channels_last_3d)
+    sub, same = _random_bn(3), _random_bn(3)
+    sub.groups = same.groups = 2
+    y = sub(whole[1::2])
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(y, same(whole[1::2].contiguous()))

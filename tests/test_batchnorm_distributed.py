@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from test_distributed import free_port
 from torch import nn
 
+from mgvideo.engine import distributed as D
 from mgvideo.multigrid.batchnorm import (
     BNPlan,
     SubBatchNorm3d,
@@ -67,7 +68,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 "running": (bn.running_mean, bn.running_var), "tracked": bn.num_batches_tracked,
                 "precise": (precise.running_mean, precise.running_var)},
                os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    D.leave()  # the teardown that leaves nothing holding the group (an abort at exit otherwise)
 
 
 @pytest.mark.multiprocess
@@ -103,3 +104,41 @@ def test_cross_device_bn_matches_single_process_bn(tmp_path):
     for res in results:
         torch.testing.assert_close(res["precise"][0].double(), values.mean(1), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(res["precise"][1].double(), values.var(1), atol=1e-5, rtol=1e-5)
+
+
+PAIRS = 4  # ranks; BN statistics pooled over ranks {0, 1} and {2, 3}: groups from dist.new_group
+
+
+def _pairs_worker(rank: int, port: int, out_dir: str) -> None:
+    import gc
+    import weakref
+
+    from mgvideo.multigrid.batchnorm import sync_group
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=PAIRS)
+    x = torch.randn(2 * PAIRS, CHANNELS, 2, 3, 3, generator=torch.Generator().manual_seed(5)) * 2 + 1
+    model = convert_model(nn.Sequential(nn.BatchNorm3d(CHANNELS)), bn_base_size=4)
+    plan = bn_groups_for(2, 2, bn_base_size=4, world_size=PAIRS)  # 2 clips a rank, groups of 4 clips
+    set_bn_groups(model, plan)
+    mine = x[2 * rank:2 * rank + 2].clone().requires_grad_()
+    out = model(mine)
+    out.sum().backward()  # `out` and its graph stay alive below, as a caller's would
+    group = weakref.ref(sync_group(2))
+    D.leave()  # the teardown: no cached group, no graph, may keep the process group alive
+    gc.collect()
+    torch.save({"plan": plan, "out": out.detach(), "group_alive": group() is not None},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(180)
+def test_bn_pooled_over_pairs_of_four_ranks_and_torn_down_cleanly(tmp_path):
+    mp.spawn(_pairs_worker, args=(free_port(), str(tmp_path)), nprocs=PAIRS, join=True)
+    x = torch.randn(2 * PAIRS, CHANNELS, 2, 3, 3, generator=torch.Generator().manual_seed(5)) * 2 + 1
+    for rank in range(PAIRS):
+        res = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert res["plan"] == BNPlan(sync_size=2)
+        pair = rank // 2
+        expected = nn.BatchNorm3d(CHANNELS)(x[4 * pair:4 * pair + 4])[2 * (rank % 2):2 * (rank % 2) + 2]
+        torch.testing.assert_close(res["out"], expected.detach(), atol=1e-5, rtol=0)  # the pair, not WORLD
+        assert not res["group_alive"]  # nothing outlives destroy_process_group (the abort at exit)

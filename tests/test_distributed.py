@@ -75,3 +75,43 @@ def test_max_restarts_resumes_after_a_killed_rank(tmp_path, single):
     two = train(tmp_path, 2, "train.checkpoint_every_iters=4", crash=(10, 1), restarts=1)
     assert "resumed from" in (tmp_path / "launch.log").read_text()
     assert_close(two, single)
+
+
+BENCH_2 = """\
+bench: {seeds: 1, eval_points: 1}
+data: {dataset: synthetic, root: %s, synthetic_size: small, num_classes: 20, frames: 8, crop: 32,
+       sampling_rate: 2, workers: 0}
+model: {name: r3d_tiny, options: {width_per_group: 4}, bn_base_size: 2}
+solver: {batch_size: 2, base_lr: 0.01, steps: [0, 1], max_epoch: 2, warmup_epochs: 0.0}
+train: {device: cpu, precise_bn_batches: 1, checkpoint_minutes: 0, log_period: 50}
+"""
+
+
+def _bench_worker(rank: int, port: int, config: str, out: str) -> None:
+    """One rank of a 2-process `bench tta` (what torchrun would start), counting process-group joins."""
+    import torch.distributed as dist
+
+    from mgvideo.bench.tta import load_bench, run_bench
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    joins = []
+    init = dist.init_process_group
+    dist.init_process_group = lambda *args, **kwargs: joins.append(1) or init(*args, **kwargs)
+    spec, cfg = load_bench(config)
+    summary = run_bench(spec, cfg, Path(out), log=lambda line: None)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"joins": len(joins), "runs": [
+        r["variant"] for r in summary["runs"]], "live": dist.is_initialized()}))
+
+
+def test_a_two_process_bench_of_two_runs_shares_one_process_group(tmp_path):
+    # bench tta trains its runs in turn in the same processes; joining a process group per run reused the
+    # store's keys and kept the BN sync groups of a destroyed group. Here BN pools the 2 ranks (sync_size 2).
+    import torch.multiprocessing as mp
+
+    config = tmp_path / "bench.yaml"
+    config.write_text(BENCH_2 % (REPO / "runs" / "data" / "synthetic_small"))
+    mp.spawn(_bench_worker, args=(free_port(), str(config), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result == {"joins": 1, "runs": ["baseline", "multigrid"], "live": True}  # left at exit

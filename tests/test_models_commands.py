@@ -27,12 +27,12 @@ def test_models_json_lists_every_preset_with_its_costs(capsys):
 def test_profile_covers_every_multigrid_shape(capsys):
     args = ["profile", "r3d_tiny", "--iters", "1", "--batch-size", "1", "--bn-base-size", "1", "--json"]
     assert main(args) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # one object per line
     shapes = [(r["batch"], r["frames"], r["crop"]) for r in rows]
     assert len(set(shapes)) == 8  # K400 default factors: 3 short-cycle shapes x 4 stages, distinct
     with_bn = [(*shape, r["bn_groups"]) for shape, r in zip(shapes, rows)]
     assert len(with_bn) == len(set(with_bn))  # a shape recurs only with other BN groups (another stage)
-    assert shapes[-1] == (1, 16, 64) and rows[-1]["time_ratio"] == 1.0
+    assert shapes[0] == (1, 16, 64) and rows[0]["time_ratio"] == 1.0  # the full shape first
     # Stage 0, first short-cycle slot: 8x long cycle x 2x short cycle; BN groups follow the stage batch
     # (8 clips, groups of 1), as in training.
     assert rows[shapes.index((16, 4, 32))]["bn_groups"] == 8
@@ -79,3 +79,34 @@ def test_profile_reports_a_shape_the_model_cannot_train_on(capsys, tmp_path):
     # Batch 1 at crop 32: res5 is 1x1x1, and training-mode BN cannot normalise a single value.
     assert main(["profile", "slowfast_tiny", "--config", str(config), "--iters", "1"]) == 2
     assert "fails at batch 1, T=4, S=32" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_profile_json_stopped_by_sigint_has_written_the_rows_it_finished(tmp_path):
+    import os
+    import selectors
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "mgvideo", "profile", "r3d_tiny", "--iters", "3", "--batch-size", "1",
+           "--bn-base-size", "1", "--json"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    lines, deadline = [], time.monotonic() + 240
+    while len(lines) < 2 and time.monotonic() < deadline:  # halfway through its 8 shapes
+        if selector.select(timeout=5):
+            lines.append(proc.stdout.readline())
+            assert lines[-1], proc.stderr.read()[-2000:]  # it ended before printing its rows one by one
+    assert len(lines) == 2, "no row printed before the end"
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    rows = [json.loads(line) for line in lines + rest.splitlines()]
+    assert proc.returncode == 130 and 2 <= len(rows) < 8  # stopped early, every finished row written whole
+    assert rows[0]["time_ratio"] == 1.0 and all(r["sec_per_iter"] > 0 for r in rows)

@@ -94,3 +94,27 @@ def test_the_config_key_reaches_the_lr_rule():
     assert build_lr_config(cfg).batch_scaling == "sqrt"
     schedule = build_schedule(cfg)
     assert lr_at(1.0, schedule, build_lr_config(cfg)) < lr_at(1.0, schedule, build_lr_config(config()))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_fused_optimizer_takes_an_fp16_scaled_step_without_reading_the_device(optimizer, monkeypatch):
+    # GradScaler.step reads found_inf on the host (a sync per step) unless the optimizer is fused; the
+    # trainer asks for fused on CUDA. Here on the CPU, whose fused kernels torch has too.
+    from mgvideo.engine.step import Optimization, optimizer_step
+
+    reads = []
+    for fused in (False, True):
+        model = torch.nn.Linear(4, 3)
+        opt = Optimization(model, build_optimizer(model, config(**{"solver.optimizer": optimizer}), fused),
+                           torch.amp.GradScaler("cpu", enabled=True), torch.nn.CrossEntropyLoss(),
+                           torch.float16, LRConfig(base_lr=0.1))
+        opt.scaler.scale(model(torch.randn(2, 4)).sum()).backward()
+        with monkeypatch.context() as patch:
+            for name, method in [(n, getattr(torch.Tensor, n)) for n in ("item", "tolist", "__bool__")]:
+                def read(self, *args, name=name, method=method, fused=fused):
+                    reads.append((fused, name))  # a host read of a device value: a sync on CUDA
+                    return method(self, *args)
+                patch.setattr(torch.Tensor, name, read)
+            optimizer_step(opt)
+        assert opt.optimizer.defaults.get("fused") is (True if fused else None)
+    assert reads and all(not fused for fused, _ in reads)  # the unfused step read; the fused one did not

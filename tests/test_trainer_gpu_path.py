@@ -163,3 +163,15 @@ def test_compiled_micro_batches_are_warmed_up_with_their_strides():
             compiled(step_batch[i::2]).float().sum().backward()
     assert counters["frames"]["ok"] == compiled_during_warmup  # no recompile in training
     torch._dynamo.reset()
+
+
+def test_cuda_runs_use_tf32_for_fp32_matmuls_and_convolutions():
+    matmul, conv, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn
+    saved = matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark  # process-wide flags
+    try:
+        builders.configure_device(torch.device("cpu"))
+        assert matmul.fp32_precision != "tf32"  # the CPU is left alone
+        builders.configure_device(torch.device("cuda"))
+        assert matmul.fp32_precision == conv.fp32_precision == "tf32" and cudnn.benchmark
+    finally:
+        matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = saved

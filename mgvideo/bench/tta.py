@@ -24,6 +24,7 @@ from typing import Any
 
 from mgvideo.bench import tta_report as R
 from mgvideo.config import Config, load_config_with, override, resolve_recipe, to_dict
+from mgvideo.engine.distributed import keep_process_group
 from mgvideo.errors import ConfigError
 
 DEFAULT_CONFIG = "configs/synthetic/bench.yaml"
@@ -219,6 +220,7 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
     """Every variant for every seed, interleaved by seed (baseline first, so each seed's target is fixed
     before the others run); returns the JSON summary and writes tta.md, tta.json and tta.png to `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    keep_process_group()  # under torchrun: one process group for every run, not one per run
     flops = clip_gflops_fn(cfg)
     runs: list[R.RunFigures] = []
     started = time.perf_counter()

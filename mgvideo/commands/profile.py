@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mgvideo.engine.step import safe_kernels
+from mgvideo.engine.step import autocast, safe_kernels
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
 from mgvideo.multigrid.batchnorm import bn_groups_for, convert_model, set_bn_groups
@@ -42,7 +42,9 @@ def register(subparsers) -> None:
     parser.add_argument("--bn-base-size", type=int, default=None,
                         help="clips per BN group (default: the config's model.bn_base_size, else 8)")
     parser.add_argument("--num-classes", type=int, default=400)
-    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    parser.add_argument("--json", action="store_true",
+                        help="print each row as one JSON object per line as soon as it is measured (the "
+                             "full shape first), so that a run stopped early keeps the rows it finished")
     parser.set_defaults(func=run)
 
 
@@ -125,8 +127,8 @@ def time_shape(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        with safe_kernels(device, amp_dtype):  # the training step's kernels
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with safe_kernels(device, amp_dtype):  # the training step's kernels and autocast
+            with autocast(device, amp_dtype):
                 logits = model(clip)
             F.cross_entropy(logits.float(), labels).backward()
         if device.type == "cuda":
@@ -160,21 +162,28 @@ def run(args: argparse.Namespace) -> int:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    rows = []
-    for b, t, s, stage_batch in schedule_shapes(args.model, args.config, args.batch_size):
-        plan = bn_groups_for(b, stage_batch, bn_base)
-        set_bn_groups(model, plan)
-        try:
-            row = time_shape(model, b, t, s, args.iters, device, args.channels_last, amp_dtype)
-        except ValueError as err:  # e.g. BN over a single value: batch 1 at a clip the net pools to 1x1x1
-            raise ConfigError(f"profile: {args.model} fails at batch {b}, T={t}, S={s}: {err}") from err
-        rows.append({**row, "bn_groups": plan.groups})
-    base = rows[-1]["sec_per_iter"]
-    for row in rows:
-        row["time_ratio"] = row["sec_per_iter"] / base
+    shapes = schedule_shapes(args.model, args.config, args.batch_size)
+    rows: list[dict] = []
+    try:
+        for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]]:  # the full shape first: every ratio is known
+            plan = bn_groups_for(b, stage_batch, bn_base)
+            set_bn_groups(model, plan)
+            try:
+                row = time_shape(model, b, t, s, args.iters, device, args.channels_last, amp_dtype)
+            except ValueError as err:  # e.g. BN over a single value: batch 1 at a clip the net pools to 1x1x1
+                raise ConfigError(f"profile: {args.model} fails at batch {b}, T={t}, S={s}: {err}") from err
+            row = {**row, "bn_groups": plan.groups}
+            row["time_ratio"] = row["sec_per_iter"] / (rows[0] if rows else row)["sec_per_iter"]
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+    except KeyboardInterrupt:  # SIGINT (e.g. a time limit): the rows printed so far stand
+        if args.json:
+            return 130
+        raise
     if args.json:
-        print(json.dumps(rows))
         return 0
+    rows = rows[1:] + rows[:1]  # the table in schedule order, the full shape last
     layout = " (channels_last_3d)" if args.channels_last else ""
     print(f"{args.model} on {device}{layout}, amp {args.amp}, base batch {args.batch_size}, "
           f"{args.iters} timed iterations, BN groups of {bn_base} clips per stage batch")

@@ -63,6 +63,7 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     device = builders.select_device(cfg.train.device)
     info = D.init(device)
     device = D.local_device(device, info)
+    builders.configure_device(device)
     weights = checkpoint.model_state(weights_path)  # read first: a bad file fails before any decoding
     net = builders.build_network(cfg, cfg.data.num_classes)
     checkpoint.load_model_weights(net, weights, str(weights_path))
@@ -75,7 +76,8 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     ensemble = cfg.test.ensemble if cfg.test.ensemble != "auto" else ("max" if cfg.multi_label else "sum")
     inputs = Inputs(device, cfg.data.mean, cfg.data.std)
     summary, scores, labels = evaluate_videos(net, loader, inputs, info, ensemble, cfg.multi_label,
-                                              cfg.test.max_failed_fraction)
+                                              cfg.test.max_failed_fraction,
+                                              builders.autocast_dtype(cfg, device))  # training's precision
     summary.update({"clips": cfg.test.clips, "crops": cfg.test.crops, "ensemble": ensemble,
                     "test_size": cfg.test.crop_size or cfg.data.crop, "weights": str(weights_path)})
     if info.is_main:

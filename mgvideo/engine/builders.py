@@ -12,6 +12,7 @@ from mgvideo.config import Config, override
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.prepare import build_frame_cache, build_video_store, read_split
 from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
+from mgvideo.engine.step import precision
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
 from mgvideo.models.zoo import shape_multiple
@@ -196,9 +197,18 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
 
 
 def configure_device(device: torch.device) -> None:
-    """Per-process backend settings: cuDNN picks the fastest kernel per shape (a run has 10-30 shapes)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    """Per-process backend settings on CUDA: cuDNN picks the fastest kernel per shape (a run has 10-30
+    shapes), and fp32 matmuls and convolutions (what autocast leaves in fp32, and runs without AMP) use
+    TF32 tensor cores."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):  # torch 2.9+
+        matmul.fp32_precision = conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset:
@@ -245,9 +255,9 @@ def compile_model(model: nn.Module, net: nn.Module, schedule: MultigridSchedule,
         set_bn_groups(net, plan)
         k = micro_batches
         x = torch.zeros(b * k, 3, frames, crop, crop, device=device).contiguous(memory_format=memory)[::k]
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with precision(device, amp_dtype):  # the training step's autocast and kernels
             out = compiled(x)
-        out.float().sum().backward()
+            out.float().sum().backward()
     net.load_state_dict(saved)
     net.zero_grad(set_to_none=True)
     return compiled

@@ -5,12 +5,16 @@ One process per device. Without torchrun's variables everything degrades to a si
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from mgvideo.multigrid.batchnorm import release_sync_groups
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,26 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
-    """Leave the process group cleanly."""
-    if info.enabled and dist.is_initialized():
+    """Leave the process group at the end of a run, unless `keep_process_group` keeps it for more runs."""
+    if info.enabled and not _KEPT:
+        leave()
+
+
+def leave() -> None:
+    """Destroy the process group cleanly: first drop what still holds its groups (the cached BN sync
+    groups, then any finished autograd graph), so that none outlives destroy_process_group."""
+    if dist.is_available() and dist.is_initialized():
+        release_sync_groups()
+        gc.collect()
         dist.destroy_process_group()
+
+
+_KEPT: list[bool] = []
+
+
+def keep_process_group() -> None:
+    """For a process that trains several runs in turn (`bench tta` under torchrun): the first run's process
+    group serves them all (joining again would reuse the store's keys), and is left once, at exit."""
+    if not _KEPT:
+        _KEPT.append(True)
+        atexit.register(leave)

@@ -21,6 +21,7 @@ from mgvideo.engine.metrics import (
     per_class_accuracy,
     topk_correct,
 )
+from mgvideo.engine.step import precision
 from mgvideo.errors import VideoDecodeError
 from mgvideo.models.heads import output_activation
 
@@ -50,36 +51,41 @@ class VideoScores:
 
 @torch.no_grad()
 def video_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info: DistInfo,
-                 num_videos: int, num_classes: int, ensemble: str, multi_label: bool) -> VideoScores:
-    """Run the model in eval mode over this rank's views, ensemble each video's views (sum or max of
-    their probabilities, `view_probabilities`) here, then reduce the (videos, classes) tensors over
-    ranks: their size does not grow with the number of views. Unreadable views (index `FAILED`) are
-    left out."""
-    combined = ViewEnsemble(num_videos, num_classes, "max" if ensemble == "max" else "sum")
-    labels = torch.zeros((num_videos, num_classes)) if multi_label else torch.full((num_videos,), -1)
+                 num_videos: int, num_classes: int, ensemble: str, multi_label: bool,
+                 amp_dtype: torch.dtype | None = None) -> VideoScores:
+    """Run the model in eval mode, under the training precision (`amp_dtype`, see step.precision), over this
+    rank's views, ensemble each video's views (sum or max of their probabilities, `view_probabilities`)
+    here, then reduce the (videos, classes) tensors over ranks: their size does not grow with the number of views. Unreadable views
+    (index `FAILED`) are left out. Everything stays on the device, with no host sync per batch; the
+    results come to the host once, at the end."""
+    device = inputs.device
+    # Row `num_videos` takes the unreadable views: masking them out instead would sync on every batch.
+    combined = ViewEnsemble(num_videos + 1, num_classes, "max" if ensemble == "max" else "sum", device)
+    labels = (torch.zeros((num_videos + 1, num_classes), device=device) if multi_label
+              else torch.full((num_videos + 1,), -1, device=device))
     was_training = model.training
     act = output_activation(model)
     model.eval()
     try:
         for batch in loader:
             batch = inputs(batch)
-            read = (batch.indices >= 0).cpu()
-            scores = view_probabilities(model(batch.clips).float(), act, multi_label).cpu()[read]
-            videos, targets = batch.indices.cpu()[read], batch.labels.cpu()[read]
-            combined.add(scores, videos)
+            videos = torch.where(batch.indices >= 0, batch.indices, num_videos)
+            with precision(device, amp_dtype):
+                scores = model(batch.clips)
+            combined.add(view_probabilities(scores.float(), act, multi_label), videos)
             if multi_label:  # a video's target is the union of what its views saw
-                labels.scatter_reduce_(0, videos.view(-1, 1).expand_as(targets), targets.float(), "amax")
+                labels.scatter_reduce_(0, videos.view(-1, 1).expand_as(batch.labels), batch.labels.float(),
+                                       "amax")
             else:
-                labels[videos] = targets
+                labels[videos] = batch.labels.to(labels.dtype)
     finally:
         model.train(was_training)
-    result = VideoScores(combined.scores, labels, combined.views)
+    scores, views, labels = combined.scores[:num_videos], combined.views[:num_videos], labels[:num_videos]
     if info.enabled:
-        _all_reduce(result.scores, dist.ReduceOp.MAX if combined.mode == "max" else dist.ReduceOp.SUM,
-                    inputs.device)
-        _all_reduce(result.labels, dist.ReduceOp.MAX, inputs.device)
-        _all_reduce(result.views, dist.ReduceOp.SUM, inputs.device)
-    return result
+        dist.all_reduce(scores, op=dist.ReduceOp.MAX if combined.mode == "max" else dist.ReduceOp.SUM)
+        dist.all_reduce(labels, op=dist.ReduceOp.MAX)
+        dist.all_reduce(views, op=dist.ReduceOp.SUM)
+    return VideoScores(scores.cpu(), labels.cpu(), views.cpu())
 
 
 def view_probabilities(outputs: torch.Tensor, act: str, multi_label: bool) -> torch.Tensor:
@@ -88,13 +94,6 @@ def view_probabilities(outputs: torch.Tensor, act: str, multi_label: bool) -> to
     if act != "none":
         return outputs
     return outputs.sigmoid() if multi_label else outputs.softmax(dim=-1)
-
-
-def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp, device: torch.device) -> None:
-    """In-place all-reduce of a CPU tensor through `device` (NCCL reduces CUDA tensors only)."""
-    buffer = tensor.to(device)
-    dist.all_reduce(buffer, op=op)
-    tensor.copy_(buffer.cpu())
 
 
 def drop_unread(result: VideoScores, names: Sequence[str], max_failed_fraction: float,
@@ -125,6 +124,7 @@ def summarize(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> 
 
 def evaluate_videos(model: nn.Module, loader: DataLoader, inputs: Inputs, info: DistInfo,
                     ensemble: str, multi_label: bool, max_failed_fraction: float,
+                    amp_dtype: torch.dtype | None = None,
                     ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Evaluate every video of `loader.dataset` (a VideoClipDataset), never substituting one for another.
 
@@ -133,7 +133,7 @@ def evaluate_videos(model: nn.Module, loader: DataLoader, inputs: Inputs, info: 
     """
     dataset = loader.dataset
     result = video_scores(model, loader, inputs, info, dataset.num_videos, dataset.num_classes, ensemble,
-                          multi_label)
+                          multi_label, amp_dtype)
     names = [record.path for record in dataset.records]
     scores, labels, failed = drop_unread(result, names, max_failed_fraction, dataset.mode)
     summary: dict[str, Any] = summarize(scores, labels, multi_label)
@@ -146,10 +146,11 @@ def evaluate_videos(model: nn.Module, loader: DataLoader, inputs: Inputs, info: 
 
 
 def validate(model: nn.Module, loader: DataLoader, inputs: Inputs, info: DistInfo,
-             multi_label: bool, max_failed_fraction: float = 1.0) -> dict[str, Any]:
+             multi_label: bool, max_failed_fraction: float = 1.0,
+             amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Single-view validation: one centre clip per video at the full shape (unreadable videos left out
     and named, as in `evaluate_videos`)."""
-    return evaluate_videos(model, loader, inputs, info, "sum", multi_label, max_failed_fraction)[0]
+    return evaluate_videos(model, loader, inputs, info, "sum", multi_label, max_failed_fraction, amp_dtype)[0]
 
 
 def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, multi_label: bool,

@@ -48,18 +48,20 @@ def per_class_accuracy(scores: torch.Tensor, labels: torch.Tensor, num_classes: 
 class ViewEnsemble:
     """Combines the scores of several views (clips × crops) of each video, by sum or by max."""
 
-    def __init__(self, num_videos: int, num_classes: int, mode: Literal["sum", "max"]) -> None:
+    def __init__(self, num_videos: int, num_classes: int, mode: Literal["sum", "max"],
+                 device: torch.device | str = "cpu") -> None:
         if mode not in ("sum", "max"):
             raise ValueError(f"ensemble mode must be 'sum' or 'max', got {mode!r}")
         self.mode = mode
         fill = 0.0 if mode == "sum" else float("-inf")
-        self.scores = torch.full((num_videos, num_classes), fill)
-        self.views = torch.zeros(num_videos, dtype=torch.long)
+        self.scores = torch.full((num_videos, num_classes), fill, device=device)
+        self.views = torch.zeros(num_videos, dtype=torch.long, device=device)
 
     def add(self, scores: torch.Tensor, video_indices: torch.Tensor) -> None:
-        """Fold in a batch of view scores (B, C) for the videos `video_indices` (B,)."""
-        scores = scores.detach().float().cpu()
-        video_indices = video_indices.cpu().long()
+        """Fold in a batch of view scores (B, C) for the videos `video_indices` (B,), on this ensemble's
+        device (no host sync when the batch is there already)."""
+        scores = scores.detach().float().to(self.scores.device)
+        video_indices = video_indices.to(self.scores.device).long()
         if self.mode == "sum":
             self.scores.index_add_(0, video_indices, scores)
         else:

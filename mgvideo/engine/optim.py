@@ -3,6 +3,8 @@ exclusions and layer-wise LR decay expressed as parameter groups that carry an `
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -40,14 +42,19 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool, layer_
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: Config, fused: bool = False) -> torch.optim.Optimizer:
     """`solver.optimizer`: SGD with momentum (optionally nesterov) or AdamW, over `param_groups`.
 
     `solver.bn_weight_decay: false` excludes biases and norm weights from weight decay (the reference's
     ZERO_WD_1D_PARAM; VideoMAE's fine-tuning excludes the same). The LR is set every step by `set_lr`.
+    `fused` (the trainer asks for it on CUDA) takes torch's fused kernel where this torch has one: one
+    launch per step, and fp16's GradScaler hands it the inf check on the device instead of reading it on
+    the host, so an fp16 step does not sync.
     """
     s = cfg.solver
     groups = param_groups(model, s.weight_decay, not s.bn_weight_decay, s.layer_decay)
-    if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=s.base_lr, betas=(s.betas[0], s.betas[1]))
-    return torch.optim.SGD(groups, lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov)
+    cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.SGD
+    options = {"fused": True} if fused and "fused" in inspect.signature(cls.__init__).parameters else {}
+    if cls is torch.optim.AdamW:
+        return cls(groups, lr=s.base_lr, betas=(s.betas[0], s.betas[1]), **options)
+    return cls(groups, lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov, **options)

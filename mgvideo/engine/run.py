@@ -155,7 +155,8 @@ def _optimization(cfg: Config, net: nn.Module, device: torch.device, world_size:
                   micro_batches: int) -> Optimization:
     amp_dtype = builders.autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return Optimization(net, builders.build_optimizer(net, cfg), scaler, builders.build_loss(cfg), amp_dtype,
+    optimizer = builders.build_optimizer(net, cfg, fused=device.type == "cuda")  # fp16: no sync per step
+    return Optimization(net, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
                         builders.build_lr_config(cfg, world_size), cfg.solver.clip_grad_norm, micro_batches)
 
 

@@ -37,14 +37,27 @@ class Optimization:
     micro_batches: int = 1  # forward/backward passes per optimizer step (builders.device_plan)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The training precision as a context; a no-op without AMP."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.amp_dtype)
+        """The training autocast as a context; a no-op without AMP."""
+        return autocast(device, self.amp_dtype)
 
     def kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Around forward and backward: see `safe_kernels`."""
         return safe_kernels(device, self.amp_dtype)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to `amp_dtype` on `device`'s type; a no-op for None (fp32)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, amp_dtype: torch.dtype | None):
+    """The training precision for a forward that is not a training step (precise BN, evaluation, the
+    compile warm-up, profile): the same autocast and kernel guard as `forward_backward`."""
+    with safe_kernels(device, amp_dtype), autocast(device, amp_dtype):
+        yield
 
 
 def safe_kernels(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -73,9 +86,10 @@ def forward_backward(opt: Optimization, clips: torch.Tensor, labels: torch.Tenso
 
 def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """Around one micro-batch's backward: DDP all-reduces the gradients only when `sync` (the last one)."""
-    if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
-        return contextlib.nullcontext()  # a compiled DDP model is not skipped: correct, only slower
-    return model.no_sync()
+    ddp = getattr(model, "_orig_mod", model)  # torch.compile's wrapper holds the DDP module
+    if sync or not isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return ddp.no_sync()
 
 
 def optimizer_step(opt: Optimization) -> None:

@@ -22,7 +22,7 @@ from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state, unreadable_videos
-from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step
+from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step, precision
 from mgvideo.engine.window import NonFiniteLossError
 from mgvideo.multigrid.batchnorm import bn_groups_for, has_batchnorm, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
@@ -204,7 +204,8 @@ def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     set_bn_groups(run.net, bn_groups_for(batch // k, shape.stage_batch // k, run.cfg.model.bn_base_size,
                                          run.info.world_size))
     clips = (x[i::k] for b in run.data.precise for x in [run.inputs(b).clips] for i in range(k))
-    update_bn_stats(run.net, clips, num * k, average_across_ranks=run.info.enabled)  # DDP: ranks merged
+    with precision(run.inputs.device, run.opt.amp_dtype):  # as training normalised: under its autocast
+        update_bn_stats(run.net, clips, num * k, average_across_ranks=run.info.enabled)  # DDP: ranks merged
 
 
 def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
@@ -225,7 +226,8 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
         refresh_bn(run, run.batch, full, epoch)
         refreshed = time.perf_counter()
         result, scores, labels = evaluate_videos(run.net, run.data.val, run.inputs, run.info, "sum",
-                                                 run.cfg.multi_label, run.cfg.test.max_failed_fraction)
+                                                 run.cfg.multi_label, run.cfg.test.max_failed_fraction,
+                                                 run.opt.amp_dtype)
         if run.state.step == run.log.total_iterations and not run.cfg.multi_label:
             save_val_hits(run, scores, labels, result.get("failed", []))
         mark_evaluated(run, result)

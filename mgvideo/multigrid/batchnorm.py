@@ -28,6 +28,7 @@ Precise BN (``precise_bn.update_bn_stats``) replaces the buffers with exact popu
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,7 @@ __all__ = [
     "convert_model",
     "set_bn_groups",
     "sync_group",
+    "release_sync_groups",
     "has_batchnorm",
 ]
 
@@ -111,47 +113,136 @@ def bn_groups_for(
     return BNPlan(sync_size=_largest_divisor_at_most(world_size, bn_base_size // clips))
 
 
-_SYNC_GROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
+# The BN sync groups of the live default process group, by size. `release_sync_groups` empties it before
+# the default group is destroyed: a cached group would keep its gloo/NCCL state alive past
+# destroy_process_group (an abort at interpreter exit), and would be stale for the next default group.
+_SYNC_GROUPS: dict[int, dist.ProcessGroup] = {}
+_SYNC_OWNER: list[weakref.ref] = []  # the default group the cached ones were made under
 
 
 def sync_group(size: int) -> dist.ProcessGroup:
-    """The process group of ``size`` consecutive ranks that holds this rank, created once and cached.
+    """The process group of ``size`` consecutive ranks that holds this rank, created once per default
+    process group and cached.
 
     The first call for a given size is collective: every rank must make it, in the same order, because
     ``new_group`` is called on every rank for every block of ranks.
     """
     if not (dist.is_available() and dist.is_initialized()):
         raise ConfigError(f"cross-device BN over {size} ranks needs torch.distributed to be initialised")
+    world_group = dist.group.WORLD
+    if not _SYNC_OWNER or _SYNC_OWNER[0]() is not world_group:  # a new default group: start afresh
+        release_sync_groups()
+        _SYNC_OWNER.append(weakref.ref(world_group))
     world, rank = dist.get_world_size(), dist.get_rank()
-    key = (size, world)
-    if key not in _SYNC_GROUPS:
+    if size not in _SYNC_GROUPS:
         if world % size:
             raise ConfigError(f"BN sync_size={size} does not divide world_size={world}")
         if size == world:
-            _SYNC_GROUPS[key] = dist.group.WORLD
+            _SYNC_GROUPS[size] = world_group
         else:
             for start in range(0, world, size):
                 group = dist.new_group(list(range(start, start + size)))
                 if start <= rank < start + size:
-                    _SYNC_GROUPS[key] = group
-    return _SYNC_GROUPS[key]
+                    _SYNC_GROUPS[size] = group
+    return _SYNC_GROUPS[size]
+
+
+def release_sync_groups() -> None:
+    """Forget the cached BN sync groups; call it before ``dist.destroy_process_group`` (then gc.collect())."""
+    _SYNC_GROUPS.clear()
+    _SYNC_OWNER.clear()
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """Sum over a process group; the gradient of every rank's input is the summed output gradient."""
+    """Sum over the BN sync group of ``size`` ranks; the gradient of every rank's input is the summed
+    output gradient. The graph keeps the size, not the group, so no graph keeps a group alive."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
+    def forward(ctx, tensor: torch.Tensor, size: int) -> torch.Tensor:
+        ctx.size = size
         out = tensor.clone()
-        dist.all_reduce(out, group=group)
+        dist.all_reduce(out, group=sync_group(size))
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.clone()
-        dist.all_reduce(grad, group=ctx.group)
+        dist.all_reduce(grad, group=sync_group(ctx.size))
         return grad, None
+
+
+class _GroupBatchNorm(torch.autograd.Function):
+    """Batch norm of (N, C, ...) with statistics per (group, channel), clip i in group i % k, for input
+    that is not contiguous (channels-last), where merging groups into channels is not a view. Nothing
+    full-size is copied: per-clip sums (fast reductions over T x H x W), folded per group, and elementwise
+    ops over the (N/k, k, C, ...) view, which splitting the batch dimension makes in any layout. Sums and
+    per-channel factors are fp32 for reduced-precision input, as ``batch_norm``'s are. Returns the output
+    and the per-group mean and biased variance, each (1, k, C, 1, 1, 1)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                eps: float):
+        x6 = _grouped(x, k)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        count = x.numel() // (k * x.shape[1])
+        mean = _group_sum(x.sum(_SPACE, dtype=acc), k) / count
+        square = _group_sum(torch.linalg.vector_norm(x, 2, _SPACE, dtype=acc).square_(), k) / count
+        var = (square - mean * mean).clamp_min_(0)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight.view(_CHANNEL)
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias.view(_CHANNEL)
+        if _compiling():  # the compiler fuses the cast; out= would lose the layout
+            y = torch.addcmul(shift, x6, scale).to(x.dtype).view(x.shape)
+        else:  # computed in fp32, written in x's dtype and layout (channels-last stays so)
+            y = torch.empty_like(x)
+            torch.addcmul(shift, x6, scale, out=_grouped(y, k))
+        ctx.k, ctx.bias_dtype = k, None if bias is None else bias.dtype
+        ctx.save_for_backward(x, mean, invstd, weight)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, *_):
+        x, mean, invstd, weight = ctx.saved_tensors
+        k, acc = ctx.k, mean.dtype
+        count = x.numel() // (k * x.shape[1])
+        centred = _grouped(x, k) - mean.to(x.dtype)  # in x's dtype: sum(dy * (x - mean)) cannot cancel
+        grad6 = _grouped(grad, k)
+        sum_grad = _group_sum(grad.sum(_SPACE, dtype=acc), k)
+        dot = _group_sum((grad6 * centred).view(x.shape).sum(_SPACE, dtype=acc), k)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:  # dx = a * dy + b * (x - mean) + c, per (group, channel)
+            a = invstd if weight is None else invstd * weight.view(_CHANNEL)
+            b = -a * invstd * invstd * dot / count
+            c = -a * sum_grad / count
+            dx = torch.addcmul(c, centred, b, out=centred).addcmul_(grad6, a).view(x.shape)
+        if ctx.needs_input_grad[2]:
+            dw = (dot * invstd).sum((0, 1)).flatten().to(weight.dtype)
+        if ctx.needs_input_grad[3]:
+            db = sum_grad.sum((0, 1)).flatten().to(ctx.bias_dtype)
+        return dx, None, dw, db, None
+
+
+_SPACE = (2, 3, 4)  # T, H, W of (N, C, T, H, W)
+_CHANNEL = (1, 1, -1, 1, 1, 1)  # a per-channel vector against the (N/k, k, C, T, H, W) view
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (torch.compiler.is_compiling, 2.3+)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _grouped(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, ...) as (N/k, k, C, ...): clip i at [i // k, i % k]; a view in any memory format."""
+    return x.view(x.shape[0] // k, k, *x.shape[1:])
+
+
+def _group_sum(per_clip: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-clip (N, C) sums folded into per-group (1, k, C, 1, 1, 1) sums."""
+    return _grouped(per_clip, k).sum(0, keepdim=True)[..., None, None, None]
 
 
 class SubBatchNorm3d(nn.BatchNorm3d):
@@ -203,22 +294,28 @@ class SubBatchNorm3d(nn.BatchNorm3d):
             raise ConfigError(
                 f"SubBatchNorm3d: a batch of {n} clips cannot be split into {k} equal BN groups; plan the "
                 "groups with bn_groups_for() (it falls back to a divisor of the batch)")
+        if x.is_contiguous():  # (N, C, ...) as (N/k, k*C, ...) is a view: one fused batch_norm call
+            return self._forward_reshaped(x, factor)
+        y, mean, var = _GroupBatchNorm.apply(x, k, self.weight, self.bias, self.eps)
+        if factor is not None:
+            self._update_running(mean.view(k, c), var.view(k, c), x.numel() // c, factor)
+        return y
+
+    def _forward_reshaped(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
+        k, (n, c) = self.groups, x.shape[:2]
         mean = var = None
         if factor is not None:  # momentum 1 makes batch_norm leave each group's stats in these buffers
             mean = torch.zeros(c * k, device=x.device, dtype=self.running_mean.dtype)
             var = torch.ones(c * k, device=x.device, dtype=self.running_var.dtype)
-        # Viewing (N, C, ...) as (N/k, k*C, ...) puts clip i's channels in block i % k: one fused call.
+        # Viewing (N, C, ...) as (N/k, k*C, ...) puts clip i's channels in block i % k.
         weight = None if self.weight is None else self.weight.repeat(k)
         bias = None if self.bias is None else self.bias.repeat(k)
-        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), mean, var, weight, bias, True, 1.0, self.eps)
+        y = F.batch_norm(x.view(n // k, c * k, *x.shape[2:]), mean, var, weight, bias, True, 1.0, self.eps)
         if factor is not None:
             per_group = x.numel() // (c * k)
             self._update_running(mean.view(k, c), var.view(k, c) * ((per_group - 1) / per_group),
                                  per_group * k, factor)
-        y = y.reshape(x.shape)
-        if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-            y = y.contiguous(memory_format=torch.channels_last_3d)  # keep the next conv on its fast path
-        return y
+        return y.view(x.shape)
 
     def _forward_sync(self, x: torch.Tensor, factor: float | None) -> torch.Tensor:
         c = x.shape[1]
@@ -228,7 +325,7 @@ class SubBatchNorm3d(nn.BatchNorm3d):
         count = local_mean.new_full((1,), x.numel() // c)
         # Sums of x and x^2 (and the count) over the group; the reduction is differentiable.
         sums = torch.cat([local_mean * count, (local_var + local_mean * local_mean) * count, count])
-        sums = _AllReduceSum.apply(sums, sync_group(self.sync_size))
+        sums = _AllReduceSum.apply(sums, self.sync_size)
         total = sums[-1]
         mean = sums[:c] / total
         var = (sums[c:2 * c] / total - mean * mean).clamp_min(0)
