@@ -56,8 +56,8 @@ def video_scores(model: nn.Module, loader: Iterable[Batch], inputs: Inputs, info
     """Run the model in eval mode, under the training precision (`amp_dtype`, see step.precision), over this
     rank's views, ensemble each video's views (sum or max of their probabilities, `view_probabilities`)
     here, then reduce the (videos, classes) tensors over ranks: their size does not grow with the number
-    of views. Unreadable views (index `FAILED`) are left out. Everything stays on the device, with no host sync per batch; the
-    results come to the host once, at the end."""
+    of views. Unreadable views (index `FAILED`) are left out. Everything stays on the device, with no host
+    sync per batch; the results come to the host once, at the end."""
     device = inputs.device
     # Row `num_videos` takes the unreadable views: masking them out instead would sync on every batch.
     combined = ViewEnsemble(num_videos + 1, num_classes, "max" if ensemble == "max" else "sum", device)
