@@ -94,7 +94,7 @@ def plan_output(capsys, *argv):
 
 
 def iterations(out):
-    return int(re.search(r"^iterations: (\d+)", out, re.M)[1])
+    return int(re.search(r"^iteration saving: .*\((\d+) iterations against", out, re.M)[1])
 
 
 def test_plan_shows_batch_and_lr_for_n_devices(capsys):

@@ -93,7 +93,8 @@ def test_profile_json_stopped_by_sigint_has_written_the_rows_it_finished(tmp_pat
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "mgvideo", "profile", "r3d_tiny", "--iters", "3", "--batch-size", "1",
+    # Enough iterations per shape that the SIGINT always lands before the last shape, even when loaded.
+    cmd = [sys.executable, "-m", "mgvideo", "profile", "r3d_tiny", "--iters", "60", "--batch-size", "1",
            "--bn-base-size", "1", "--json"]
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
