@@ -279,19 +279,20 @@ def load_any_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     cfg, bench, origins = load_config_with(path, overrides, extra="bench")
     if bench is None:
         return cfg
-    return bench_variant_config(cfg, bench.get("overrides"), "multigrid", (True, True),
-                                origins.get("bench.overrides", str(path)))
+    return bench_variant_config(cfg, bench.get("overrides"), "multigrid",
+                                {"multigrid.long_cycle": True, "multigrid.short_cycle": True},
+                                origins.get("bench.overrides", str(path)), multigrid_family=True)
 
 
-def bench_variant_config(cfg: Config, overrides: Any, variant: str, cycles: tuple[bool, bool],
-                         where: str, **dotted: Any) -> Config:
-    """The trainer config of one benchmark variant: its (long, short) cycle switches, then the bench's
-    `overrides.multigrid` (every variant but the baseline), then `overrides.<variant>`, then `dotted`."""
+def bench_variant_config(cfg: Config, overrides: Any, variant: str, switches: dict[str, Any], where: str,
+                         multigrid_family: bool, **dotted: Any) -> Config:
+    """The trainer config of one benchmark variant: its switches (cycles, schedule), then the bench's
+    `overrides.multigrid` (the multigrid family only), then `overrides.<variant>`, then `dotted`."""
     overrides = overrides or {}
     if not isinstance(overrides, dict) or any(not isinstance(v, dict) for v in overrides.values()):
         raise ConfigError(f"{where}: bench.overrides must map variant names to key: value mappings")
-    keys = {"multigrid.long_cycle": cycles[0], "multigrid.short_cycle": cycles[1]}
-    if variant != "baseline":
+    keys = dict(switches)
+    if multigrid_family:
         keys.update(overrides.get("multigrid", {}))
     keys.update(overrides.get(variant, {}))
     keys.update(dotted)

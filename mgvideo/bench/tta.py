@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mgvideo.bench import tta_report as R
-from mgvideo.config import Config, load_config_with, override, resolve_recipe, to_dict
+from mgvideo.config import Config, bench_variant_config, load_config_with, override, resolve_recipe, to_dict
 from mgvideo.engine.distributed import keep_process_group
 from mgvideo.errors import ConfigError
 
@@ -137,19 +137,16 @@ def variant_config(cfg: Config, spec: BenchSpec, variant: str, seed: int) -> Con
     spaced over the run's own iterations)."""
     name = VariantName.parse(variant)
     long_cycle, short_cycle, schedule = VARIANTS[name.base]
-    keys: dict[str, Any] = {"multigrid.long_cycle": long_cycle, "multigrid.short_cycle": short_cycle,
-                            "multigrid.schedule": schedule}
-    if name.base in MULTIGRID_FAMILY:
-        keys.update(spec.overrides.get("multigrid", {}))
-    keys.update(spec.overrides.get(name.base, {}))
+    dotted: dict[str, Any] = {}
     for option in name.options:
-        keys.update(spec.options[option])
-    keys.update({"train.seed": seed, "train.eval_points": spec.eval_points, "train.eval_period_samples": 0,
-                 "train.eval_period": 0})
-    try:
-        run_cfg = override(cfg, **keys)
-    except ConfigError as err:
-        raise ConfigError(f"bench config: variant {variant}: {err}") from err
+        dotted.update(spec.options[option])
+    dotted.update({"train.seed": seed, "train.eval_points": spec.eval_points, "train.eval_period_samples": 0,
+                   "train.eval_period": 0})
+    switches = {"multigrid.long_cycle": long_cycle, "multigrid.short_cycle": short_cycle,
+                "multigrid.schedule": schedule}
+    family = name.base in MULTIGRID_FAMILY
+    run_cfg = bench_variant_config(cfg, spec.overrides, name.base, switches,
+                                   f"bench config: variant {variant}", family, **dotted)
     budget = match_budget(cfg, spec) if name.budget == "match" else float(name.budget)
     return scale_budget(run_cfg, budget) if budget != 1.0 else run_cfg
 
