@@ -9,8 +9,8 @@ import pytest
 from mgvideo.bench import tta
 from mgvideo.bench import tta_report as R
 from mgvideo.bench import tta_stats as S
+from mgvideo.bench.bench_config import load_any_config
 from mgvideo.cli import main
-from mgvideo.config import load_any_config
 from mgvideo.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,3 +358,17 @@ def test_quick_mode_is_one_seed_and_five_evaluations(tmp_path, monkeypatch):
     assert seen == {"seeds": 1, "eval_points": 5, "reuse": False}
     assert main(["bench", "tta", "--config", str(path), "--out", str(tmp_path / "o"), "--reuse"]) == 0
     assert seen == {"seeds": 2, "eval_points": 20, "reuse": True}
+
+
+def test_bench_config_splits_bench_overrides_from_trainer_ones(tmp_path):
+    from mgvideo.bench.bench_config import load_bench_config
+
+    path = tmp_path / "b.yaml"
+    path.write_text("bench:\n  seeds: 2\ndata:\n  crop: 48\n")
+    cfg, bench, origins = load_bench_config(path, ["bench.seeds=1", "bench.reuse=true", "data.frames=4"])
+    assert bench == {"seeds": 1, "reuse": True} and (cfg.data.crop, cfg.data.frames) == (48, 4)
+    assert origins == {"bench.seeds": "command line", "bench.reuse": "command line"}
+    path.write_text("data:\n  crop: 48\n")
+    assert load_bench_config(path)[1:] == (None, {})
+    with pytest.raises(ConfigError, match="command line: unknown key 'data.frame'"):
+        load_bench_config(path, ["data.frame=4", "bench.seeds=[oops"])

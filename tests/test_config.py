@@ -102,3 +102,28 @@ def test_one_evaluation_cadence_at_a_time():
     with pytest.raises(ConfigError, match=r"one evaluation cadence, not train\.eval_period and train\.eval_"):
         load_config(None, [*base, "train.eval_period=2", "train.eval_points=5"])
     assert load_config(None, [*base, "train.eval_points=5"]).train.eval_points == 5
+
+
+def test_runtime_keys_are_marked_on_their_fields_and_the_fingerprint_is_pinned():
+    from mgvideo.config import runtime_keys
+
+    assert runtime_keys() == {
+        "data.workers", "data.cache_dir", "data.cache_max_gb", "data.store", "train.device",
+        "train.pin_memory", "train.compile", "train.checkpoint_minutes", "train.checkpoint_every_iters",
+        "train.log_period", "train.eval_batch_size", "test.clips", "test.crops", "test.crop_size",
+        "test.ensemble", "test.batch_size", "test.max_failed_fraction"}
+    # Resumes compare fingerprints: a new value here would refuse every saved run.
+    assert fingerprint(Config()) == "4321e4bc61766841"
+    assert fingerprint(load_config("configs/synthetic/tiny.yaml"), [1, 2]) == "8793403922545cb5"
+
+
+def test_each_section_validates_itself():
+    cfg = Config()
+    for section in ("data", "model", "multigrid", "solver", "train", "test"):
+        getattr(cfg, section).validate("here")  # the defaults pass
+    cfg.solver.base_lr = 0.0
+    with pytest.raises(ConfigError, match=r"^here: solver.base_lr must be positive, got 0.0$"):
+        cfg.solver.validate("here")
+    cfg.test.crop_size = -1
+    with pytest.raises(ConfigError, match=r"^here: test.crop_size must be >= 0, got -1$"):
+        cfg.test.validate("here")

@@ -104,7 +104,7 @@ def _setup(args: argparse.Namespace, scratch: str):
     """(schedule, base batch, annotations, store or None, where the videos came from)."""
     cfg = None
     if args.config:
-        from mgvideo.config import load_any_config
+        from mgvideo.bench.bench_config import load_any_config
         from mgvideo.engine import builders
 
         cfg = load_any_config(args.config)

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mgvideo.bench import tta_report as R
-from mgvideo.config import Config, bench_variant_config, load_config_with, override, resolve_recipe, to_dict
+from mgvideo.bench.bench_config import bench_variant_config, load_bench_config
+from mgvideo.config import Config, override, resolve_recipe, to_dict
 from mgvideo.engine.distributed import keep_process_group
 from mgvideo.errors import ConfigError
 
@@ -88,7 +89,7 @@ class BenchSpec:
 
 def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[BenchSpec, Config]:
     """Read a bench config; `overrides` are `key=value` (trainer keys, or `bench.<field>`)."""
-    cfg, raw, origins = load_config_with(path, overrides, extra="bench")
+    cfg, raw, origins = load_bench_config(path, overrides)
     return _bench_spec(raw or {}, origins, str(path)), cfg
 
 

@@ -83,7 +83,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Fill the store and print its summary: stored, kept, failed (named), left out, disk use."""
-    from mgvideo.config import load_any_config
+    from mgvideo.bench.bench_config import load_any_config
     from mgvideo.data import store
     from mgvideo.data.prepare import recipe_store_sides
 

@@ -173,7 +173,8 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
 
 def recipe_config(args: argparse.Namespace):
     """The --config recipe (a bench config: its multigrid run) with the overrides applied."""
-    from mgvideo.config import load_any_config, resolve_recipe
+    from mgvideo.bench.bench_config import load_any_config
+    from mgvideo.config import resolve_recipe
 
     return load_any_config(resolve_recipe(args.config), args.overrides)
 

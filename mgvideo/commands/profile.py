@@ -52,7 +52,7 @@ def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[in
     """Distinct (batch, frames, crop, stage batch) of the schedule, in training order; the full shape comes
     last. The stage batch (the stage's long-cycle batch) decides the BN groups, as in training."""
     if config:
-        from mgvideo.config import load_any_config
+        from mgvideo.bench.bench_config import load_any_config
         from mgvideo.engine.builders import build_schedule
 
         schedule = build_schedule(load_any_config(Path(config)))
@@ -74,7 +74,7 @@ def schedule_shapes(model: str, config: str | None, batch: int) -> list[tuple[in
 def _config_bn_base_size(config: str | None) -> int:
     if not config:
         return 8
-    from mgvideo.config import load_any_config
+    from mgvideo.bench.bench_config import load_any_config
 
     return load_any_config(Path(config)).model.bn_base_size
 
