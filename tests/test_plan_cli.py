@@ -173,3 +173,17 @@ def test_help_cites_no_spec_sections(capsys):
     with pytest.raises(SystemExit):
         main(["plan", "--help"])
     assert "spec" not in capsys.readouterr().out
+
+
+def test_flags_are_shorthands_for_the_default_recipes_keys(capsys):
+    flags = ["--frames", "16", "--no-short-cycle", "--base-lr", "0.2", "--batch-size", "4", "--devices", "2"]
+    code, out, err = run_cli(capsys, "--json", "--dataset-size", "240436", *flags)
+    assert code == 0, err
+    keys = ["data.frames=16", "multigrid.short_cycle=false", "solver.base_lr=0.2", "solver.batch_size=8",
+            "solver.recipe_devices=2"]
+    code, same, err = run_cli(capsys, "--json", "--dataset-size", "240436", "--devices", "2",
+                              "--config", "kinetics/slowfast_r50_8x8_multigrid", *keys)
+    assert code == 0, err
+    assert json.loads(out) == json.loads(same)
+    code, _, err = run_cli(capsys, "--gamma", "-1")  # a key's error names the flag that set it
+    assert code == 2 and "--gamma" in err and "solver.gamma" not in err

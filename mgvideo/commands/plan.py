@@ -1,30 +1,27 @@
 """`mgvideo plan`: print (or plot, or dump as JSON) a multigrid schedule and what it saves.
 
-The table, summary, JSON and plot functions take a `MultigridSchedule`, an `LRConfig` and the loader
-numbers, so a trainer config can feed them as well as the command-line flags.
+One front end: a config (the --config recipe with key=value overrides, or the default recipe with the
+schedule flags as shorthands for its keys), read once and built as `mgvideo train` builds it. The table,
+summary, JSON and plot functions take the `MultigridSchedule`, `LRConfig` and loader numbers it gives.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mgvideo.errors import ConfigError, ScheduleError
-from mgvideo.multigrid import (
-    LRConfig,
-    MultigridConfig,
-    MultigridSchedule,
-    bn_groups_for,
-    iterations_per_epoch,
-    lr_at,
-)
+from mgvideo.bench.bench_config import load_any_config
+from mgvideo.config import Config, load_config, override, resolve_recipe
+from mgvideo.errors import ConfigError, MgvideoError, ScheduleError
+from mgvideo.multigrid import LRConfig, MultigridSchedule, bn_groups_for, iterations_per_epoch, lr_at
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import check_warmup_of, policy_lr, warmup_epochs
 from mgvideo.multigrid.schedule import Stage
 
-K400_STEPS = (0, 94, 154, 196)
 # Kinetics-400 training clips as used by PySlowFast runs: 240436 / 64 gives the 3756 iterations per
 # epoch logged in SlowFast issue #277 (the full K400 list has 246535; downloads miss some).
 K400_TRAIN_SIZE = 240436
@@ -68,20 +65,21 @@ _float_list.__name__ = "comma-separated numbers"
 _pairs.__name__ = "';'-separated t,s pairs"
 _positive_int.__name__ = "positive integer"
 
-# The schedule flags, their defaults (the Kinetics SlowFast 8x8 stepwise recipe) and the recipe key that
-# replaces each under --config, where the flag would be ignored and is therefore an error.
-SCHEDULE_FLAGS = {
-    "frames": (32, "data.frames"), "crop": (224, "data.crop"), "sampling_rate": (2, "data.sampling_rate"),
-    "steps": (None, "solver.steps"), "max_epoch": (239, "solver.max_epoch"), "gamma": (0.1, "solver.gamma"),
-    "epoch_factor": (1.5, "multigrid.epoch_factor"),
-    "long_cycle_factors": (None, "multigrid.long_cycle_factors"),
-    "short_cycle_factors": (None, "multigrid.short_cycle_factors"),
-    "long_cycle": (True, "multigrid.long_cycle"), "short_cycle": (True, "multigrid.short_cycle"),
-    "short_cycle_relative": (False, "multigrid.short_cycle_relative"),
-    "lr_policy": ("steps", "solver.lr_policy"),
-    "base_lr": (0.1, "solver.base_lr"), "warmup_epochs": (34.0, "solver.warmup_epochs"),
-    "warmup_start_lr": (0.01, "solver.warmup_start_lr"), "rescale_warmup": (False, "solver.rescale_warmup"),
-    "batch_size": (8, "solver.batch_size"), "bn_base_size": (8, "model.bn_base_size"),
+# Without --config, `plan` plans this recipe (PySlowFast's SLOWFAST_8x8_R50_stepwise_multigrid) on 8
+# devices, with the schedule flags below as shorthands for the config keys they set.
+DEFAULT_RECIPE = "kinetics/slowfast_r50_8x8_multigrid"
+FLAG_DEVICES = 8
+# Each schedule flag and the config key it sets. --batch-size is per device: solver.batch_size is that
+# times --devices. Beside --config a schedule flag is an error: the recipe sets that key.
+FLAG_KEYS = {
+    "frames": "data.frames", "crop": "data.crop", "sampling_rate": "data.sampling_rate",
+    "steps": "solver.steps", "max_epoch": "solver.max_epoch", "gamma": "solver.gamma",
+    "epoch_factor": "multigrid.epoch_factor", "long_cycle_factors": "multigrid.long_cycle_factors",
+    "short_cycle_factors": "multigrid.short_cycle_factors", "long_cycle": "multigrid.long_cycle",
+    "short_cycle": "multigrid.short_cycle", "short_cycle_relative": "multigrid.short_cycle_relative",
+    "lr_policy": "solver.lr_policy", "base_lr": "solver.base_lr", "warmup_epochs": "solver.warmup_epochs",
+    "warmup_start_lr": "solver.warmup_start_lr", "rescale_warmup": "solver.rescale_warmup",
+    "batch_size": "solver.batch_size", "bn_base_size": "model.bn_base_size",
 }
 
 
@@ -89,39 +87,45 @@ def _flag(field: str) -> str:
     return "--" + ("no-" if field in ("long_cycle", "short_cycle") else "") + field.replace("_", "-")
 
 
-def _value(args: argparse.Namespace, name: str):
-    """A schedule flag's value, or its default when not given."""
-    value = getattr(args, name)
-    return SCHEDULE_FLAGS[name][0] if value is None else value
-
-
 def refuse_ignored_flags(args: argparse.Namespace) -> None:
     """With --config the recipe decides the schedule: a schedule flag beside it is an error, not dropped."""
-    for name, (_, key) in SCHEDULE_FLAGS.items():
+    for name, key in FLAG_KEYS.items():
         if getattr(args, name) is not None:
             raise ConfigError(f"{_flag(name)}: not used with --config (the recipe sets {key}); "
                               f"give it as an override instead, e.g. {key}=...")
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[MultigridConfig, LRConfig, LoaderNumbers]:
-    """The schedule, LR and loader inputs named by the command-line flags."""
-    defaults = MultigridConfig()
-    v = {name: _value(args, name) for name in SCHEDULE_FLAGS}
-    steps = v["steps"] if v["steps"] is not None else (K400_STEPS if v["lr_policy"] == "steps" else ())
-    cfg = MultigridConfig(
-        frames=v["frames"], crop=v["crop"], steps=steps, max_epoch=v["max_epoch"], gamma=v["gamma"],
-        lr_policy=v["lr_policy"], long_cycle=v["long_cycle"], short_cycle=v["short_cycle"],
-        epoch_factor=v["epoch_factor"],
-        long_cycle_factors=v["long_cycle_factors"] or defaults.long_cycle_factors,
-        short_cycle_factors=v["short_cycle_factors"] or defaults.short_cycle_factors,
-        sampling_rate=v["sampling_rate"], short_cycle_relative=v["short_cycle_relative"])
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the schedule flags set on the default recipe (the devices and batch always)."""
+    dotted = {key: getattr(args, name) for name, key in FLAG_KEYS.items() if getattr(args, name) is not None}
+    if args.lr_policy == "cosine" and args.steps is None:
+        dotted["solver.steps"] = []  # cosine without steps: the schedule cuts equal slices
+    devices = args.devices or FLAG_DEVICES
+    dotted["solver.batch_size"] = (args.batch_size or 8) * devices
+    dotted["solver.recipe_devices"] = devices
+    return dotted
+
+
+def name_flags(err: MgvideoError) -> MgvideoError:
+    """The error with each config key it names written as the flag that sets it (plans without --config)."""
+    text = str(err).removeprefix("override: ")
+    for name, key in FLAG_KEYS.items():
+        text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", _flag(name), text)
+    return type(err)(text)
+
+
+def plan_config(args: argparse.Namespace) -> Config:
+    """The config to plan, read once: the --config recipe (a bench config: its multigrid run) with its
+    key=value overrides or, without --config, the default recipe with the schedule flags applied."""
+    if args.config is not None:
+        refuse_ignored_flags(args)
+        return load_any_config(resolve_recipe(args.config), args.overrides)
+    if args.overrides:
+        raise ConfigError(f"key=value overrides need --config (got {args.overrides[0]!r})")
     try:
-        lr_cfg = LRConfig(base_lr=v["base_lr"], warmup_epochs=v["warmup_epochs"],
-                          warmup_start_lr=v["warmup_start_lr"], rescale_warmup=v["rescale_warmup"])
+        return override(load_config(resolve_recipe(DEFAULT_RECIPE)), **flag_overrides(args))
     except ConfigError as err:
-        raise ConfigError(f"{_flag(str(err).split(':')[0])}: {str(err).split(': ', 1)[1]}") from None
-    return cfg, lr_cfg, LoaderNumbers(args.dataset_size or K400_TRAIN_SIZE, v["batch_size"],
-                                      args.devices or 8, v["bn_base_size"])
+        raise name_flags(err) from None
 
 
 # Training-set sizes assumed when a recipe's list is not on this machine: what PySlowFast runs use.
@@ -134,7 +138,6 @@ def recipe_dataset_size(cfg) -> tuple[int, str]:
     """Clips in the recipe's training list, and where that figure came from (the list, or, when it is
     not here, the published size of the dataset it names)."""
     from mgvideo.data.prepare import read_split
-    from mgvideo.errors import MgvideoError
 
     path = Path(cfg.data.root) / cfg.data.train_list
     try:
@@ -153,47 +156,40 @@ def recipe_dataset_size(cfg) -> tuple[int, str]:
         return size, f"{what} ({path} is not here; --dataset-size N to change)"
 
 
-def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers]:
-    """The schedule, LR and per-device batch of a trainer recipe, exactly as `mgvideo train` builds them;
-    devices from the recipe (`solver.recipe_devices`, else one) and clips from its training list unless
-    --devices / --dataset-size say otherwise."""
+def plan_inputs(cfg: Config, args: argparse.Namespace
+                ) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers, str | None]:
+    """The schedule, LR and per-device batch of the config, exactly as `mgvideo train` builds them, and
+    where the clip count came from: --devices, else the recipe's `solver.recipe_devices`, else one; clips
+    from --dataset-size, else the recipe's training list (without --config: Kinetics-400's)."""
     from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
     from mgvideo.models.zoo import get_preset
 
-    refuse_ignored_flags(args)
-    cfg = recipe_config(args)
-    args.devices = args.devices or cfg.solver.recipe_devices or 1
-    if args.dataset_size is None:
-        args.dataset_size, args.dataset_source = recipe_dataset_size(cfg)
+    devices = args.devices or cfg.solver.recipe_devices or 1
+    dataset_size, source = args.dataset_size, None
+    if dataset_size is None:
+        dataset_size, source = recipe_dataset_size(cfg) if args.config else (K400_TRAIN_SIZE, None)
     no_bn = get_preset(cfg.model.name).family == "vit"  # a transformer: BN size 0 prints "none"
-    loader = LoaderNumbers(args.dataset_size, per_device_batch(cfg, args.devices), args.devices,
+    loader = LoaderNumbers(dataset_size, per_device_batch(cfg, devices), devices,
                            0 if no_bn else cfg.model.bn_base_size)
-    return build_schedule(cfg), build_lr_config(cfg, args.devices), loader
+    try:
+        schedule = build_schedule(cfg)
+    except ScheduleError as err:
+        raise err if args.config else name_flags(err) from None
+    return schedule, build_lr_config(cfg, devices), loader, source
 
 
-def recipe_config(args: argparse.Namespace):
-    """The --config recipe (a bench config: its multigrid run) with the overrides applied."""
-    from mgvideo.bench.bench_config import load_any_config
-    from mgvideo.config import resolve_recipe
-
-    return load_any_config(resolve_recipe(args.config), args.overrides)
-
-
-def device_plan_of(args: argparse.Namespace, lr_cfg: LRConfig, loader: LoaderNumbers) -> dict:
+def device_plan_of(cfg: Config, args: argparse.Namespace, loader: LoaderNumbers) -> dict:
     """What the devices mean for the run: per-device batch, micro-batches, global batch, LR, and the line
     the table prints."""
-    if args.config is None:
-        return {"devices": loader.devices, "per_device_batch": loader.batch_size, "micro_batches": 1,
-                "global_batch": loader.batch_size * loader.devices, "base_lr": _clean(lr_cfg.base_lr),
-                "line": f"devices: {loader.devices}; per-device batch {loader.batch_size}; global batch "
-                        f"{loader.batch_size * loader.devices}; base LR {lr_cfg.base_lr:g}"}
     from mgvideo.engine.builders import device_plan
 
-    cfg = recipe_config(args)
-    plan = device_plan(cfg, args.devices)
+    plan = device_plan(cfg, loader.devices)
+    base_lr = cfg.solver.base_lr
+    line = plan.describe(base_lr) if args.config else (
+        f"devices: {plan.devices}; per-device batch {plan.batch}; global batch {plan.global_batch}; "
+        f"base LR {base_lr:g}")
     return {"devices": plan.devices, "per_device_batch": plan.batch, "micro_batches": plan.micro_batches,
-            "global_batch": plan.global_batch, "base_lr": _clean(cfg.solver.base_lr * plan.lr_scale),
-            "line": plan.describe(cfg.solver.base_lr)}
+            "global_batch": plan.global_batch, "base_lr": _clean(base_lr * plan.lr_scale), "line": line}
 
 
 def _clean(value: float) -> float:
@@ -321,29 +317,31 @@ def summary(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers
     ])
 
 
-def counted_flop_ratio(args: argparse.Namespace, schedule: MultigridSchedule) -> float | None:
+def counted_flop_ratio(cfg: Config, schedule: MultigridSchedule) -> float | None:
     """For a ViT recipe, the FLOP ratio with each shape's cost counted on the model (attention is
     quadratic in tokens, so T·S² overstates coarse shapes); None for other models."""
-    from mgvideo.models.flops import clip_cost_fn
     from mgvideo.models.zoo import PRESETS
 
-    cfg = recipe_config(args)
     if PRESETS[cfg.model.name].family != "vit":
         return None
+    from mgvideo.models.flops import clip_cost_fn
+
     cost = clip_cost_fn(cfg.model.name, cfg.data.num_classes, **cfg.model.options)
     return _clean(schedule.flop_ratio(cost))
 
 
 # -- the command --------------------------------------------------------------------------------------
+DESCRIPTION = """Plan a multigrid run: stages, shapes, iterations, the saving against the baseline and the
+expected speed-up in time. With --config, the recipe gives everything (devices: solver.recipe_devices, else 1;
+clips: its training list). Without it, the plan is of PySlowFast's Kinetics SlowFast 8x8 stepwise multigrid
+recipe (kinetics/slowfast_r50_8x8_multigrid) on 8 devices, and the flags are shorthands for its keys."""
+
+
 def register(subparsers) -> None:
     """Add `mgvideo plan` and its flags."""
     p = subparsers.add_parser(
         "plan", help="print, plot or dump a multigrid schedule",
-        description="Plan a multigrid run: stages, shapes, iterations, the saving against the baseline and "
-                    "the expected speed-up in time. With --config, the recipe gives everything (devices: "
-                    "solver.recipe_devices, else 1; clips: its training list). Without it, the flags "
-                    "describe the schedule; their defaults are PySlowFast's Kinetics SlowFast 8x8 stepwise "
-                    "multigrid recipe on 8 devices.")
+        description=DESCRIPTION)
     p.add_argument("--frames", type=_positive_int, help="default clip length T (32)")
     p.add_argument("--crop", type=_positive_int, help="default crop S (224)")
     p.add_argument("--sampling-rate", type=_positive_int, help="(2)")
@@ -386,20 +384,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the schedule from the recipe or the flags and print the table (or JSON), optionally plotting
-    it."""
-    args.dataset_source = None
-    if args.config is not None:
-        schedule, lr_cfg, loader = configs_from_recipe(args)
-    elif args.overrides:
-        raise ConfigError(f"key=value overrides need --config (got {args.overrides[0]!r})")
-    else:
-        cfg, lr_cfg, loader = configs_from_args(args)
-        try:
-            schedule = MultigridSchedule(cfg)
-        except ScheduleError as err:
-            field, _, problem = str(err).partition(": ")
-            raise ScheduleError(f"{_flag(field)}: {problem}") from None
+    """Plan the config (the recipe, or the flags) and print the table (or JSON), optionally plotting it."""
+    cfg = plan_config(args)
+    schedule, lr_cfg, loader, dataset_source = plan_inputs(cfg, args)
     if loader.dataset_size < loader.devices:
         raise ConfigError(f"--dataset-size: {loader.dataset_size} clips cannot be shared by "
                           f"{loader.devices} devices")
@@ -407,13 +394,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_warmup_of(schedule, lr_cfg)
     except ConfigError as err:
-        field, _, problem = str(err).partition(": ")
-        raise ConfigError(f"{'solver.' + field if args.config else _flag(field)}: {problem}") from None
+        err = ConfigError(f"solver.{err}")
+        raise err if args.config else name_flags(err) from None
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot: expected a .png file name (got {str(args.plot)!r})")
     figures = plan_figures(schedule, lr_cfg, loader, args.profile)
-    devices = device_plan_of(args, lr_cfg, loader)
-    counted = counted_flop_ratio(args, schedule) if args.config is not None else None
+    devices = device_plan_of(cfg, args, loader)
+    counted = counted_flop_ratio(cfg, schedule)
     if args.plot is not None:
         from mgvideo.engine.plots import plot_schedule
 
@@ -426,12 +413,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(schedule_table(schedule, lr_cfg, loader))
     print()
-    if args.dataset_source:
-        print(f"dataset: {loader.dataset_size} clips, {args.dataset_source}")
+    if dataset_source:
+        print(f"dataset: {loader.dataset_size} clips, {dataset_source}")
     print(summary(schedule, lr_cfg, loader, figures))
     print(devices["line"])
     if counted is not None:
-        print(f"FLOPs vs baseline counted on {recipe_config(args).model.name} (attention's quadratic cost "
+        print(f"FLOPs vs baseline counted on {cfg.model.name} (attention's quadratic cost "
               f"in tokens included): {counted:.3f}")
     if args.plot is not None:
         print(f"plot: {args.plot}")
