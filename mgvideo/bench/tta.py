@@ -245,16 +245,17 @@ def run_bench(spec: BenchSpec, cfg: Config, out: Path, log=print) -> dict[str, A
     return summary
 
 
+DESCRIPTION = """Train the baseline and multigrid (and ablations) with the same model and data, interleaved by
+seed; report training time to the baseline's final top-1 and to 80/90/95 % of it, with bootstrap intervals,
+and the frontier of final top-1 against training time (variant@budget). A run of the default config takes 25
+minutes or more on a 2-core CPU (2 seeds x baseline and multigrid, data ready), longer with more seeds or
+variants; --quick is a first look, and --reuse keeps the finished runs of an interrupted benchmark."""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "tta", help="time to a target accuracy: baseline vs multigrid on this machine",
-        description="Train the baseline and multigrid (and ablations) with the same model and data, "
-                    "interleaved by seed; report training time to the baseline's final top-1 and to "
-                    "80/90/95 % of it, with bootstrap intervals, and the frontier of final top-1 against "
-                    "training time (variant@budget). A run of the default config takes 25 minutes or "
-                    "more on a 2-core CPU (2 seeds x baseline and multigrid, data ready), longer with "
-                    "more seeds or variants; --quick is a first look, and --reuse keeps the finished runs "
-                    "of an interrupted benchmark.")
+        description=DESCRIPTION)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"bench config (default {DEFAULT_CONFIG})")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the config's)")
     parser.add_argument("--variants", default=None,

@@ -11,14 +11,15 @@ from typing import Any
 
 from mgvideo.config import Config, load_config, override, resolve_recipe
 
+DESCRIPTION = """Ensembles K temporal clips x test.crops spatial crops per video (sum of softmax scores; max
+for Charades) and writes test_summary.json and per_class.csv. A video none of whose views can be read is left
+out and named; more than test.max_failed_fraction of such videos stops the test."""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "test", help="multi-view test: K clips x 3 crops per video, top-1/top-5 (or mAP)",
-        description="Ensembles K temporal clips x test.crops spatial crops per video (sum of softmax "
-                    "scores; max for Charades) and writes test_summary.json and per_class.csv. A video "
-                    "none of whose views can be read is left out and named; more than "
-                    "test.max_failed_fraction of such videos stops the test.")
+        description=DESCRIPTION)
     parser.add_argument("config", help="the run's YAML (e.g. RUN/config.yaml) or a recipe name")
     parser.add_argument("checkpoint", type=Path, help="model_final.pt or a checkpoint such as last.pt")
     parser.add_argument("--views", type=int, default=None, help="temporal clips per video (test.clips)")
