@@ -17,33 +17,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from mgvideo.integrations import tiny
 from mgvideo.integrations.accelerate import prepare_loader
-from mgvideo.integrations.step import configure_step, iteration_counts
-from mgvideo.multigrid import (
-    LRConfig,
-    MultigridBatchSampler,
-    MultigridConfig,
-    MultigridSchedule,
-    convert_model,
-)
-
-SCHEDULE = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 4), max_epoch=5, sampling_rate=2))
-LR = LRConfig(base_lr=0.05, warmup_epochs=0.5, warmup_start_lr=0.01)
-CLIPS, GLOBAL_BATCH, BN_BASE_SIZE, CLASSES = 40, 2, 2, 4
-
-
-class RandomClips(Dataset):
-    """Stands in for a video dataset: the clip that `shape` asks for (noise seeded by the index)."""
-
-    def __len__(self):
-        return CLIPS
-
-    def __getitem__(self, item):
-        index, shape = item
-        noise = torch.Generator().manual_seed(index)
-        return torch.randn(3, shape.frames, shape.crop, shape.crop, generator=noise), index % CLASSES, index
+from mgvideo.integrations.step import configure_step
+from mgvideo.multigrid import MultigridBatchSampler
 
 
 def main(argv=None):
@@ -52,21 +31,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True: gloo across CPU processes
-    sampler = MultigridBatchSampler(SCHEDULE, CLIPS, GLOBAL_BATCH // accelerator.num_processes,
-                                    rank=accelerator.process_index, world_size=accelerator.num_processes)
-    loader = prepare_loader(accelerator, DataLoader(RandomClips(), batch_sampler=sampler))
-    torch.manual_seed(0)
-    model = convert_model(nn.Sequential(  # BatchNorm3d becomes sub-batch BN
-        nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR.base_lr, momentum=0.9)
+    per_device = tiny.GLOBAL_BATCH // accelerator.num_processes
+    sampler = MultigridBatchSampler(tiny.SCHEDULE, tiny.CLIPS, per_device, rank=accelerator.process_index,
+                                    world_size=accelerator.num_processes)
+    loader = prepare_loader(accelerator, DataLoader(tiny.RandomClips(), batch_sampler=sampler))
+    model = tiny.tiny_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=tiny.LR.base_lr, momentum=0.9)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     shapes = Counter()
-    for epoch in range(SCHEDULE.max_epoch):
+    for epoch in range(tiny.SCHEDULE.max_epoch):
         sampler.set_epoch(epoch)
         for it, (clips, labels, indices) in enumerate(loader):
-            configure_step(model, [optimizer], sampler, LR, it, len(clips), BN_BASE_SIZE)  # as mgvideo train
+            # as mgvideo train does: this iteration's LR and BN groups
+            configure_step(model, [optimizer], sampler, tiny.LR, it, len(clips), tiny.BN_BASE_SIZE)
             loss = nn.functional.cross_entropy(model(clips), labels)
             optimizer.zero_grad()
             accelerator.backward(loss)
@@ -81,10 +59,7 @@ def main(argv=None):
                     f.write(json.dumps(record) + "\n")
 
     if accelerator.is_main_process:
-        ran, baseline = iteration_counts(sampler)
-        print("trained on (batch x T x S per device, iterations):",
-              ", ".join(f"{b}x{t}x{s} ({n})" for (b, t, s), n in sorted(shapes.items())))
-        print(f"{ran} iterations against the baseline's {baseline} ({baseline / ran:.2f}x fewer)")
+        tiny.print_summary(sampler, shapes)
     accelerator.end_training()
 
 

@@ -18,44 +18,24 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from mgvideo.integrations import tiny
 from mgvideo.integrations.lightning import MultigridCallback
-from mgvideo.integrations.step import iteration_counts
-from mgvideo.multigrid import LRConfig, MultigridConfig, MultigridSchedule, convert_model
-
-SCHEDULE = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 4), max_epoch=5, sampling_rate=2))
-LR = LRConfig(base_lr=0.05, warmup_epochs=0.5, warmup_start_lr=0.01)
-CLIPS, GLOBAL_BATCH, BN_BASE_SIZE, CLASSES = 40, 2, 2, 4
-
-
-class RandomClips(Dataset):
-    """Stands in for a video dataset: the clip that `shape` asks for (noise seeded by the index)."""
-
-    def __len__(self):
-        return CLIPS
-
-    def __getitem__(self, item):
-        index, shape = item
-        noise = torch.Generator().manual_seed(index)
-        return torch.randn(3, shape.frames, shape.crop, shape.crop, generator=noise), index % CLASSES, index
 
 
 class TinyVideoNet(L.LightningModule):
     def __init__(self, multigrid: MultigridCallback, trace: Path | None, workers: int = 0):
         super().__init__()
-        torch.manual_seed(0)
-        self.net = convert_model(nn.Sequential(  # BatchNorm3d becomes sub-batch BN
-            nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
-            nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
+        self.net = tiny.tiny_net()
         self.multigrid, self.trace, self.workers, self.shapes = multigrid, trace, workers, Counter()
 
     def train_dataloader(self):
-        return DataLoader(RandomClips(), batch_sampler=self.multigrid.batch_sampler, num_workers=self.workers,
-                          persistent_workers=self.workers > 0)
+        return DataLoader(tiny.RandomClips(), batch_sampler=self.multigrid.batch_sampler,
+                          num_workers=self.workers, persistent_workers=self.workers > 0)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=LR.base_lr, momentum=0.9)  # the callback sets the LR
+        return torch.optim.SGD(self.parameters(), lr=tiny.LR.base_lr, momentum=0.9)  # the callback sets LRs
 
     def training_step(self, batch, batch_idx):
         clips, labels, indices = batch
@@ -81,23 +61,21 @@ def main(argv=None, callbacks=()):
     parser.add_argument("--trace", type=Path, help="log each step to DIR/rankN.jsonl")
     args = parser.parse_args(argv)
 
-    multigrid = MultigridCallback(SCHEDULE, LR, dataset_size=CLIPS, batch_size=GLOBAL_BATCH // args.devices,
-                                  bn_base_size=BN_BASE_SIZE)
+    per_device = tiny.GLOBAL_BATCH // args.devices
+    multigrid = MultigridCallback(tiny.SCHEDULE, tiny.LR, dataset_size=tiny.CLIPS, batch_size=per_device,
+                                  bn_base_size=tiny.BN_BASE_SIZE)
     saving = [ModelCheckpoint(args.checkpoints, every_n_train_steps=args.save_every or None, save_last=True)
               ] if args.checkpoints else []
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-        max_epochs=SCHEDULE.max_epoch, use_distributed_sampler=False,
+        max_epochs=tiny.SCHEDULE.max_epoch, use_distributed_sampler=False,
         callbacks=[multigrid, *saving, *callbacks], enable_checkpointing=bool(saving),
         logger=False, enable_progress_bar=False, enable_model_summary=False)
     model = TinyVideoNet(multigrid, args.trace, args.workers)
     trainer.fit(model, ckpt_path=args.resume, weights_only=True)
 
     if trainer.is_global_zero:
-        ran, baseline = iteration_counts(multigrid.sampler)
-        shapes = ", ".join(f"{b}x{t}x{s} ({n})" for (b, t, s), n in sorted(model.shapes.items()))
-        print(f"trained on (batch x T x S per device, iterations): {shapes}")
-        print(f"{ran} iterations against the baseline's {baseline} ({baseline / ran:.2f}x fewer)")
+        tiny.print_summary(multigrid.sampler, model.shapes)
 
 
 if __name__ == "__main__":

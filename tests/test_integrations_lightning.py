@@ -22,6 +22,7 @@ from test_integrations_trainer import (
 )
 
 from mgvideo.errors import ConfigError
+from mgvideo.integrations import tiny
 from mgvideo.integrations.lightning import MultigridCallback
 
 example = load_example("lightning_multigrid")
@@ -103,23 +104,23 @@ class WithScheduler(example.TinyVideoNet):
 
 class SizedSampler(example.TinyVideoNet):
     def train_dataloader(self):  # the sampler itself: Lightning would fix every epoch at the first's length
-        return torch.utils.data.DataLoader(example.RandomClips(), batch_sampler=self.multigrid.sampler)
+        return torch.utils.data.DataLoader(tiny.RandomClips(), batch_sampler=self.multigrid.sampler)
 
 
-GOOD = {"max_epochs": example.SCHEDULE.max_epoch, "use_distributed_sampler": False}
+GOOD = {"max_epochs": tiny.SCHEDULE.max_epoch, "use_distributed_sampler": False}
 
 
 @pytest.mark.parametrize("flags, module, message", [
-    ({"max_epochs": example.SCHEDULE.max_epoch}, example.TinyVideoNet, "use_distributed_sampler=False"),
+    ({"max_epochs": tiny.SCHEDULE.max_epoch}, example.TinyVideoNet, "use_distributed_sampler=False"),
     ({**GOOD, "accumulate_grad_batches": 2}, example.TinyVideoNet, "accumulate_grad_batches=2"),
-    ({**GOOD, "max_epochs": 3}, example.TinyVideoNet, f"max_epochs={example.SCHEDULE.max_epoch}"),
+    ({**GOOD, "max_epochs": 3}, example.TinyVideoNet, f"max_epochs={tiny.SCHEDULE.max_epoch}"),
     ({**GOOD, "max_steps": 5}, example.TinyVideoNet, "no max_steps"),
     ({**GOOD, "limit_train_batches": 0.5}, example.TinyVideoNet, "limit_train_batches"),
     (GOOD, WithScheduler, "LR scheduler"),
     (GOOD, SizedSampler, "batch_sampler=multigrid.batch_sampler"),
 ])
 def test_a_wrong_trainer_setting_fails_in_one_line(flags, module, message):
-    multigrid = MultigridCallback(example.SCHEDULE, example.LR, dataset_size=TRAIN_CLIPS, batch_size=2)
+    multigrid = MultigridCallback(tiny.SCHEDULE, tiny.LR, dataset_size=TRAIN_CLIPS, batch_size=2)
     trainer = L.Trainer(accelerator="cpu", devices=1, callbacks=[multigrid], logger=False, **flags,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
@@ -128,7 +129,7 @@ def test_a_wrong_trainer_setting_fails_in_one_line(flags, module, message):
 
 
 def test_the_sampler_is_asked_for_before_setup():
-    multigrid = MultigridCallback(example.SCHEDULE, example.LR, dataset_size=TRAIN_CLIPS, batch_size=2)
+    multigrid = MultigridCallback(tiny.SCHEDULE, tiny.LR, dataset_size=TRAIN_CLIPS, batch_size=2)
     with pytest.raises(ConfigError, match="train_dataloader"):
         multigrid.batch_sampler  # noqa: B018
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mgvideo.errors import CheckpointError
+from mgvideo.models.state_dict import diff_keys, shorten, unwrap
 
 
 def save(state: dict[str, Any], path: str | Path,
@@ -74,26 +75,21 @@ def _load_failure(err: Exception) -> str:
 
 
 def model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a full checkpoint or of a plain state dict such as `model_final.pt`."""
+    """The model weights of a full checkpoint or of a plain state dict such as `model_final.pt`, without
+    the DDP or torch.compile prefixes a wrapped model's keys carry."""
     state = load(path)
     weights = state.get("model", state)
     if not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"{path}: no model weights found")
-    return weights
+    return unwrap(weights)
 
 
 def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
     """Load weights strictly; a different architecture gets an error listing what does not match."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if keys:
-                shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
-                parts.append(f"{len(keys)} {label}: {shown}")
+    diff = diff_keys(model.state_dict(), weights)
+    labelled = (("missing", diff.missing), ("unexpected", diff.unexpected), ("wrong shape", diff.mis_shaped))
+    parts = [f"{len(keys)} {label}: {shorten(sorted(keys), 3)}" for label, keys in labelled if keys]
+    if parts:
         raise CheckpointError(
             f"{source}: checkpoint does not match this model's architecture ({'; '.join(parts)}); "
             "check model.name and model.options"

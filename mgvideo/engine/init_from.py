@@ -16,6 +16,7 @@ from torch import nn
 from mgvideo.engine import checkpoint
 from mgvideo.errors import CheckpointError
 from mgvideo.models.caffe2 import caffe2_state_dict
+from mgvideo.models.state_dict import diff_keys, shorten, unwrap
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Pretrained:
     def message(self) -> str:
         """One line for the run's log."""
         def names(keys: list[str]) -> str:
-            return f" ({_short(keys)})" if keys else ""
+            return f" ({shorten(keys, 4)})" if keys else ""
 
         return (f"init_from {self.source} ({self.kind}): loaded {len(self.loaded)} tensors, skipped "
                 f"{len(self.skipped)}{names(self.skipped)}, re-initialised {len(self.reinitialised)}"
@@ -68,7 +69,7 @@ def read_pretrained(path: str | Path, model_state: dict[str, torch.Tensor]) -> t
     if not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(f"{path}: no model weights found (expected a state dict, a PySlowFast "
                               "'model_state' or an mgvideo checkpoint's 'model')")
-    return {k.removeprefix("module."): v for k, v in raw.items()}, kind, []
+    return unwrap(raw), kind, []
 
 
 def classifier_keys(model: nn.Module, num_classes: int) -> list[str]:
@@ -90,18 +91,19 @@ def match_pretrained(model: nn.Module, state: dict[str, torch.Tensor], num_class
     mismatch raises CheckpointError naming the keys.
     """
     own = model.state_dict()
-    head = [k for k in classifier_keys(model, num_classes) if k in state and state[k].shape != own[k].shape
+    diff = diff_keys(own, state)
+    head = [k for k in classifier_keys(model, num_classes) if k in diff.mis_shaped
             and state[k].shape[1:] == own[k].shape[1:]]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and k not in head and state[k].shape != own[k].shape]
+    missing = diff.missing_weights()
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in diff.mis_shaped
+             if k not in head]
     if missing or wrong:
-        parts = [f"{len(keys)} {label}: {_short(keys)}" for label, keys in
+        parts = [f"{len(keys)} {label}: {shorten(keys, 4)}" for label, keys in
                  (("missing", missing), ("of another shape (checkpoint vs model)", wrong)) if keys]
         raise CheckpointError(f"{source}: weights do not fit model {type(model).__name__} "
                               f"({'; '.join(parts)}); check model.name and model.options")
     loaded = {k: v for k, v in state.items() if k in own and k not in head}
-    return loaded, sorted(set(state) - set(own)), head
+    return loaded, sorted(diff.unexpected), head
 
 
 def load_pretrained(model: nn.Module, path: str | Path, num_classes: int) -> Pretrained:
@@ -110,7 +112,3 @@ def load_pretrained(model: nn.Module, path: str | Path, num_classes: int) -> Pre
     loaded, skipped, head = match_pretrained(model, state, num_classes, str(path))
     model.load_state_dict(loaded, strict=False)
     return Pretrained(str(path), kind, sorted(loaded), skipped + sorted(unknown), sorted(head))
-
-
-def _short(keys: list[str], limit: int = 4) -> str:
-    return ", ".join(keys[:limit]) + (f", +{len(keys) - limit} more" if len(keys) > limit else "")

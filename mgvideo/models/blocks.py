@@ -7,6 +7,7 @@ without any key mapping. Every layer works on a list of pathway tensors, as in t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -70,41 +71,42 @@ class VideoStem(nn.Module):
         return [getattr(self, f"pathway{i}_stem")(x[i]) for i in range(self.num_pathways)]
 
 
+@dataclass(frozen=True)
+class BlockDims:
+    """The sizes of one residual block's transform (`branch2`), as ResStage works them out."""
+
+    dim_in: int
+    dim_out: int
+    dim_inner: int
+    temp_kernel: int
+    stride: int  # spatial
+    num_groups: int
+
+
 class BottleneckTransform(nn.Module):
     """Tx1x1 conv, 1x3x3 conv (grouped, strided), 1x1x1 conv; each followed by BN (ReLU on the first two)."""
 
-    def __init__(
-        self,
-        dim_in: int,
-        dim_out: int,
-        temp_kernel: int,
-        stride: int,
-        dim_inner: int,
-        num_groups: int,
-        stride_1x1: bool = False,
-        dilation: int = 1,
-    ) -> None:
+    def __init__(self, d: BlockDims, stride_1x1: bool = False, dilation: int = 1) -> None:
         super().__init__()
-        str1x1, str3x3 = (stride, 1) if stride_1x1 else (1, stride)
-        self.a = nn.Conv3d(
-            dim_in, dim_inner, (temp_kernel, 1, 1), (1, str1x1, str1x1), (temp_kernel // 2, 0, 0), bias=False
-        )
-        self.a_bn = batchnorm(dim_inner)
+        str1x1, str3x3 = (d.stride, 1) if stride_1x1 else (1, d.stride)
+        t = d.temp_kernel
+        self.a = nn.Conv3d(d.dim_in, d.dim_inner, (t, 1, 1), (1, str1x1, str1x1), (t // 2, 0, 0), bias=False)
+        self.a_bn = batchnorm(d.dim_inner)
         self.a_relu = nn.ReLU(inplace=True)
         self.b = nn.Conv3d(
-            dim_inner,
-            dim_inner,
+            d.dim_inner,
+            d.dim_inner,
             (1, 3, 3),
             (1, str3x3, str3x3),
             (0, dilation, dilation),
-            groups=num_groups,
+            groups=d.num_groups,
             bias=False,
             dilation=(1, dilation, dilation),
         )
-        self.b_bn = batchnorm(dim_inner)
+        self.b_bn = batchnorm(d.dim_inner)
         self.b_relu = nn.ReLU(inplace=True)
-        self.c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
-        self.c_bn = batchnorm(dim_out, zero_init=True)
+        self.c = nn.Conv3d(d.dim_inner, d.dim_out, 1, bias=False)
+        self.c_bn = batchnorm(d.dim_out, zero_init=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.a_relu(self.a_bn(self.a(x)))
@@ -115,33 +117,15 @@ class BottleneckTransform(nn.Module):
 class BasicTransform(nn.Module):
     """PySlowFast's `basic_transform`: Tx3x3 conv then 1x3x3 conv (dim_inner and groups are unused)."""
 
-    def __init__(
-        self,
-        dim_in: int,
-        dim_out: int,
-        temp_kernel: int,
-        stride: int,
-        dim_inner: int,
-        num_groups: int,
-        stride_1x1: bool = False,
-        dilation: int = 1,
-    ) -> None:
+    def __init__(self, d: BlockDims, stride_1x1: bool = False, dilation: int = 1) -> None:
         super().__init__()
-        self.a = nn.Conv3d(
-            dim_in, dim_out, (temp_kernel, 3, 3), (1, stride, stride), (temp_kernel // 2, 1, 1), bias=False
-        )
-        self.a_bn = batchnorm(dim_out)
+        t, dim = d.temp_kernel, d.dim_out
+        self.a = nn.Conv3d(d.dim_in, dim, (t, 3, 3), (1, d.stride, d.stride), (t // 2, 1, 1), bias=False)
+        self.a_bn = batchnorm(dim)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = nn.Conv3d(
-            dim_out,
-            dim_out,
-            (1, 3, 3),
-            1,
-            (0, dilation, dilation),
-            dilation=(1, dilation, dilation),
-            bias=False,
-        )
-        self.b_bn = batchnorm(dim_out, zero_init=True)
+        self.b = nn.Conv3d(dim, dim, (1, 3, 3), 1, (0, dilation, dilation), dilation=(1, dilation, dilation),
+                           bias=False)
+        self.b_bn = batchnorm(dim, zero_init=True)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.b_bn(self.b(self.a_relu(self.a_bn(self.a(x)))))
@@ -207,7 +191,7 @@ class ResStage(nn.Module):
     """One ResNet stage for every pathway: blocks `pathway{p}_res{i}`, non-local `pathway{p}_nonlocal{i}`.
 
     `temporal_kernels[p]` holds the temporal kernel of each block of pathway p (one entry per block).
-    `transform_factory(dim_in, dim_out, temp_kernel, stride, dim_inner, groups, block_idx)` builds branch2.
+    `transform_factory(dims, block_idx)` builds branch2 from the block's BlockDims.
     """
 
     def __init__(
@@ -232,9 +216,8 @@ class ResStage(nn.Module):
             for i, temp_kernel in enumerate(temporal_kernels[p]):
                 dim_in = dims_in[p] if i == 0 else dims_out[p]
                 stride = strides[p] if i == 0 else 1
-                transform = transform_factory(
-                    dim_in, dims_out[p], temp_kernel, stride, dims_inner[p], num_groups[p], i
-                )
+                dims = BlockDims(dim_in, dims_out[p], dims_inner[p], temp_kernel, stride, num_groups[p])
+                transform = transform_factory(dims, i)
                 self.add_module(f"pathway{p}_res{i}", ResBlock(dim_in, dims_out[p], stride, transform))
                 if nonlocal_at and i in nonlocal_at[p]:
                     pool = nonlocal_pool[p] if nonlocal_pool else None
@@ -269,8 +252,8 @@ def resnet_transform_factory(name: str, stride_1x1: bool, dilation: int):
         raise ValueError(f"unknown transform {name!r}; valid: {sorted(TRANSFORMS)}")
     cls = TRANSFORMS[name]
 
-    def build(dim_in, dim_out, temp_kernel, stride, dim_inner, groups, block_idx):
-        return cls(dim_in, dim_out, temp_kernel, stride, dim_inner, groups, stride_1x1, dilation)
+    def build(dims: BlockDims, block_idx: int) -> nn.Module:
+        return cls(dims, stride_1x1, dilation)
 
     return build
 

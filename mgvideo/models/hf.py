@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mgvideo.errors import CheckpointError
+from mgvideo.models.state_dict import diff_keys, shorten
 from mgvideo.models.vit import VideoViT
 
 # Hugging Face name (after the "videomae." prefix) -> ours; {i} is the block index.
@@ -145,12 +146,11 @@ def from_hf_videomae(path: str | Path) -> nn.Module:
     """
     config, state = read_hf_videomae(path)
     model = VideoViT(**model_kwargs(config, str(path)), head_act="none")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    for problem, keys in (("missing", missing), ("unexpected", extra), ("mis-shaped", wrong)):
+    diff = diff_keys(model.state_dict(), state)
+    labelled = (("missing", diff.missing), ("unexpected", diff.unexpected), ("mis-shaped", diff.mis_shaped))
+    for problem, keys in labelled:
         if keys:
-            raise CheckpointError(f"{path}: {problem} keys for a VideoMAE classifier: {', '.join(keys[:5])}")
+            raise CheckpointError(
+                f"{path}: {problem} keys for a VideoMAE classifier: {shorten(sorted(keys), 5)}")
     model.load_state_dict(state)
     return model.eval()

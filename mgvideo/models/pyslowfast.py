@@ -19,6 +19,7 @@ from mgvideo.errors import CheckpointError
 from mgvideo.models.caffe2 import caffe2_state_dict
 from mgvideo.models.resnet3d import POOL1, RESNET_ARCHS, ResNet3D
 from mgvideo.models.slowfast import SlowFast
+from mgvideo.models.state_dict import diff_keys, shorten, unwrap
 from mgvideo.models.x3d import X3D
 
 # PySlowFast defaults (slowfast/config/defaults.py) for every key we read.
@@ -198,31 +199,20 @@ def load_weights(
 ) -> None:
     """Copy `state` into `model`, or raise CheckpointError listing missing, unexpected and mis-shaped keys."""
     own = model.state_dict()
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith(ignore)}
-    missing = [
-        k
-        for k in own
-        if k not in state and not k.endswith("num_batches_tracked") and not k.startswith(ignore)
-    ]
-    unexpected = sorted(set(state) - set(own)) + sorted(unknown or [])
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and v.shape != own[k].shape
-    ]
+    state = {k: v for k, v in unwrap(state).items() if not k.startswith(ignore)}
+    diff = diff_keys(own, state)
+    missing = [k for k in diff.missing_weights() if not k.startswith(ignore)]
+    unexpected = sorted(diff.unexpected) + sorted(unknown or [])
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in diff.mis_shaped]
     if missing or unexpected or mismatched:
+        labelled = (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched))
+        listed = "".join(f"\n  {label}: {shorten(keys, 12) or 'none'}" for label, keys in labelled)
         raise CheckpointError(
-            f"{where}: checkpoint does not match the architecture "
-            f"(missing {len(missing)}, unexpected {len(unexpected)}, "
-            f"shape mismatches {len(mismatched)})\n  missing: {_short(missing)}\n"
-            f"  unexpected: {_short(unexpected)}\n  shape mismatches: {_short(mismatched)}"
+            f"{where}: checkpoint does not match the architecture (missing {len(missing)}, "
+            f"unexpected {len(unexpected)}, shape mismatches {len(mismatched)}){listed}"
         )
     model.load_state_dict(state, strict=False)
-
-
-def _short(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "") if items else "none"
 
 
 def from_pyslowfast(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from mgvideo.models.blocks import ResStage, VideoStem, batchnorm, init_weights, to_pathways
+from mgvideo.models.blocks import BlockDims, ResStage, VideoStem, batchnorm, init_weights, to_pathways
 from mgvideo.models.heads import X3DHead
 
 # X3D sizes: (width factor, depth factor); all use bottleneck factor 2.25, C1 = 12, C5 = 2048.
@@ -71,36 +71,20 @@ class X3DStem(nn.Module):
 class X3DTransform(nn.Module):
     """1x1x1 conv, channel-wise Tx3x3 conv (strided), SE on even-indexed blocks, swish, 1x1x1 conv."""
 
-    def __init__(
-        self,
-        dim_in: int,
-        dim_out: int,
-        temp_kernel: int,
-        stride: int,
-        dim_inner: int,
-        num_groups: int,
-        block_idx: int,
-        se_ratio: float = 0.0625,
-    ) -> None:
+    def __init__(self, d: BlockDims, block_idx: int, se_ratio: float = 0.0625) -> None:
         super().__init__()
-        self.a = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
-        self.a_bn = batchnorm(dim_inner)
+        self.a = nn.Conv3d(d.dim_in, d.dim_inner, 1, bias=False)
+        self.a_bn = batchnorm(d.dim_inner)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = nn.Conv3d(
-            dim_inner,
-            dim_inner,
-            (temp_kernel, 3, 3),
-            (1, stride, stride),
-            (temp_kernel // 2, 1, 1),
-            groups=num_groups,
-            bias=False,
-        )
-        self.b_bn = batchnorm(dim_inner)
+        t = d.temp_kernel
+        self.b = nn.Conv3d(d.dim_inner, d.dim_inner, (t, 3, 3), (1, d.stride, d.stride), (t // 2, 1, 1),
+                           groups=d.num_groups, bias=False)
+        self.b_bn = batchnorm(d.dim_inner)
         if se_ratio > 0 and block_idx % 2 == 0:
-            self.se = SE(dim_inner, se_ratio)
+            self.se = SE(d.dim_inner, se_ratio)
         self.b_relu = Swish()
-        self.c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
-        self.c_bn = batchnorm(dim_out, zero_init=True)
+        self.c = nn.Conv3d(d.dim_inner, d.dim_out, 1, bias=False)
+        self.c_bn = batchnorm(d.dim_out, zero_init=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.a_relu(self.a_bn(self.a(x)))
@@ -146,7 +130,7 @@ class X3D(nn.Module):
             groups = dim_inner if channelwise else num_groups
             self.add_module(
                 f"s{stage + 2}",
-                ResStage([dim_in], [dim_out], [dim_inner], [[3] * repeats], [2], [groups], _x3d_factory),
+                ResStage([dim_in], [dim_out], [dim_inner], [[3] * repeats], [2], [groups], X3DTransform),
             )
             dim_in = dim_out
         self.head = X3DHead(
@@ -157,7 +141,3 @@ class X3D(nn.Module):
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         x = to_pathways(x)
         return self.head(self.s5(self.s4(self.s3(self.s2(self.s1(x))))))
-
-
-def _x3d_factory(dim_in, dim_out, temp_kernel, stride, dim_inner, groups, block_idx):
-    return X3DTransform(dim_in, dim_out, temp_kernel, stride, dim_inner, groups, block_idx)

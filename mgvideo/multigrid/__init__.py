@@ -1,7 +1,16 @@
 """The multigrid method as pieces for any PyTorch training loop: schedule, batch sampler, LR rule, BN."""
 
+from mgvideo.multigrid.batchnorm import (
+    BNPlan,
+    SubBatchNorm3d,
+    bn_groups_for,
+    convert_model,
+    set_bn_groups,
+    sync_group,
+)
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
+from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import (
     FixedShapeBatchSampler,
     MultigridBatchSampler,
@@ -11,6 +20,7 @@ from mgvideo.multigrid.sampler import (
 from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule, Slot, Stage
 
 __all__ = [
+    "BNPlan",
     "ClipShape",
     "FixedShapeBatchSampler",
     "LRConfig",
@@ -19,30 +29,15 @@ __all__ = [
     "MultigridSchedule",
     "Slot",
     "Stage",
+    "SubBatchNorm3d",
+    "bn_groups_for",
     "check_dataset_fits",
+    "convert_model",
     "count_batches",
     "iterations_per_epoch",
     "lr_at",
-    "set_lr",
-]
-
-# batchnorm.py exports follow below.
-from mgvideo.multigrid.batchnorm import (  # noqa: E402
-    BNPlan,
-    SubBatchNorm3d,
-    bn_groups_for,
-    convert_model,
-    set_bn_groups,
-    sync_group,
-)
-from mgvideo.multigrid.precise_bn import update_bn_stats  # noqa: E402
-
-__all__ += [
-    "BNPlan",
-    "SubBatchNorm3d",
-    "bn_groups_for",
-    "convert_model",
     "set_bn_groups",
+    "set_lr",
     "sync_group",
     "update_bn_stats",
 ]

@@ -38,17 +38,6 @@ from torch import nn
 
 from mgvideo.errors import ConfigError
 
-__all__ = [
-    "BNPlan",
-    "SubBatchNorm3d",
-    "bn_groups_for",
-    "convert_model",
-    "set_bn_groups",
-    "sync_group",
-    "release_sync_groups",
-    "has_batchnorm",
-]
-
 
 def _check_positive(value: object, field: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

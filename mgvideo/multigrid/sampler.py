@@ -49,13 +49,14 @@ def iterations_per_epoch(dataset_size: int, batch_size: int, world_size: int = 1
 class _ShardedBatchSampler(Sampler[Batch]):
     """Shared machinery: the epoch's seeded permutation, sharding, batching and the resume position."""
 
-    def __init__(self, dataset_size: int, *, rank: int, world_size: int, seed: int, shuffle: bool,
-                 drop_last: bool):
+    def __init__(self, dataset_size: int, batch_size: int, *, rank: int, world_size: int, seed: int,
+                 shuffle: bool, drop_last: bool):
         self.dataset_size = _positive_int("dataset_size", dataset_size)
         self.world_size = _positive_int("world_size", world_size)
         if not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ConfigError(f"rank: must be in [0, {world_size}) (got {rank!r})")
         self.rank, self.seed, self.shuffle, self.drop_last = rank, int(seed), shuffle, drop_last
+        self.batch_size = _positive_int("batch_size", batch_size)  # per device; a slot may scale it
         self.epoch = 0
         self._start = 0  # batches to skip on the next pass (set by load_state_dict)
         self._position = 0  # batches yielded so far in this epoch
@@ -145,10 +146,9 @@ class MultigridBatchSampler(_ShardedBatchSampler):
 
     def __init__(self, schedule: MultigridSchedule, dataset_size: int, batch_size: int, *, rank: int = 0,
                  world_size: int = 1, seed: int = 0, shuffle: bool = True, drop_last: bool = True):
-        super().__init__(dataset_size, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle,
-                         drop_last=drop_last)
+        super().__init__(dataset_size, batch_size, rank=rank, world_size=world_size, seed=seed,
+                         shuffle=shuffle, drop_last=drop_last)
         self.schedule = schedule
-        self.batch_size = _positive_int("batch_size", batch_size)
         if self._rank_count() < 1:
             raise ConfigError(f"dataset_size: {dataset_size} clips cannot be shared by {world_size} devices")
 
@@ -177,10 +177,9 @@ class FixedShapeBatchSampler(_ShardedBatchSampler):
 
     def __init__(self, shape: ClipShape, dataset_size: int, batch_size: int, *, rank: int = 0,
                  world_size: int = 1, seed: int = 0, shuffle: bool = False, drop_last: bool = False):
-        super().__init__(dataset_size, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle,
-                         drop_last=drop_last)
+        super().__init__(dataset_size, batch_size, rank=rank, world_size=world_size, seed=seed,
+                         shuffle=shuffle, drop_last=drop_last)
         self.shape = shape
-        self.batch_size = _positive_int("batch_size", batch_size)
 
     def _rank_count(self) -> int:
         if self.drop_last:
