@@ -24,17 +24,17 @@ TRAIN = ('{"step": 12, "epoch": 1.5, "kind": "train", "stage": 1, "frames": 4, "
          '"batch": 24, "loss": 2.25, "top1": 12.5, "lr": 0.1, "clips_per_s": 80.0, "data_wait": 0.25, '
          '"time": 3.5}')
 EVAL = ('{"kind": "eval", "step": 16, "epoch": 2, "samples": 64, "time": 4.0, "wall": 5.5, "top1": 40.0, '
-        '"top5": 90.0, "count": 10, "views": 1, "failed_views": 1, "failed_videos": 1, "failed": ["bad.mp4"], '
-        '"bn_s": 0.25, "val_s": 0.5}')
+        '"top5": 90.0, "count": 10, "views": 1, "failed_views": 1, "failed_videos": 1, '
+        '"failed": ["bad.mp4"], "bn_s": 0.25, "val_s": 0.5}')
 EVAL_MULTI_LABEL = ('{"kind": "eval", "step": 16, "epoch": 2, "samples": 64, "time": 4.0, "wall": 5.5, '
-                    '"mAP": 31.5, "count": 10, "views": 1, "failed_views": 0, "failed_videos": 0, "bn_s": 0.25, '
-                    '"val_s": 0.5}')
+                    '"mAP": 31.5, "count": 10, "views": 1, "failed_views": 0, "failed_videos": 0, '
+                    '"bn_s": 0.25, "val_s": 0.5}')
 PRECISE_BN = '{"kind": "precise_bn", "step": 8, "epoch": 1, "stage": 0, "time": 2.0, "seconds": 0.125}'
 # Older runs: a record per iteration without training top-1; evaluations without wall-clock or timings.
 OLD_TRAIN = ('{"kind": "train", "step": 1, "epoch": 0.1, "stage": 0, "frames": 4, "crop": 16, "batch": 8, '
              '"loss": 2.5, "lr": 0.1, "clips_per_s": 40.0, "data_wait": 0.5, "time": 0.2}')
-OLD_EVAL = '{"kind": "eval", "step": 16, "epoch": 2, "samples": 64, "time": 4.0, "top1": 40.0, "top5": 90.0, ' \
-           '"count": 10, "views": 1}'
+OLD_EVAL = ('{"kind": "eval", "step": 16, "epoch": 2, "samples": 64, "time": 4.0, "top1": 40.0, '
+            '"top5": 90.0, "count": 10, "views": 1}')
 
 
 @pytest.mark.parametrize("line", [TRAIN, EVAL, EVAL_MULTI_LABEL, PRECISE_BN])
