@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from mgvideo.engine.records import EvalRecord, Record, TrainRecord, read_records
+
 
 def syncs(args: argparse.Namespace) -> None:
     """Train a few steps with host syncs forbidden, once per AMP dtype in `--amp`: CUDA's sync debug mode on
@@ -174,25 +176,23 @@ def loader(args: argparse.Namespace) -> None:
           f"{rate:.1f} clips/s")
 
 
-def shape_rows(records: list[dict]) -> list[dict]:
+def shape_rows(records: list[Record]) -> list[dict]:
     """Per (T, S) of a training run: median ms/iteration and data wait, and the ratio to the full shape
     (the last shape trained). The first record of a shape is left out when there are others (cuDNN picks
     its kernels there)."""
-    its = [r for r in records if r["kind"] == "train"]
-    by_shape: dict[tuple[int, int], list[dict]] = {}
+    its = [r for r in records if isinstance(r, TrainRecord)]
+    by_shape: dict[tuple[int, int], list[TrainRecord]] = {}
     for r in its:
-        by_shape.setdefault((r["frames"], r["crop"]), []).append(r)
+        by_shape.setdefault((r.frames, r.crop), []).append(r)
     rows = []
     for (frames, crop), group in by_shape.items():
         kept = group[1:] or group
-        ms = [1000 * r["batch"] / r["clips_per_s"] / r.get("iterations", 1) for r in kept]
-        per_iteration = kept[-1]["batch"] // kept[-1].get("iterations", 1)
-        rows.append({"frames": frames, "crop": crop, "batch": per_iteration,
-                     "iterations": sum(r.get("iterations", 1) for r in group),
-                     "ms_per_iter": round(statistics.median(ms), 1),
-                     "data_wait": round(statistics.median(r["data_wait"] for r in kept), 3)})
+        rows.append({"frames": frames, "crop": crop, "batch": kept[-1].clips_per_iteration,
+                     "iterations": sum(r.iterations for r in group),
+                     "ms_per_iter": round(statistics.median(r.ms_per_iteration for r in kept), 1),
+                     "data_wait": round(statistics.median(r.data_wait for r in kept), 3)})
     if rows:
-        full = next(r for r in rows if (r["frames"], r["crop"]) == (its[-1]["frames"], its[-1]["crop"]))
+        full = next(r for r in rows if (r["frames"], r["crop"]) == (its[-1].frames, its[-1].crop))
         for row in rows:
             row["vs_full"] = round(row["ms_per_iter"] / full["ms_per_iter"], 2)
     return rows
@@ -217,7 +217,7 @@ def report(args: argparse.Namespace) -> None:
     for name in ("syncs", "profile", "profile_cf", "compile"):
         if rows := _read_jsonl(out / f"{name}.jsonl"):
             result[name] = rows
-    if records := _read_jsonl(out / "shapes" / "metrics.jsonl"):
+    if (log := out / "shapes" / "metrics.jsonl").exists() and (records := read_records(log)):
         result["train_shapes"] = shape_rows(records)
     if (out / "loader.json").exists():
         result["loader"] = json.loads((out / "loader.json").read_text())
@@ -238,15 +238,14 @@ def partial_runs(folder: Path) -> list[dict]:
     training seconds and the evaluations reached so far."""
     runs = []
     for log in sorted(folder.glob("seed*/*/metrics.jsonl")):
-        records = _read_jsonl(log)
-        trained = [r for r in records if r.get("kind") == "train"]
-        evals = [r for r in records if r.get("kind") == "eval"]
+        records = read_records(log)
+        trained = [r for r in records if isinstance(r, TrainRecord)]
+        evals = [r for r in records if isinstance(r, EvalRecord)]
         if not trained:
             continue
         runs.append({"variant": log.parent.name, "seed": log.parent.parent.name,
-                     "iterations": trained[-1].get("step"), "train_s": trained[-1].get("time"),
-                     "evals": [{"step": e.get("step"), "time": e.get("time"), "top1": e.get("top1")}
-                               for e in evals],
+                     "iterations": trained[-1].step, "train_s": trained[-1].time,
+                     "evals": [{"step": e.step, "time": e.time, "top1": e.top1} for e in evals],
                      "finished": (log.parent / "summary.json").exists()})
     return runs
 

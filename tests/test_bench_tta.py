@@ -11,6 +11,7 @@ from mgvideo.bench import tta_report as R
 from mgvideo.bench import tta_stats as S
 from mgvideo.bench.bench_config import load_any_config
 from mgvideo.cli import main
+from mgvideo.engine.records import EvalRecord, PreciseBNRecord, TrainRecord
 from mgvideo.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,17 +65,23 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_clips():
 # ---- figures from metric records -----------------------------------------------------------------
 
 
+def train_record(**figures):
+    """A training record; step, epoch, loss and LR are filler (the figures do not read them)."""
+    return TrainRecord(step=0, epoch=0.0, loss=1.0, lr=0.1, **figures)
+
+
+def eval_record(**figures):
+    return EvalRecord(step=0, epoch=0, count=100, views=1, **figures)
+
+
 def test_figures_from_records_counts_iterations_flops_and_stage_costs():
     records = [
-        {"kind": "train", "stage": 0, "frames": 4, "crop": 16, "batch": 8, "clips_per_s": 80.0,
-         "data_wait": 0.5, "time": 0.1},
-        {"kind": "train", "stage": 0, "frames": 4, "crop": 8, "batch": 32, "clips_per_s": 160.0,
-         "data_wait": 0.0, "time": 0.3},
-        {"kind": "eval", "samples": 40, "time": 1.0, "top1": 30.0, "top5": 80.0, "bn_s": 0.1, "val_s": 0.2},
-        {"kind": "precise_bn", "step": 2, "time": 1.2, "seconds": 0.15},
-        {"kind": "train", "stage": 1, "frames": 8, "crop": 16, "batch": 4, "clips_per_s": 10.0,
-         "data_wait": 0.25, "time": 1.4},
-        {"kind": "eval", "samples": 44, "time": 2.0, "wall": 2.9, "top1": 35.0, "top5": 85.0},
+        train_record(stage=0, frames=4, crop=16, batch=8, clips_per_s=80.0, data_wait=0.5, time=0.1),
+        train_record(stage=0, frames=4, crop=8, batch=32, clips_per_s=160.0, data_wait=0.0, time=0.3),
+        eval_record(samples=40, time=1.0, top1=30.0, top5=80.0, bn_s=0.1, val_s=0.2),
+        PreciseBNRecord(step=2, epoch=1, stage=0, time=1.2, seconds=0.15),
+        train_record(stage=1, frames=8, crop=16, batch=4, clips_per_s=10.0, data_wait=0.25, time=1.4),
+        eval_record(samples=44, time=2.0, wall=2.9, top1=35.0, top5=85.0),
     ]
     run = R.figures_from_records("multigrid", 1, records, lambda f, c: f * c / 64, [1, 0, 1])
     assert (run.iterations, run.samples, run.final_top1) == (3, 44, 35.0)

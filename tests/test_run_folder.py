@@ -10,7 +10,7 @@ from mgvideo.cli import main
 from mgvideo.config import load_config
 from mgvideo.data import prepare, synthetic
 from mgvideo.engine.plots import shapes_figure
-from mgvideo.engine.runlog import read_records
+from mgvideo.engine.records import TrainRecord, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "synthetic" / "tiny.yaml"
@@ -61,7 +61,7 @@ def test_summary_has_one_iteration_saving_and_explains_its_epochs(run):
 
 
 def test_shapes_plot_has_a_colourbar_for_its_colours(run):
-    its = [r for r in read_records(run / "metrics.jsonl") if r["kind"] == "train"]
+    its = [r for r in read_records(run / "metrics.jsonl") if isinstance(r, TrainRecord)]
     fig = shapes_figure(its)
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "clips per batch (per device)"
 

@@ -48,7 +48,7 @@ def test_stage_end_without_an_evaluation_refreshes_bn_at_the_stage_shape(calls):
     assert calls == [("bn", stage.index, batch), ("save", f"stage_{stage.index:02d}.pt")]
     assert shape.stage == stage.index
     (record,) = run.log.records  # its cost is on the record, as overhead outside the iterations
-    assert record["kind"] == "precise_bn" and record["stage"] == stage.index and record["seconds"] >= 0
+    assert record.kind == "precise_bn" and record.stage == stage.index and record.seconds >= 0
 
 
 def test_mid_stage_epoch_without_evaluation_does_nothing(calls):

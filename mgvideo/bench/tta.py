@@ -26,6 +26,7 @@ from mgvideo.bench import tta_report as R
 from mgvideo.bench.bench_config import bench_variant_config, load_bench_config
 from mgvideo.config import Config, override, resolve_recipe, to_dict
 from mgvideo.engine.distributed import keep_process_group
+from mgvideo.engine.records import Record, read_records
 from mgvideo.errors import ConfigError
 
 DEFAULT_CONFIG = "configs/synthetic/bench.yaml"
@@ -180,12 +181,11 @@ def scale_budget(cfg: Config, budget: float) -> Config:
 # ---- running -----------------------------------------------------------------------------------------
 
 
-def train_fresh(cfg: Config, out_dir: Path, reuse: bool = False) -> tuple[list[dict[str, Any]], list[int]]:
+def train_fresh(cfg: Config, out_dir: Path, reuse: bool = False) -> tuple[list[Record], list[int]]:
     """Train one run from scratch with the trainer (a fresh clock and model: a benchmark run never
     resumes); return its metrics records (the last evaluation is of the final model) and the final
     model's top-1 hit per validation clip (empty for multi-label data). With `reuse`, a finished run
     in `out_dir` of the very same config is read instead of trained again."""
-    from mgvideo.engine.runlog import read_records
     from mgvideo.engine.trainer import read_val_hits, train
 
     if not (reuse and finished_with(cfg, out_dir)):

@@ -14,6 +14,7 @@ from typing import Any
 
 from mgvideo.bench import frontier as F
 from mgvideo.bench import tta_stats as S
+from mgvideo.engine.records import EvalRecord, PreciseBNRecord, Record, TrainRecord
 
 BASELINE = "baseline"
 MULTIGRID = "multigrid"  # long + short cycle: the method itself
@@ -52,50 +53,46 @@ def median(values: Iterable[float | None]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
-def figures_from_records(variant: str, seed: int, records: Sequence[dict[str, Any]],
+def figures_from_records(variant: str, seed: int, records: Sequence[Record],
                          clip_gflops: Callable[[int, int], float],
                          val_hits: Sequence[int] = ()) -> RunFigures:
     """Summarise one run's metrics records. `clip_gflops(frames, crop)` is the training cost (forward and
     backward) of one clip of that shape; `val_hits` the final model's per-clip top-1 hits."""
-    its = [r for r in records if r["kind"] == "train"]
-    evals = [(int(r["samples"]), float(r["time"]), float(r["top1"])) for r in records if r["kind"] == "eval"]
-    times = [r["time"] for r in records if "time" in r]
+    its = [r for r in records if isinstance(r, TrainRecord)]
+    validations = [r for r in records if isinstance(r, EvalRecord)]
+    evals = [(int(r.samples), float(r.time), float(r.top1)) for r in validations]
+    times = [r.time for r in records]
     train_s = max(times) if times else 0.0
-    busy = sum(_iteration_seconds(r) for r in its)
-    gflops = sum(r["batch"] * clip_gflops(r["frames"], r["crop"]) for r in its)
-    eval_s = sum(r.get("bn_s", 0.0) + r.get("val_s", 0.0) for r in records if r["kind"] == "eval")
-    walls = [r["wall"] for r in records if "wall" in r]
+    busy = sum(r.seconds for r in its)
+    gflops = sum(r.batch * clip_gflops(r.frames, r.crop) for r in its)
+    eval_s = sum(r.seconds for r in validations)
+    walls = [r.wall for r in validations if r.wall is not None]
     wall_s = max(walls) if walls else train_s + eval_s
-    stage_bn_s = sum(r["seconds"] for r in records if r["kind"] == "precise_bn")
-    return RunFigures(variant, seed, evals, train_s, _iterations(its), sum(r["batch"] for r in its), gflops,
+    stage_bn_s = sum(r.seconds for r in records if isinstance(r, PreciseBNRecord))
+    return RunFigures(variant, seed, evals, train_s, _iterations(its), sum(r.batch for r in its), gflops,
                       stage_costs(its), wall_s, max(train_s - busy, 0.0), eval_s, stage_bn_s, list(val_hits))
 
 
-def _iterations(its: Sequence[dict[str, Any]]) -> int:
+def _iterations(its: Sequence[TrainRecord]) -> int:
     """Iterations covered by training records (a record sums `iterations` steps of one shape)."""
-    return sum(r.get("iterations", 1) for r in its)
+    return sum(r.iterations for r in its)
 
 
-def _iteration_seconds(record: dict[str, Any]) -> float:
-    return record["batch"] / max(record["clips_per_s"], 1e-9)
-
-
-def stage_costs(its: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def stage_costs(its: Sequence[TrainRecord]) -> list[dict[str, Any]]:
     """Per long-cycle stage: iterations, mean ms/iteration, ms/clip and the fraction of time spent waiting
     for data, with the stage's shapes as 'TxS' strings."""
-    by_stage: dict[int, list[dict[str, Any]]] = {}
+    by_stage: dict[int, list[TrainRecord]] = {}
     for r in its:
-        by_stage.setdefault(int(r["stage"]), []).append(r)
+        by_stage.setdefault(int(r.stage), []).append(r)
     rows = []
     for stage, group in sorted(by_stage.items()):
-        seconds = [_iteration_seconds(r) for r in group]
-        total = sum(seconds)
-        waited = sum(r["data_wait"] * s for r, s in zip(group, seconds))
-        shapes = sorted({(r["frames"], r["crop"]) for r in group}, key=lambda fc: fc[0] * fc[1] ** 2)
+        total = sum(r.seconds for r in group)
+        waited = sum(r.data_wait * r.seconds for r in group)
+        shapes = sorted({(r.frames, r.crop) for r in group}, key=lambda fc: fc[0] * fc[1] ** 2)
         rows.append({
             "stage": stage, "shapes": [f"{f}x{c}" for f, c in shapes], "iterations": _iterations(group),
             "ms_per_iter": round(1000 * total / _iterations(group), 1),
-            "ms_per_clip": round(1000 * total / max(sum(r["batch"] for r in group), 1), 2),
+            "ms_per_clip": round(1000 * total / max(sum(r.batch for r in group), 1), 2),
             "data_wait": round(waited / total, 3) if total > 0 else 0.0,
         })
     return rows

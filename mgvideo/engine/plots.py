@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-from mgvideo.engine.runlog import read_records  # noqa: E402
+from mgvideo.engine.records import EvalRecord, TrainRecord, read_records  # noqa: E402
 from mgvideo.multigrid.lr import LRConfig, lr_at  # noqa: E402
 from mgvideo.multigrid.schedule import MultigridSchedule  # noqa: E402
 
@@ -18,18 +18,18 @@ from mgvideo.multigrid.schedule import MultigridSchedule  # noqa: E402
 def plot_run(out_dir: Path) -> list[Path]:
     """Write `training.png` and `shapes.png` next to `metrics.jsonl`; returns the files written."""
     records = read_records(out_dir / "metrics.jsonl")
-    its = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
+    its = [r for r in records if isinstance(r, TrainRecord)]
+    evals = [r for r in records if isinstance(r, EvalRecord)]
     if not its:
         return []
-    minutes = [r["time"] / 60 for r in its]
+    minutes = [r.time / 60 for r in its]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].plot(minutes, [r["loss"] for r in its], lw=0.8)
+    axes[0].plot(minutes, [r.loss for r in its], lw=0.8)
     axes[0].set(title="training loss", xlabel="wall-clock (min)", ylabel="loss")
-    axes[1].plot(minutes, [r["lr"] for r in its])
+    axes[1].plot(minutes, [r.lr for r in its])
     axes[1].set(title="learning rate", xlabel="wall-clock (min)", ylabel="LR")
-    metric = "mAP" if evals and "mAP" in evals[0] else "top1"
-    axes[2].plot([r["time"] / 60 for r in evals], [r.get(metric, float("nan")) for r in evals], "o-")
+    metric = evals[0].metric if evals else "top1"
+    axes[2].plot([r.time / 60 for r in evals], [r.score for r in evals], "o-")
     axes[2].set(title=f"validation {metric} (full shape)", xlabel="wall-clock (min)", ylabel="%")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -45,12 +45,12 @@ def plot_run(out_dir: Path) -> list[Path]:
     return [training, shapes]
 
 
-def shapes_figure(its: list[dict]):
+def shapes_figure(its: list[TrainRecord]):
     """Clip size (T·S²) per logged iteration, coloured by the batch size, with a colourbar for it."""
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    steps = [r["step"] for r in its]
-    points = ax.scatter(steps, [r["frames"] * r["crop"] ** 2 / 1e3 for r in its], s=4,
-                        c=[r["batch"] for r in its], cmap="viridis")
+    steps = [r.step for r in its]
+    points = ax.scatter(steps, [r.frames * r.crop ** 2 / 1e3 for r in its], s=4,
+                        c=[r.batch for r in its], cmap="viridis")
     fig.colorbar(points, ax=ax, label="clips per batch (per device)")
     for step, label in _stage_changes(its):
         ax.axvline(step, color="grey", lw=0.5)
@@ -61,12 +61,12 @@ def shapes_figure(its: list[dict]):
     return fig
 
 
-def _stage_changes(its: list[dict]) -> list[tuple[int, str]]:
+def _stage_changes(its: list[TrainRecord]) -> list[tuple[int, str]]:
     changes, last = [], None
     for r in its:
-        if r["stage"] != last:
-            changes.append((r["step"], f"stage {r['stage']}"))
-            last = r["stage"]
+        if r.stage != last:
+            changes.append((r.step, f"stage {r.stage}"))
+            last = r.stage
     return changes
 
 

@@ -5,16 +5,16 @@ writes; the other ranks get a silent log."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
+
+from mgvideo.engine.records import EvalRecord, Record, to_dict, to_json
 
 
 class RunLog:
@@ -46,18 +46,18 @@ class RunLog:
         self._bar = tqdm(total=total_iterations, initial=done_iterations, unit="it", dynamic_ncols=True,
                          mininterval=1.0)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Record) -> None:
         """Append one record (also counted when disabled, so every rank agrees on `records`)."""
         self.records += 1
         if not self.enabled:
             return
-        self._file.write(json.dumps(record) + "\n")
-        if record["kind"] == "eval":
+        self._file.write(to_json(record) + "\n")
+        if isinstance(record, EvalRecord):
             self._file.flush()
         if self._tb is not None:
-            for key, value in record.items():
+            for key, value in to_dict(record).items():
                 if isinstance(value, int | float) and key not in ("step", "epoch"):
-                    self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+                    self._tb.add_scalar(f"{record.kind}/{key}", value, record.step)
 
     def progress(self, iterations: int, stage: int, shape: str, clips_per_s: float) -> None:
         """Advance the bar by `iterations` and show the last stage and shape, and the throughput."""
@@ -102,11 +102,6 @@ class RunLog:
         for handler in self._handlers:
             logging.getLogger("mgvideo").removeHandler(handler)
             handler.close()
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a `metrics.jsonl`."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class Stopwatch:

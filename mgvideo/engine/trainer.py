@@ -21,6 +21,7 @@ from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
+from mgvideo.engine.records import EvalRecord, PreciseBNRecord
 from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state, unreadable_videos
 from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step, precision
 from mgvideo.engine.window import NonFiniteLossError
@@ -65,8 +66,8 @@ def end_epoch(run: Run, epoch: int) -> None:
     elif stage_end:
         started = time.perf_counter()
         refresh_bn(run, *stage_shape(run, stage), epoch)
-        run.log.write({"kind": "precise_bn", "step": run.state.step, "epoch": epoch + 1, "stage": stage.index,
-                       "time": run.clock(), "seconds": round(time.perf_counter() - started, 3)})
+        run.log.write(PreciseBNRecord(step=run.state.step, epoch=epoch + 1, stage=stage.index,
+                                      time=run.clock(), seconds=round(time.perf_counter() - started, 3)))
     if stage_end:
         save_state(run, f"stage_{stage.index:02d}.pt")
     elif period_end(run, epoch):
@@ -180,15 +181,14 @@ def close_window(run: Run, epoch: float) -> bool:
     minutes = run.cfg.train.checkpoint_minutes
     late = run.info.is_main and minutes > 0 and run.clock() - run.last_save >= 60 * minutes
     iterations = len(run.window)
-    records, skipped, late = run.window.close(run.info, run.state.step, late)
+    records, skipped, late = run.window.close(run.info, run.state.step, epoch, run.clock, late)
     run.state.skipped += skipped
-    now = round(run.clock(), 3)
     for record in records:
-        run.log.write({"step": run.state.step, "epoch": round(epoch, 5), **record, "time": now})
+        run.log.write(record)
     last = records[-1]
-    seconds = sum(r["batch"] / r["clips_per_s"] for r in records)
-    clips_per_s = sum(r["batch"] for r in records) / max(seconds, 1e-9)
-    run.log.progress(iterations, last["stage"], f"T={last['frames']} S={last['crop']}", clips_per_s)
+    seconds = sum(r.seconds for r in records)
+    clips_per_s = sum(r.batch for r in records) / max(seconds, 1e-9)
+    run.log.progress(iterations, last.stage, f"T={last.frames} S={last.crop}", clips_per_s)
     return late
 
 
@@ -232,11 +232,10 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
             save_val_hits(run, scores, labels, result.get("failed", []))
         mark_evaluated(run, result)
         state = run.state
-        run.log.write({"kind": "eval", "step": state.step,
-                       "epoch": epoch + 1 if state.iteration == 0 else epoch, "samples": state.samples,
-                       "time": run.clock(), "wall": run.clock.wall(), **result,
-                       "bn_s": round(refreshed - started, 3),
-                       "val_s": round(time.perf_counter() - refreshed, 3)})
+        run.log.write(EvalRecord(step=state.step, epoch=epoch + 1 if state.iteration == 0 else epoch,
+                                 samples=state.samples, time=run.clock(), wall=run.clock.wall(), **result,
+                                 bn_s=round(refreshed - started, 3),
+                                 val_s=round(time.perf_counter() - refreshed, 3)))
     metric = f"mAP {result['mAP']:.2f}" if "mAP" in result else f"top-1 {result['top1']:.2f}"
     run.log.message(f"eval after step {state.step} ({run.clock() / 60:.1f} min of training): {metric}")
     return result

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from mgvideo.engine import distributed as D
+from mgvideo.engine.records import TrainRecord
 from mgvideo.errors import MgvideoError
 
 
@@ -63,11 +65,13 @@ class LogWindow:
     def __len__(self) -> int:
         return sum(s.iterations for s in self.shapes.values())
 
-    def close(self, info: D.DistInfo, last_step: int, flag: bool = False) -> tuple[list[dict], int, bool]:
+    def close(self, info: D.DistInfo, last_step: int, epoch: float, clock: Callable[[], float],
+              flag: bool = False) -> tuple[list[TrainRecord], int, bool]:
         """Reduce the window over the ranks (one collective) and start a new one.
 
-        Returns one record per shape, the skipped videos of all ranks, and whether any rank raised
-        `flag` (rank 0's 'checkpoint now' rides along). Raises NonFiniteLossError for a NaN or infinite loss.
+        Returns one record per shape (at `last_step`, `epoch` and the `clock` after the reduce), the skipped
+        videos of all ranks, and whether any rank raised `flag` (rank 0's 'checkpoint now' rides along).
+        Raises NonFiniteLossError for a NaN or infinite loss.
         """
         keys = list(self.shapes)  # the same order on every rank: the sampler is identical everywhere
         packed = torch.cat([self.shapes[k].sums for k in keys]
@@ -77,25 +81,25 @@ class LogWindow:
         # The host ran ahead of the device by what this sync waited for: spread it over the shapes.
         busy = sum(s.seconds for s in self.shapes.values())
         stretch = (busy + time.perf_counter() - started) / max(busy, 1e-9)
+        stamp = {"step": last_step, "epoch": round(epoch, 5), "time": round(clock(), 3)}
         records = []
         for i, key in enumerate(keys):
             loss_sum, hits, clips = values[3 * i: 3 * i + 3]
             if not math.isfinite(loss_sum):
                 self._fail(keys, last_step, loss_sum)
-            records.append(self._record(key, self.shapes[key], loss_sum, hits, clips, stretch))
+            records.append(self._record(key, self.shapes[key], loss_sum, hits, clips, stretch, stamp))
         skipped, raised = int(values[-2]), values[-1] > 0
         self.shapes, self.skipped, self.first_step = {}, 0, 0
         return records, skipped, raised
 
     def _record(self, key: tuple[int, int, int], entry: _Shape, loss_sum: float, hits: float, clips: float,
-                stretch: float) -> dict:
+                stretch: float, stamp: dict[str, float]) -> TrainRecord:
         stage, frames, crop = key
         seconds = max(entry.seconds * stretch, 1e-9)  # host times, scaled to the synced wall-clock
-        return {"kind": "train", "stage": stage, "frames": frames, "crop": crop,
-                "iterations": entry.iterations, "batch": int(clips), "loss": loss_sum / clips,
-                "top1": round(100.0 * hits / clips, 3), "lr": self.lr,
-                "clips_per_s": round(clips / seconds, 2),
-                "data_wait": round(entry.waited / max(entry.seconds, 1e-9), 4)}
+        return TrainRecord(stage=stage, frames=frames, crop=crop, iterations=entry.iterations,
+                           batch=int(clips), loss=loss_sum / clips, top1=round(100.0 * hits / clips, 3),
+                           lr=self.lr, clips_per_s=round(clips / seconds, 2),
+                           data_wait=round(entry.waited / max(entry.seconds, 1e-9), 4), **stamp)
 
     def _fail(self, keys: list[tuple[int, int, int]], last_step: int, value: float) -> None:
         shapes = ", ".join(f"{f}x{c}x{c} (stage {s})" for s, f, c in keys)
