@@ -157,7 +157,8 @@ def configs_from_recipe(args: argparse.Namespace) -> tuple[MultigridSchedule, LR
     """The schedule, LR and per-device batch of a trainer recipe, exactly as `mgvideo train` builds them;
     devices from the recipe (`solver.recipe_devices`, else one) and clips from its training list unless
     --devices / --dataset-size say otherwise."""
-    from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
+    from mgvideo.engine.builders import build_lr_config, build_schedule
+    from mgvideo.engine.device import per_device_batch
     from mgvideo.models.zoo import get_preset
 
     refuse_ignored_flags(args)
@@ -186,7 +187,7 @@ def device_plan_of(args: argparse.Namespace, lr_cfg: LRConfig, loader: LoaderNum
                 "global_batch": loader.batch_size * loader.devices, "base_lr": _clean(lr_cfg.base_lr),
                 "line": f"devices: {loader.devices}; per-device batch {loader.batch_size}; global batch "
                         f"{loader.batch_size * loader.devices}; base LR {lr_cfg.base_lr:g}"}
-    from mgvideo.engine.builders import device_plan
+    from mgvideo.engine.device import device_plan
 
     cfg = recipe_config(args)
     plan = device_plan(cfg, args.devices)
