@@ -2,7 +2,7 @@
 run's evaluation steps, refresh BN statistics at stage ends, checkpoint. Shapes change through the batch
 sampler alone; nothing is rebuilt at a stage change. One step (engine/step.py) never waits for the device;
 its figures are reduced every `train.log_period` iterations (engine/window.py). The plumbing lives in
-engine/run.py and engine/builders.py.
+engine/run.py, which builds the run (engine/builders.py, device.py, compile.py, eval_schedule.py).
 """
 
 from __future__ import annotations
