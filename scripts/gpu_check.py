@@ -161,10 +161,11 @@ def loader(args: argparse.Namespace) -> None:
     from mgvideo.data.loader import resolve_workers
     from mgvideo.data.prepare import ensure_synthetic_data
     from mgvideo.engine import builders
+    from mgvideo.engine.device import per_device_batch
 
     cfg = load_config(args.config, args.overrides)
     ensure_synthetic_data(cfg)
-    batch = builders.per_device_batch(cfg, 1)
+    batch = per_device_batch(cfg, 1)
     size, shape = distinct_shapes(builders.build_schedule(cfg), batch)[0]
     annotations = builders.read_split(cfg, cfg.data.train_list)
     workers = args.workers or resolve_workers(-1)

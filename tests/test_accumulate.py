@@ -12,13 +12,14 @@ from test_distributed import train
 from mgvideo.cli import main
 from mgvideo.config import load_config
 from mgvideo.engine import builders, trainer
+from mgvideo.engine.device import device_plan
 from mgvideo.errors import ConfigError
 
 RECIPE = "configs/kinetics/slowfast_r50_8x8_baseline.yaml"  # batch 64 and LR 0.1 on 8 devices
 
 
 def plan(world, *overrides):
-    return builders.device_plan(load_config(RECIPE, list(overrides)), world)
+    return device_plan(load_config(RECIPE, list(overrides)), world)
 
 
 def test_on_the_recipes_devices_the_batch_is_split():
@@ -36,7 +37,7 @@ def test_fewer_devices_accumulate_to_the_recipes_global_batch_and_lr():
 
 def test_fewer_devices_with_linear_lr_keep_the_per_device_batch():
     cfg = load_config(RECIPE, ["solver.device_scaling=linear_lr"])
-    p = builders.device_plan(cfg, 2)
+    p = device_plan(cfg, 2)
     assert (p.batch, p.micro_batches, p.global_batch, p.lr_scale) == (8, 1, 16, 0.25)
     lr = builders.build_lr_config(cfg, 2)
     assert (lr.base_lr, lr.warmup_start_lr) == pytest.approx((0.025, 0.0025))

@@ -5,15 +5,14 @@ data draw (`data.synthetic_seed`) that keys a generated set."""
 import functools
 import json
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from mgvideo.config import load_config, override
 from mgvideo.data import synthetic
 from mgvideo.data.prepare import ensure_synthetic_data
-from mgvideo.engine import builders, trainer
-from mgvideo.engine.run import TrainState
+from mgvideo.engine import builders
+from mgvideo.engine.eval_schedule import eval_steps
 from mgvideo.engine.runlog import Stopwatch
 from mgvideo.errors import ConfigError
 
@@ -39,38 +38,36 @@ def points_cfg(points):
     return override(CFG, **{"train.eval_points": points})
 
 
-def fake_run(points, total, step, eval_step=-1):
-    state = TrainState(step=step, eval_step=eval_step, next_eval=10**9)
-    return SimpleNamespace(cfg=points_cfg(points), state=state, log=SimpleNamespace(total_iterations=total))
+def due_steps(points, total, first=None):
+    """The evaluation steps of a run of `total` iterations over its schedule's epochs (`first` iterations
+    in the first epoch, else as even as they go), with `train.eval_points` = `points`."""
+    cfg = points_cfg(points)
+    schedule = builders.build_schedule(cfg)
+    epochs = schedule.max_epoch
+    first = total // epochs + (total % epochs > 0) if first is None else first
+    rest = [(total - first) // (epochs - 1) + (e < (total - first) % (epochs - 1)) for e in range(epochs - 1)]
+    return eval_steps(cfg.train, schedule, [[2] * n for n in [first, *rest]])
 
 
 def test_eval_points_are_evenly_spaced_over_the_runs_own_iterations():
-    def due_steps(points, total):
-        steps, last = [], -1
-        for step in range(1, total + 1):
-            if trainer.periodic_eval_due(fake_run(points, total, step, last)):
-                steps.append(step)
-                last = step
-        return steps
-
     assert due_steps(4, 100) == [25, 50, 75, 100]
     assert due_steps(3, 10) == [4, 7, 10]  # ceil(k * 10 / 3)
     assert due_steps(4, 40) == [10, 20, 30, 40]  # a cheaper run: as many points, closer together
     assert len(due_steps(20, 1234)) == 20 and due_steps(20, 1234)[-1] == 1234
-    assert due_steps(0, 100) == []  # off
+    assert not set(due_steps(0, 100)) & {25, 50, 75}  # off: the reference cadence instead
 
 
 def test_an_evaluation_for_another_reason_does_not_shift_the_points():
-    assert not trainer.periodic_eval_due(fake_run(4, 100, 30, eval_step=27))  # point 25 already covered
-    assert trainer.periodic_eval_due(fake_run(4, 100, 50, eval_step=27))
+    steps = due_steps(4, 100)  # fixed when the run is built, whatever else evaluates
+    assert 30 not in steps  # point 25 already covered
+    assert 50 in steps
 
 
 def test_eval_points_replace_the_reference_cadence_at_epoch_ends():
-    run = fake_run(4, 1000, 10)
-    run.schedule = builders.build_schedule(run.cfg)
-    assert not trainer.eval_due(run, 0)  # the reference would evaluate at a stage end; 10 < 250
-    run.state.step = 250
-    assert trainer.eval_due(run, 0)
+    steps = due_steps(4, 1000, first=10)
+    assert 10 in due_steps(0, 1000, first=10)  # the reference evaluates at the first stage's end...
+    assert 10 not in steps  # ...points do not; 10 < 250
+    assert 250 in steps
 
 
 def test_synthetic_sets_are_keyed_by_their_draw(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 from mgvideo.config import load_config
 from mgvideo.engine import builders
 from mgvideo.engine import run as engine_run
+from mgvideo.engine.device import device_plan
 from mgvideo.engine.trainer import train
 from mgvideo.integrations.step import iteration_counts
 from mgvideo.multigrid.batchnorm import SubBatchNorm3d, bn_groups_for
@@ -41,7 +42,7 @@ def trainer_steps(world_size: int = 1, rank: int = 0, dataset_size: int = TRAIN_
     trainer makes (engine/run.py builds the sampler; trainer.py `train_epoch` takes the LR, `train_step`
     the BN plan): epoch, per-device batch, T, S, LR, [BN groups, sync size], dataset indices."""
     cfg = tiny_config()
-    schedule, plan = builders.build_schedule(cfg), builders.device_plan(cfg, world_size)
+    schedule, plan = builders.build_schedule(cfg), device_plan(cfg, world_size)
     lr_config, k = builders.build_lr_config(cfg, world_size), plan.micro_batches
     sampler = MultigridBatchSampler(schedule, dataset_size, plan.batch, rank=rank, world_size=world_size,
                                     seed=cfg.train.seed)

@@ -8,6 +8,7 @@ import torch
 
 from mgvideo.config import load_config, resolve_recipe
 from mgvideo.engine import builders
+from mgvideo.engine.device import per_device_batch
 from mgvideo.models import PRESETS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -44,7 +45,7 @@ def test_recipe_builds_schedule_and_model(path):
     with torch.device("meta"):  # full-size models without allocating their weights
         model = builders.build_network(cfg, cfg.data.num_classes)
     assert sum(p.numel() for p in model.parameters()) > 0
-    assert builders.per_device_batch(cfg, 1) == cfg.solver.batch_size
+    assert per_device_batch(cfg, 1) == cfg.solver.batch_size
 
 
 @pytest.mark.parametrize(

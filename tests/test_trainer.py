@@ -12,6 +12,7 @@ from mgvideo.commands import train as train_command
 from mgvideo.commands.test import evaluate_checkpoint
 from mgvideo.config import load_config
 from mgvideo.engine import builders, checkpoint
+from mgvideo.engine.device import autocast_dtype
 from mgvideo.engine.trainer import NonFiniteLossError, train
 from mgvideo.errors import CheckpointError, ConfigError
 
@@ -99,10 +100,10 @@ def test_bad_config_fails_before_any_work(tmp_path):
 
 
 def test_amp_auto_is_off_on_cpu_and_fp16_needs_cuda():
-    assert builders.autocast_dtype(tiny(), torch.device("cpu")) is None  # train.amp defaults to auto
-    assert builders.autocast_dtype(tiny("train.amp=bf16"), torch.device("cpu")) == torch.bfloat16
+    assert autocast_dtype(tiny(), torch.device("cpu")) is None  # train.amp defaults to auto
+    assert autocast_dtype(tiny("train.amp=bf16"), torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ConfigError, match="train.amp=fp16"):
-        builders.autocast_dtype(tiny("train.amp=fp16"), torch.device("cpu"))
+        autocast_dtype(tiny("train.amp=fp16"), torch.device("cpu"))
 
 
 def test_a_schedule_override_drives_the_shapes_and_the_final_model_is_evaluated(tmp_path):

@@ -10,6 +10,9 @@ import torch
 from mgvideo.config import load_config
 from mgvideo.data.loader import default_workers, resolve_workers
 from mgvideo.engine import builders, checkpoint
+from mgvideo.engine import run as engine_run
+from mgvideo.engine.compile import compile_model, warmup_plans
+from mgvideo.engine.device import configure_device
 from mgvideo.engine.run import build_run
 from mgvideo.engine.trainer import close_window, train, train_step
 from mgvideo.multigrid.batchnorm import SubBatchNorm3d, bn_groups_for, set_bn_groups
@@ -84,11 +87,11 @@ def test_compiled_model_compiles_once_per_shape_and_bn_plan_and_never_during_tra
     cfg = tiny("train.channels_last=false", "multigrid.short_cycle=false")
     schedule = builders.build_schedule(cfg)
     net = builders.build_network(cfg, 20)
-    plans = builders.warmup_plans(schedule, cfg, batch=2)
+    plans = warmup_plans(schedule, cfg, batch=2)
     assert len({p[:3] for p in plans}) == len({p[3] for p in plans}) == len(plans) == 4
     counters.clear()
-    compiled = builders.compile_model(net, net, schedule, cfg, 2, torch.device("cpu"), torch.bfloat16,
-                                      backend="eager")
+    compiled = compile_model(net, net, schedule, cfg, 2, torch.device("cpu"), torch.bfloat16,
+                             backend="eager")
     per_shape = counters["frames"]["ok"] / len(plans)
     assert per_shape == int(per_shape) >= 1  # the same frames compiled for every shape
     compiled_during_warmup = counters["frames"]["ok"]
@@ -131,7 +134,7 @@ def test_compiled_runs_use_torchs_compile_cache_outside_the_run_folder(tmp_path,
     import torch._inductor.config as inductor_config
 
     seen = []
-    monkeypatch.setattr(builders, "compile_model", lambda model, *args, **kw: seen.append(args) or model)
+    monkeypatch.setattr(engine_run, "compile_model", lambda model, *args, **kw: seen.append(args) or model)
     monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     run = build_run(tiny("train.compile=true"), tmp_path)
@@ -153,10 +156,10 @@ def test_compiled_micro_batches_are_warmed_up_with_their_strides():
     schedule = builders.build_schedule(cfg)
     net = builders.build_network(cfg, 20)
     counters.clear()
-    compiled = builders.compile_model(net, net, schedule, cfg, 1, torch.device("cpu"), None,
-                                      backend="eager", micro_batches=2)
+    compiled = compile_model(net, net, schedule, cfg, 2, torch.device("cpu"), None, backend="eager",
+                             micro_batches=2)
     compiled_during_warmup = counters["frames"]["ok"]
-    for b, frames, crop, plan in builders.warmup_plans(schedule, cfg, batch=1):
+    for b, frames, crop, plan in warmup_plans(schedule, cfg, batch=2, micro_batches=2):
         set_bn_groups(net, plan)
         step_batch = torch.randn(2 * b, 3, frames, crop, crop)
         for i in range(2):
@@ -169,9 +172,9 @@ def test_cuda_runs_use_tf32_for_fp32_matmuls_and_convolutions():
     matmul, conv, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn
     saved = matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark  # process-wide flags
     try:
-        builders.configure_device(torch.device("cpu"))
+        configure_device(torch.device("cpu"))
         assert matmul.fp32_precision != "tf32"  # the CPU is left alone
-        builders.configure_device(torch.device("cuda"))
+        configure_device(torch.device("cuda"))
         assert matmul.fp32_precision == conv.fp32_precision == "tf32" and cudnn.benchmark
     finally:
         matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = saved

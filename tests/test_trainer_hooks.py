@@ -7,17 +7,21 @@ import pytest
 
 from mgvideo.config import load_config, override
 from mgvideo.engine import builders, trainer
+from mgvideo.engine.eval_schedule import eval_steps
 from mgvideo.engine.run import TrainState
 
 CFG = load_config(None, ["data.frames=8", "data.crop=32", "solver.batch_size=2", "solver.steps=[0, 4]",
                          "solver.max_epoch=5", "multigrid.eval_freq=1"])
 
 
-def fake_run(cfg=CFG, **state):
+def fake_run(cfg=CFG, clips=2, iterations=10, **state):
+    """A run whose every epoch has `iterations` iterations of `clips` clips, with the evaluation steps
+    build_run would compute for it."""
     schedule = builders.build_schedule(cfg)
+    steps = frozenset(eval_steps(cfg.train, schedule, [[clips] * iterations] * schedule.max_epoch))
     log = SimpleNamespace(records=[])
     log.write = log.records.append
-    return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), batch=2,
+    return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), eval_steps=steps, batch=2,
                            info=SimpleNamespace(world_size=1), log=log, clock=lambda: 12.5)
 
 
@@ -34,15 +38,16 @@ def calls(monkeypatch):
 def test_stage_end_with_an_evaluation_skips_the_stage_precise_bn(calls):
     run = fake_run()
     epoch = run.schedule.stages[0].end_epoch - 1
+    run.state.step = 10 * (epoch + 1)  # the epoch's last step
     assert run.schedule.is_eval_epoch(epoch)
     trainer.end_epoch(run, epoch)
     assert calls == [("eval", epoch), ("save", "stage_00.pt")]
 
 
 def test_stage_end_without_an_evaluation_refreshes_bn_at_the_stage_shape(calls):
-    run = fake_run(override(CFG, **{"multigrid.eval_freq": 1, "train.eval_period_samples": 10_000}),
-                   samples=40, next_eval=10_000)
+    run = fake_run(override(CFG, **{"multigrid.eval_freq": 1, "train.eval_period_samples": 10_000}))
     stage = run.schedule.stages[1]
+    run.state.step = 10 * stage.end_epoch
     trainer.end_epoch(run, stage.end_epoch - 1)
     batch, shape = run.schedule.shapes(stage, 2)[-1]
     assert calls == [("bn", stage.index, batch), ("save", f"stage_{stage.index:02d}.pt")]
@@ -52,7 +57,7 @@ def test_stage_end_without_an_evaluation_refreshes_bn_at_the_stage_shape(calls):
 
 
 def test_mid_stage_epoch_without_evaluation_does_nothing(calls):
-    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), samples=60, next_eval=100)
+    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), clips=15, iterations=4, step=4)
     first = run.schedule.stages[0]
     assert first.end_epoch > 1
     trainer.end_epoch(run, 0)
@@ -60,8 +65,9 @@ def test_mid_stage_epoch_without_evaluation_does_nothing(calls):
 
 
 def test_periodic_point_reached_by_the_last_batch_evaluates_at_the_epoch_end(calls):
-    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), samples=100, next_eval=100)
+    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), clips=25, iterations=4)
     epoch = run.schedule.stages[0].end_epoch - 1
+    run.state.step = 4 * (epoch + 1)  # 100 clips an epoch: the last batch reaches the point
     trainer.end_epoch(run, epoch)
     assert calls == [("eval", epoch), ("save", "stage_00.pt")]
 
@@ -70,20 +76,20 @@ def test_periodic_point_reached_by_the_last_batch_evaluates_at_the_epoch_end(cal
 def test_the_final_model_is_always_evaluated_once(calls, period):
     cfg = override(CFG, **{"train.eval_period_samples": period})
     last = builders.build_schedule(cfg).max_epoch - 1
-    run = fake_run(cfg, step=50, eval_step=43, next_eval=max(period, 1), samples=90)
+    run = fake_run(cfg, step=80, eval_step=43)
     trainer.end_epoch(run, last)
     assert calls == [("eval", last), ("save", f"stage_{len(run.schedule.stages) - 1:02d}.pt")]
     calls.clear()
-    done = fake_run(cfg, step=50, eval_step=50, next_eval=max(period, 1), samples=90)
+    done = fake_run(cfg, step=80, eval_step=80)
     trainer.end_epoch(done, last)  # already evaluated at this very step: only the stage's own work
     assert [c[0] for c in calls] == ["bn", "save"]
 
 
 def test_evaluation_points_advance_past_the_samples_seen():
-    run = fake_run(override(CFG, **{"train.eval_period_samples": 100}), samples=250, next_eval=100, step=7)
-    trainer.mark_evaluated(run, {"top1": 5.0})
-    assert (run.state.next_eval, run.state.eval_step, run.state.last_eval) == (300, 7, {"top1": 5.0})
-    assert not trainer.periodic_eval_due(run)
+    cfg = override(CFG, **{"train.eval_period_samples": 100})
+    # 250 clips in the first step pass 100 and 200: one evaluation, the next at 300 (step 3), then the end
+    steps = eval_steps(cfg.train, builders.build_schedule(cfg), [[250, 25, 25, 49, 10]])
+    assert steps == [1, 3, 5]
 
 
 @pytest.mark.parametrize("batches, clips, batch, world, expected", [

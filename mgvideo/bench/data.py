@@ -106,11 +106,12 @@ def _setup(args: argparse.Namespace, scratch: str):
     if args.config:
         from mgvideo.bench.bench_config import load_any_config
         from mgvideo.engine import builders
+        from mgvideo.engine.device import per_device_batch
 
         cfg = load_any_config(args.config)
         # the per-device batch on the recipe's own device count (what one GPU's loader must fill)
         devices = cfg.solver.recipe_devices or 1
-        schedule, batch = builders.build_schedule(cfg), builders.per_device_batch(cfg, devices)
+        schedule, batch = builders.build_schedule(cfg), per_device_batch(cfg, devices)
     else:
         schedule = MultigridSchedule(MultigridConfig(frames=args.frames, crop=args.crop,
                                                      sampling_rate=args.rate))

@@ -161,7 +161,8 @@ def plan_inputs(cfg: Config, args: argparse.Namespace
     """The schedule, LR and per-device batch of the config, exactly as `mgvideo train` builds them, and
     where the clip count came from: --devices, else the recipe's `solver.recipe_devices`, else one; clips
     from --dataset-size, else the recipe's training list (without --config: Kinetics-400's)."""
-    from mgvideo.engine.builders import build_lr_config, build_schedule, per_device_batch
+    from mgvideo.engine.builders import build_lr_config, build_schedule
+    from mgvideo.engine.device import per_device_batch
     from mgvideo.models.zoo import get_preset
 
     devices = args.devices or cfg.solver.recipe_devices or 1
@@ -181,7 +182,7 @@ def plan_inputs(cfg: Config, args: argparse.Namespace
 def device_plan_of(cfg: Config, args: argparse.Namespace, loader: LoaderNumbers) -> dict:
     """What the devices mean for the run: per-device batch, micro-batches, global batch, LR, and the line
     the table prints."""
-    from mgvideo.engine.builders import device_plan
+    from mgvideo.engine.device import device_plan
 
     plan = device_plan(cfg, loader.devices)
     base_lr = cfg.solver.base_lr

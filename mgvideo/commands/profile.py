@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mgvideo.engine.step import autocast, safe_kernels
+from mgvideo.engine.step import backward, precision, step_plan
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
-from mgvideo.multigrid.batchnorm import bn_groups_for, convert_model, set_bn_groups
+from mgvideo.multigrid.batchnorm import convert_model, set_bn_groups
 from mgvideo.multigrid.schedule import MultigridConfig, MultigridSchedule
 
 
@@ -127,10 +127,9 @@ def time_shape(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        with safe_kernels(device, amp_dtype):  # the training step's kernels and autocast
-            with autocast(device, amp_dtype):
-                logits = model(clip)
-            F.cross_entropy(logits.float(), labels).backward()
+        with precision(device, amp_dtype):  # the training step's autocast and kernels
+            logits = model(clip)
+        backward(F.cross_entropy(logits.float(), labels), device, amp_dtype)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:
@@ -166,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     try:
         for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]]:  # the full shape first: every ratio is known
-            plan = bn_groups_for(b, stage_batch, bn_base)
+            plan = step_plan(b, stage_batch, bn_base)  # training's rule, on one device
             set_bn_groups(model, plan)
             try:
                 row = time_shape(model, b, t, s, args.iters, device, args.channels_last, amp_dtype)

@@ -56,15 +56,16 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     from mgvideo.data.loader import build_loader
     from mgvideo.engine import builders, checkpoint
     from mgvideo.engine import distributed as D
+    from mgvideo.engine.device import autocast_dtype, configure_device, select_device
     from mgvideo.engine.evaluate import Inputs, evaluate_videos
     from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 
     if views is not None:
         cfg = override(cfg, **{"test.clips": views})
-    device = builders.select_device(cfg.train.device)
+    device = select_device(cfg.train.device)
     info = D.init(device)
     device = D.local_device(device, info)
-    builders.configure_device(device)
+    configure_device(device)
     weights = checkpoint.model_state(weights_path)  # read first: a bad file fails before any decoding
     net = builders.build_network(cfg, cfg.data.num_classes)
     checkpoint.load_model_weights(net, weights, str(weights_path))
@@ -78,7 +79,7 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     inputs = Inputs(device, cfg.data.mean, cfg.data.std)
     summary, scores, labels = evaluate_videos(net, loader, inputs, info, ensemble, cfg.multi_label,
                                               cfg.test.max_failed_fraction,
-                                              builders.autocast_dtype(cfg, device))  # training's precision
+                                              autocast_dtype(cfg, device))  # training's precision
     summary.update({"clips": cfg.test.clips, "crops": cfg.test.crops, "ensemble": ensemble,
                     "test_size": cfg.test.crop_size or cfg.data.crop, "weights": str(weights_path)})
     if info.is_main:

@@ -20,13 +20,16 @@ from mgvideo.data.loader import PoolView, SharedPool, build_loader, limit_cpu_th
 from mgvideo.data.prepare import prepare_data
 from mgvideo.engine import builders, checkpoint, init_from
 from mgvideo.engine import distributed as D
+from mgvideo.engine.compile import compile_model, use_compile_cache
+from mgvideo.engine.device import autocast_dtype, configure_device, device_plan, select_device
+from mgvideo.engine.eval_schedule import epoch_clips, eval_steps
 from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
 from mgvideo.engine.step import Optimization
 from mgvideo.engine.window import LogWindow
 from mgvideo.models.zoo import get_preset
 from mgvideo.multigrid.fit import check_dataset_fits
-from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler, iterations_per_epoch
+from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
 
@@ -38,7 +41,6 @@ class TrainState:
     iteration: int = 0  # batches finished in that epoch
     step: int = 0  # batches finished in the whole run
     samples: int = 0  # clips trained on, all devices
-    next_eval: int = 0  # sample count of the next periodic evaluation (train.eval_period_samples)
     skipped: int = 0  # clips replaced because their video was unreadable, all devices (at log points)
     unreadable: list[int] = field(default_factory=list)  # training videos found unreadable, all devices
     records: int = 0  # lines of metrics.jsonl written
@@ -83,6 +85,7 @@ class Run:
     opt: Optimization  # what a training step uses: wrapped model, optimizer, scaler, loss, LR rule
     data: RunData
     state: TrainState
+    eval_steps: frozenset[int]  # the steps after which to evaluate (engine/eval_schedule.py)
     log: RunLog
     window: LogWindow  # figures since the last log point, still on the device
     clock: Stopwatch
@@ -94,7 +97,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
               hooks: TestHooks | None = None) -> Run:
     """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present
     (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
-    device = builders.select_device(cfg.train.device)
+    requested = select_device(cfg.train.device)
     get_preset(cfg.model.name)  # a misspelt name fails here, before any data is prepared
     schedule = builders.build_schedule(cfg) if schedule is None else schedule
     builders.check_warmup(cfg, schedule)
@@ -104,13 +107,13 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     if saved is not None:  # refused before any work, and before anything in the run folder changes
         checkpoint.check_fingerprint(saved, fp, str(last), force, config_changes(saved.get("config"), cfg))
     prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
-    info = D.init(device)
-    device = D.local_device(device, info)
-    builders.configure_device(device)
+    info = D.init(requested)
+    device = D.local_device(requested, info)
+    configure_device(device)
     limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
     torch.manual_seed(cfg.train.seed)
-    devices = builders.device_plan(cfg, info.world_size)
-    batch = devices.batch
+    devices = device_plan(cfg, info.world_size)
+    batch, amp_dtype = devices.batch, autocast_dtype(cfg, device)
     full = builders.eval_shape(cfg, batch)
     train_set = builders.build_dataset(cfg, "train", full)
     check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
@@ -118,22 +121,27 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     net = builders.build_network(cfg, cfg.data.num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
-    opt = _optimization(cfg, net, device, info.world_size, devices.micro_batches)
-    state = TrainState()
+    optimizer = builders.build_optimizer(net, cfg, fused=device.type == "cuda")  # fp16: no sync per step
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
-    resumed = _resume(saved, last, net, opt, sampler, state)
+    state = TrainState()
+    resumed = _resume(saved, last, net, optimizer, scaler, sampler, state)
     train_set.unreadable[state.unreadable] = True  # named in the summary, not warned about again
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
         net, cfg.model.init_from, cfg.data.num_classes)
-    micro = batch // devices.micro_batches  # what one forward pass holds
-    opt.model = _wrap(net, info, device)
+    model = _wrap(net, info, device)
     if cfg.train.compile:
-        builders.use_compile_cache()
-        opt.model = builders.compile_model(opt.model, net, schedule, cfg, micro, device, opt.amp_dtype,
-                                           info.world_size, micro_batches=devices.micro_batches)
+        use_compile_cache()
+        model = compile_model(model, net, schedule, cfg, batch, device, amp_dtype, info.world_size,
+                              micro_batches=devices.micro_batches)
+    opt = Optimization(model, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
+                       builders.build_lr_config(cfg, info.world_size), cfg.solver.clip_grad_norm,
+                       devices.micro_batches)
+    micro = batch // devices.micro_batches  # what one forward pass holds
     data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
-    lengths = _epoch_lengths(schedule, len(train_set), batch, info)
+    clips = epoch_clips(schedule, len(train_set), batch, info.world_size)
+    lengths = [len(epoch) for epoch in clips]
     if info.is_main:  # only now that every part is built: a refused command leaves the folder as it was
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
@@ -147,17 +155,9 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     if cfg.solver.recipe_devices or devices.micro_batches > 1:
         log.message(devices.describe(cfg.solver.base_lr))
     inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
-    return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state, log, LogWindow(device),
+    return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state,
+               frozenset(eval_steps(cfg.train, schedule, clips)), log, LogWindow(device),
                Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), last_save=state.elapsed)
-
-
-def _optimization(cfg: Config, net: nn.Module, device: torch.device, world_size: int,
-                  micro_batches: int) -> Optimization:
-    amp_dtype = builders.autocast_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    optimizer = builders.build_optimizer(net, cfg, fused=device.type == "cuda")  # fp16: no sync per step
-    return Optimization(net, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
-                        builders.build_lr_config(cfg, world_size), cfg.solver.clip_grad_norm, micro_batches)
 
 
 def _data(cfg: Config, info: D.DistInfo, device: torch.device, train_set: VideoClipDataset,
@@ -170,12 +170,6 @@ def _data(cfg: Config, info: D.DistInfo, device: torch.device, train_set: VideoC
     pool = SharedPool({"train": train_set, "val": val_set}, workers, pin, cfg.train.seed + 1)
     return RunData(train_set, sampler, build_loader(train_set, sampler, workers, pin, cfg.train.seed),
                    pool.view("train"), pool.view("val", val_sampler))
-
-
-def _epoch_lengths(schedule: MultigridSchedule, videos: int, batch: int, info: D.DistInfo) -> list[int]:
-    return [iterations_per_epoch(videos, batch, info.world_size,
-                                 [slot.batch_factor for slot in schedule.stage_at(e).slots])
-            for e in range(schedule.max_epoch)]
 
 
 def plan_batches(run: Run, shape: ClipShape, batch: int, num_batches: int, epoch: int) -> int:
@@ -221,13 +215,13 @@ def unreadable_videos(run: Run) -> list[int]:
     return (D.all_reduce_tensor(flags, run.info) > 0).nonzero().flatten().tolist()
 
 
-def _resume(saved: dict | None, path: Path, net: nn.Module, opt: Optimization,
-            sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
+def _resume(saved: dict | None, path: Path, net: nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler, sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
     if saved is None:
         return None
     checkpoint.load_model_weights(net, saved["model"], str(path))
-    opt.optimizer.load_state_dict(saved["optimizer"])
-    checkpoint.load_scaler_state(opt.scaler, saved.get("scaler"), str(path))
+    optimizer.load_state_dict(saved["optimizer"])
+    checkpoint.load_scaler_state(scaler, saved.get("scaler"), str(path))
     sampler.load_state_dict(saved["sampler"])
     checkpoint.set_rng_state(saved["rng"])
     for key, value in saved["state"].items():

@@ -1,8 +1,13 @@
-"""One training step with no host sync: forward and backward under the run's precision, then the optimizer
-step. Nothing here calls `.item()` or a collective; the loss and accuracy stay on the device (see
-engine/window.py), so the host can queue the next step while the device works.
+"""The step context every forward of a run shares, and one training step with no host sync.
 
-The step is two calls so that gradient accumulation is a loop around the first:
+The step context is two decisions, each defined once here: `step_plan`, the BN groups of a forward, and
+`precision`, the autocast and kernels it runs under (`backward` takes the same kernels). Training, precise
+BN, evaluation, the compile warm-up and `mgvideo profile` all call them, so the warm-up passes exactly the
+compile guards that training meets.
+
+A step is forward and backward, then the optimizer step. Nothing here calls `.item()` or a collective; the
+loss and accuracy stay on the device (see engine/window.py), so the host can queue the next step while the
+device works. The step is two calls so that gradient accumulation is a loop around the first:
 `for part in micro_batches: forward_backward(opt, part.clips, part.labels, 1 / len(micro_batches))`,
 then `optimizer_step(opt)`.
 """
@@ -11,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for
 from mgvideo.multigrid.lr import LRConfig
 
 # mkldnn.flags() (safe_kernels) also sets oneDNN's TF32 mode, which warns each time; registered once here.
@@ -34,35 +41,35 @@ class Optimization:
     amp_dtype: torch.dtype | None
     lr: LRConfig
     clip_grad_norm: float = 0.0
-    micro_batches: int = 1  # forward/backward passes per optimizer step (builders.device_plan)
-
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The training autocast as a context; a no-op without AMP."""
-        return autocast(device, self.amp_dtype)
-
-    def kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """Around forward and backward: see `safe_kernels`."""
-        return safe_kernels(device, self.amp_dtype)
+    micro_batches: int = 1  # forward/backward passes per optimizer step (device.device_plan)
 
 
-def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast to `amp_dtype` on `device`'s type; a no-op for None (fp32)."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype)
+def step_plan(batch: int, stage_batch: int, bn_base_size: int, world_size: int = 1,
+              micro_batches: int = 1) -> BNPlan:
+    """The BN groups of each forward of a step of `batch` clips on one device, in a stage whose long-cycle
+    batch is `stage_batch` (per device): with k `micro_batches` a forward holds every k-th clip and gets
+    the groups a device holding only those would get, as on k times more devices."""
+    k = micro_batches
+    return bn_groups_for(batch // k, stage_batch // k, bn_base_size, world_size)
 
 
 @contextlib.contextmanager
-def precision(device: torch.device, amp_dtype: torch.dtype | None):
-    """The training precision for a forward that is not a training step (precise BN, evaluation, the
-    compile warm-up, profile): the same autocast and kernel guard as `forward_backward`."""
-    with safe_kernels(device, amp_dtype), autocast(device, amp_dtype):
+def precision(device: torch.device, amp_dtype: torch.dtype | None) -> Iterator[None]:
+    """Around every forward: autocast to `amp_dtype` on `device`'s type (none for fp32), on `safe_kernels`."""
+    autocast = contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
+    with safe_kernels(device, amp_dtype), autocast:
         yield
 
 
+def backward(loss: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None) -> None:
+    """`loss.backward()` on the kernels its forward ran on, outside autocast (as torch advises)."""
+    with safe_kernels(device, amp_dtype):
+        loss.backward()
+
+
 def safe_kernels(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Around forward and backward: on the CPU under bf16, without oneDNN, whose bf16 conv3d weight gradient
-    is intermittently NaN for a 1x1 input with padding, and which crashed channels-last runs (torch 2.13)."""
+    """On the CPU under bf16, no oneDNN: its bf16 conv3d weight gradient is intermittently NaN for a 1x1
+    input with padding, and it crashed channels-last runs (torch 2.13)."""
     if device.type == "cpu" and amp_dtype is not None:
         return torch.backends.mkldnn.flags(enabled=False)
     return contextlib.nullcontext()
@@ -70,15 +77,15 @@ def safe_kernels(device: torch.device, amp_dtype: torch.dtype | None) -> context
 
 def forward_backward(opt: Optimization, clips: torch.Tensor, labels: torch.Tensor,
                      scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward under autocast, loss in fp32, backward of `scale` x loss (gradients add up across calls).
+    """Forward under the run's `precision`, loss in fp32, backward of `scale` x loss (gradients add up
+    across calls).
 
     Returns the detached loss and the number of correct top-1 predictions, both still on the device.
     """
-    with opt.kernels(clips.device):
-        with opt.autocast(clips.device):
-            logits = opt.model(clips)
-        loss = opt.loss_fn(logits.float(), labels)
-        opt.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
+    with precision(clips.device, opt.amp_dtype):
+        logits = opt.model(clips)
+    loss = opt.loss_fn(logits.float(), labels)
+    backward(opt.scaler.scale(loss * scale if scale != 1.0 else loss), clips.device, opt.amp_dtype)
     with torch.no_grad():
         correct = _correct(logits, labels)
     return loss.detach(), correct

@@ -1,8 +1,8 @@
-"""The training loop. `train` reads top to bottom: build once, then for each epoch train, refresh BN
-statistics at stage ends, evaluate, checkpoint. Shapes change through the batch sampler alone; nothing is
-rebuilt at a stage change. One step (engine/step.py) never waits for the device; its figures are reduced
-every `train.log_period` iterations (engine/window.py). The plumbing lives in engine/run.py and
-engine/builders.py.
+"""The training loop. `train` reads top to bottom: build once, then for each epoch train, evaluate at the
+run's evaluation steps, refresh BN statistics at stage ends, checkpoint. Shapes change through the batch
+sampler alone; nothing is rebuilt at a stage change. One step (engine/step.py) never waits for the device;
+its figures are reduced every `train.log_period` iterations (engine/window.py). The plumbing lives in
+engine/run.py, which builds the run (engine/builders.py, device.py, compile.py, eval_schedule.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from mgvideo.config import Config
 from mgvideo.data.loader import Batch
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
+from mgvideo.engine.device import per_device_batch
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.records import EvalRecord, PreciseBNRecord
 from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state, unreadable_videos
-from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step, precision
+from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step, precision, step_plan
 from mgvideo.engine.window import NonFiniteLossError
-from mgvideo.multigrid.batchnorm import bn_groups_for, has_batchnorm, set_bn_groups
+from mgvideo.multigrid.batchnorm import has_batchnorm, set_bn_groups
 from mgvideo.multigrid.lr import lr_at, set_lr
 from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import iterations_per_epoch
@@ -43,7 +44,6 @@ def train(cfg: Config, out_dir: str | Path, force: bool = False, schedule: Multi
     """
     run = build_run(cfg, Path(out_dir), force, schedule, hooks)
     state = run.state
-    state.next_eval = state.next_eval or cfg.train.eval_period_samples
     try:
         for epoch in range(state.epoch, run.schedule.max_epoch):
             train_epoch(run, epoch)
@@ -56,59 +56,6 @@ def train(cfg: Config, out_dir: str | Path, force: bool = False, schedule: Multi
         D.shutdown(run.info)
 
 
-def end_epoch(run: Run, epoch: int) -> None:
-    """Evaluate if due; at a stage end, BN statistics at the stage's shape (unless an evaluation just
-    refreshed them at the full shape) and the stage checkpoint."""
-    stage = run.schedule.stage_at(epoch)
-    stage_end = stage.end_epoch == epoch + 1
-    if eval_due(run, epoch):
-        evaluate(run, epoch)  # its precise BN at the eval shape supersedes the stage-end one
-    elif stage_end:
-        started = time.perf_counter()
-        refresh_bn(run, *stage_shape(run, stage), epoch)
-        run.log.write(PreciseBNRecord(step=run.state.step, epoch=epoch + 1, stage=stage.index,
-                                      time=run.clock(), seconds=round(time.perf_counter() - started, 3)))
-    if stage_end:
-        save_state(run, f"stage_{stage.index:02d}.pt")
-    elif period_end(run, epoch):
-        save_state(run, f"epoch_{epoch + 1:03d}.pt")
-
-
-def eval_due(run: Run, epoch: int) -> bool:
-    """At the end of `epoch`: the reference cadence, or a periodic evaluation point passed in the last
-    iteration, or the end of training when the final model has not been evaluated yet."""
-    if epoch + 1 == run.schedule.max_epoch:
-        return run.state.eval_step != run.state.step
-    if run.cfg.train.eval_period:
-        return period_end(run, epoch)
-    if run.cfg.train.eval_period_samples == 0 and run.cfg.train.eval_points == 0:
-        return run.schedule.is_eval_epoch(epoch)
-    return periodic_eval_due(run)
-
-
-def period_end(run: Run, epoch: int) -> bool:
-    """With `train.eval_period` (epochs): whether `epoch` ends a period (evaluation, precise BN and an
-    `epoch_NNN.pt` checkpoint, as PySlowFast's EVAL_PERIOD and CHECKPOINT_PERIOD)."""
-    period = run.cfg.train.eval_period
-    return bool(period) and (epoch + 1) % period == 0
-
-
-def periodic_eval_due(run: Run) -> bool:
-    """Whether training has passed the next `train.eval_period_samples` or `train.eval_points` point."""
-    by_samples = bool(run.cfg.train.eval_period_samples) and run.state.samples >= run.state.next_eval
-    return by_samples or eval_point_passed(run)
-
-
-def eval_point_passed(run: Run) -> bool:
-    """With `train.eval_points` = N: whether an iteration ceil(k * total / N) (k = 1..N) lies after the
-    last evaluation and at or before this step. Spaced by iterations of the run's own schedule, so a
-    baseline and a multigrid run are evaluated equally often, whatever they cost per epoch."""
-    points = run.cfg.train.eval_points
-    if not points:
-        return False
-    total = max(run.log.total_iterations, 1)
-    last = max(run.state.eval_step, 0)
-    return run.state.step * points // total > last * points // total
 def train_epoch(run: Run, epoch: int) -> None:
     """One pass over the training set, at the shapes and batch sizes the sampler picks per iteration.
 
@@ -132,9 +79,9 @@ def train_epoch(run: Run, epoch: int) -> None:
         late = False
         if state.step % run.cfg.train.log_period == 0 or state.iteration == iterations:
             late = close_window(run, epoch + state.iteration / iterations)
-        # A point reached by the epoch's last batch is left to end_epoch, which then skips the
-        # stage-end precise BN.
-        if state.iteration < iterations and periodic_eval_due(run):
+        # An evaluation at the epoch's last batch is left to end_epoch, which then skips the stage-end
+        # precise BN.
+        if state.iteration < iterations and state.step in run.eval_steps:
             close_window(run, epoch + state.iteration / iterations)
             evaluate(run, epoch)
         if checkpoint_due(run, late):
@@ -155,8 +102,7 @@ def train_step(run: Run, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.T
     """
     x = run.inputs(batch)
     k, info = run.opt.micro_batches, run.info
-    set_bn_groups(run.net, bn_groups_for(len(batch) // k, run.data.sampler.stage_batch // k,
-                                         run.cfg.model.bn_base_size, info.world_size))
+    set_plan(run, len(batch), run.data.sampler.stage_batch)
     set_lr(run.opt.optimizer, lr)
     loss = correct = torch.zeros((), device=x.clips.device)
     for i in range(k):
@@ -168,6 +114,12 @@ def train_step(run: Run, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.T
         loss, correct = loss + part_loss / k, correct + part_correct
     optimizer_step(run.opt)
     return loss, correct, x.clips
+
+
+def set_plan(run: Run, batch: int, stage_batch: int) -> None:
+    """The BN groups of a step of `batch` clips per device (`step_plan`, as the compile warm-up sets them)."""
+    set_bn_groups(run.net, step_plan(batch, stage_batch, run.cfg.model.bn_base_size, run.info.world_size,
+                                     run.opt.micro_batches))
 
 
 def close_window(run: Run, epoch: float) -> bool:
@@ -192,6 +144,33 @@ def close_window(run: Run, epoch: float) -> bool:
     return late
 
 
+def checkpoint_due(run: Run, late: bool) -> bool:
+    """Every `checkpoint_every_iters` steps, or when rank 0's clock said so at the last log point (`late`):
+    no collective of its own."""
+    every = run.cfg.train.checkpoint_every_iters
+    return late or bool(every and run.state.step % every == 0)
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """Evaluate if this step is an evaluation step not yet evaluated (the final one always is); at a stage
+    end, BN statistics at the stage's shape (unless an evaluation just refreshed them at the full shape)
+    and the stage checkpoint; with `train.eval_period`, an `epoch_NNN.pt` checkpoint at each period's end
+    (as PySlowFast's CHECKPOINT_PERIOD)."""
+    state, stage = run.state, run.schedule.stage_at(epoch)
+    stage_end = stage.end_epoch == epoch + 1
+    period = run.cfg.train.eval_period
+    if state.step in run.eval_steps and state.eval_step != state.step:
+        evaluate(run, epoch)  # its precise BN at the eval shape supersedes the stage-end one
+    elif stage_end:
+        started = time.perf_counter()
+        refresh_bn(run, *stage_shape(run, stage), epoch)
+        run.log.write(PreciseBNRecord(step=run.state.step, epoch=epoch + 1, stage=stage.index,
+                                      time=run.clock(), seconds=round(time.perf_counter() - started, 3)))
+    if stage_end:
+        save_state(run, f"stage_{stage.index:02d}.pt")
+    elif period and (epoch + 1) % period == 0:
+        save_state(run, f"epoch_{epoch + 1:03d}.pt")
+
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     """Precise BN: exact BN statistics over training batches at `shape`; none without BN."""
@@ -201,8 +180,7 @@ def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     if num == 0:
         return
     k = run.opt.micro_batches  # as in training: a forward holds every k-th clip, with the same BN groups
-    set_bn_groups(run.net, bn_groups_for(batch // k, shape.stage_batch // k, run.cfg.model.bn_base_size,
-                                         run.info.world_size))
+    set_plan(run, batch, shape.stage_batch)
     clips = (x[i::k] for b in run.data.precise for x in [run.inputs(b).clips] for i in range(k))
     with precision(run.inputs.device, run.opt.amp_dtype):  # as training normalised: under its autocast
         update_bn_stats(run.net, clips, num * k, average_across_ranks=run.info.enabled)  # DDP: ranks merged
@@ -230,8 +208,8 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
                                                  run.opt.amp_dtype)
         if run.state.step == run.log.total_iterations and not run.cfg.multi_label:
             save_val_hits(run, scores, labels, result.get("failed", []))
-        mark_evaluated(run, result)
         state = run.state
+        state.last_eval, state.eval_step = result, state.step
         run.log.write(EvalRecord(step=state.step, epoch=epoch + 1 if state.iteration == 0 else epoch,
                                  samples=state.samples, time=run.clock(), wall=run.clock.wall(), **result,
                                  bn_s=round(refreshed - started, 3),
@@ -258,24 +236,9 @@ def read_val_hits(path: Path) -> list[int]:
     return data["hits"] if isinstance(data, dict) else data
 
 
-def mark_evaluated(run: Run, result: dict[str, float]) -> None:
-    """Record an evaluation at this step and move the next periodic point past the samples seen."""
-    state, period = run.state, run.cfg.train.eval_period_samples
-    state.last_eval, state.eval_step = result, state.step
-    while period and state.next_eval <= state.samples:
-        state.next_eval += period
-
-
 def stage_shape(run: Run, stage: Stage) -> tuple[int, ClipShape]:
     """The long-cycle shape of a stage (its last short-cycle slot) and its per-device batch."""
     return run.schedule.shapes(stage, run.batch)[-1]
-
-
-def checkpoint_due(run: Run, late: bool) -> bool:
-    """Every `checkpoint_every_iters` steps, or when rank 0's clock said so at the last log point (`late`):
-    no collective of its own."""
-    every = run.cfg.train.checkpoint_every_iters
-    return late or bool(every and run.state.step % every == 0)
 
 
 def finish(run: Run) -> dict[str, Any]:
@@ -311,5 +274,5 @@ def baseline_iterations(cfg: Config, dataset_size: int, world_size: int) -> int:
     """Iterations the baseline schedule (no long or short cycle) would take on the same data."""
     base = builders.baseline_config(cfg)
     schedule = builders.build_schedule(base)
-    batch = builders.per_device_batch(base, world_size)
+    batch = per_device_batch(base, world_size)
     return schedule.max_epoch * iterations_per_epoch(dataset_size, batch, world_size)

@@ -1,7 +1,8 @@
 """What `mgvideo train` sets before each optimizer step, for any loop: the LR and the batch's BN groups.
 
-Framework-free (torch and mgvideo.multigrid only), shared by the Lightning callback and the Accelerate
-recipe, so that both make exactly the trainer's calls (engine/trainer.py, `train_epoch` and `train_step`).
+Framework-free (torch, mgvideo.multigrid and the step context of engine/step.py only), shared by the
+Lightning callback and the Accelerate recipe, so that both make exactly the trainer's calls
+(engine/trainer.py, `train_epoch` and `train_step`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, set_bn_groups
+from mgvideo.engine.step import step_plan
+from mgvideo.multigrid.batchnorm import BNPlan, set_bn_groups
 from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
 from mgvideo.multigrid.sampler import MultigridBatchSampler, count_batches, iterations_per_epoch
 
@@ -28,7 +30,7 @@ def configure_step(model: nn.Module, optimizers: Iterable[torch.optim.Optimizer]
     lr = lr_at(sampler.epoch + iteration / len(sampler), sampler.schedule, lr_config)
     for optimizer in optimizers:
         set_lr(optimizer, lr)
-    plan = bn_groups_for(batch_size, sampler.stage_batch, bn_base_size, sampler.world_size)
+    plan = step_plan(batch_size, sampler.stage_batch, bn_base_size, sampler.world_size)
     set_bn_groups(model, plan)
     return lr, plan
 
