@@ -150,7 +150,7 @@ class SolverConfig:
     # The devices `batch_size` and `base_lr` are tuned for (8 in the paper's recipes); 0: any, the batch is
     # split over the devices that run. On fewer devices `device_scaling` decides: `accumulate` keeps the
     # global batch and LR (gradients summed over micro-batches), `linear_lr` keeps the per-device batch
-    # and scales the LR with the global batch (engine/builders.device_plan).
+    # and scales the LR with the global batch (engine/device.device_plan).
     recipe_devices: int = 0
     device_scaling: Literal["accumulate", "linear_lr"] = "accumulate"
     accumulate: int = 1  # micro-batches per optimizer step on each device (times the device shortfall)

@@ -141,8 +141,9 @@ def _kinetics_like(args: argparse.Namespace, cfg, scratch: str, store: VideoStor
     if store is None:
         if cfg is not None:
             from mgvideo.data.prepare import recipe_store_sides
+            from mgvideo.engine.builders import build_schedule
 
-            sides = recipe_store_sides(cfg)
+            sides = recipe_store_sides(cfg, build_schedule(cfg))
         else:
             sides = sorted({args.crop, round(args.crop * 320 / 224), round(args.crop * 128 / 224)})
         directory = os.path.join(root, "store")

@@ -86,6 +86,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from mgvideo.bench.bench_config import load_any_config
     from mgvideo.data import store
     from mgvideo.data.prepare import recipe_store_sides
+    from mgvideo.engine.builders import build_schedule
 
     cfg = load_any_config(args.config)
     fmt = {"ssv2": "ssv2", "charades": "charades"}.get(cfg.data.dataset, "kinetics")
@@ -97,7 +98,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     for err in errors:
         print(f"{args.list}:{err.line}: {err}", file=sys.stderr)
     paths = [r.path for r in annotations.records if r.frame_paths is None]
-    sides = recipe_store_sides(cfg)
+    sides = recipe_store_sides(cfg, build_schedule(cfg))
     print(f"store {args.out}: {len(paths)} videos at short sides {sides}", file=sys.stderr)
     summary = store.prepare_store(paths, args.out, sides, args.workers, int(args.max_gb * 1e9),
                                   args.gop or store.GOP, log=lambda m: print(m, file=sys.stderr))

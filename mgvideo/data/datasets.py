@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mgvideo.data import sampling as S
+import mgvideo.data.sampling as S
 from mgvideo.data.annotations import Annotations, VideoRecord
 from mgvideo.data.cache import FrameCache, storage_side
 from mgvideo.data.decode import (

@@ -21,6 +21,7 @@ from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import REFERENCE_JITTER, largest_short_side
 from mgvideo.data.loader import resolve_workers
 from mgvideo.errors import CacheError, ConfigError
+from mgvideo.multigrid.schedule import MultigridSchedule
 
 LOCK = ".prepare.lock"
 
@@ -105,13 +106,13 @@ def build_video_store(cfg: Config):
     return VideoStore(cfg.data.store)
 
 
-def recipe_store_sides(cfg: Config) -> list[int]:
-    """The short sides a store needs for this recipe: both ends of the scale jitter at every crop its
-    schedule uses (the dataset's jitter, `sampling.scale_range`), and the test size."""
+def recipe_store_sides(cfg: Config, schedule: MultigridSchedule) -> list[int]:
+    """The short sides a store needs for this recipe and its schedule (engine.builders.build_schedule):
+    both ends of the scale jitter at every crop the schedule uses (the dataset's jitter,
+    `sampling.scale_range`), and the test size."""
     from mgvideo.data.store import store_sides
-    from mgvideo.engine.builders import build_schedule
 
-    schedule, base = build_schedule(cfg), cfg.data.crop
+    base = cfg.data.crop
     crops = sorted({shape.crop for stage in schedule.stages for _, shape in schedule.shapes(stage, 1)})
     jitter = (round(base * REFERENCE_JITTER[0]), round(base * REFERENCE_JITTER[1]))
     return store_sides(crops, base, jitter, cfg.multigrid.scale_jitter == "same_view",
