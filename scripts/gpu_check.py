@@ -93,9 +93,9 @@ def compile_shapes(args: argparse.Namespace) -> None:
     import torch
 
     from mgvideo.commands.profile import schedule_shapes, time_shape
-    from mgvideo.engine.step import precision
+    from mgvideo.engine.step import backward, precision, step_plan
     from mgvideo.models.zoo import build_model
-    from mgvideo.multigrid.batchnorm import bn_groups_for, convert_model, set_bn_groups
+    from mgvideo.multigrid.batchnorm import convert_model, set_bn_groups
 
     device = torch.device(args.device)
     amp = torch.bfloat16
@@ -109,14 +109,15 @@ def compile_shapes(args: argparse.Namespace) -> None:
     compiled = torch.compile(net, dynamic=False, backend=args.backend)
     shapes = schedule_shapes(args.model, args.config, args.batch_size)
     for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]][: args.shapes]:
-        set_bn_groups(net, bn_groups_for(b, stage_batch, 8))
+        set_bn_groups(net, step_plan(b, stage_batch, 8))
         eager = time_shape(net, b, t, s, args.iters, device, True, amp)
         x = torch.randn(b, 3, t, s, s, device=device).contiguous(memory_format=torch.channels_last_3d)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         with precision(device, amp):
-            compiled(x).float().sum().backward()
+            loss = compiled(x).float().sum()
+        backward(loss, device, amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         first = time.perf_counter() - start

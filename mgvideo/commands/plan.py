@@ -16,8 +16,9 @@ from typing import Any
 
 from mgvideo.bench.bench_config import load_any_config
 from mgvideo.config import Config, load_config, override, resolve_recipe
+from mgvideo.engine.step import step_plan
 from mgvideo.errors import ConfigError, MgvideoError, ScheduleError
-from mgvideo.multigrid import LRConfig, MultigridSchedule, bn_groups_for, iterations_per_epoch, lr_at
+from mgvideo.multigrid import LRConfig, MultigridSchedule, iterations_per_epoch, lr_at
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import check_warmup_of, policy_lr, warmup_epochs
 from mgvideo.multigrid.schedule import Stage
@@ -200,11 +201,11 @@ def _clean(value: float) -> float:
 
 # -- what is printed ----------------------------------------------------------------------------------
 def bn_groups(per_device_batch: int, bn_base_size: int, devices: int) -> str:
-    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`bn_groups_for`); "none"
+    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`step_plan`); "none"
     for a model without BN (`bn_base_size` 0)."""
     if bn_base_size == 0:
         return "none"
-    plan = bn_groups_for(per_device_batch, per_device_batch, bn_base_size, devices)
+    plan = step_plan(per_device_batch, per_device_batch, bn_base_size, devices)
     if plan.sync_size > 1:
         return f"sync×{plan.sync_size}"
     return f"sub×{plan.groups}" if plan.groups > 1 else "BN"
