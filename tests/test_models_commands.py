@@ -94,8 +94,11 @@ def test_profile_json_stopped_by_sigint_has_written_the_rows_it_finished(tmp_pat
     # Enough iterations per shape that the SIGINT always lands before the last shape, even when loaded.
     cmd = [sys.executable, "-m", "mgvideo", "profile", "r3d_tiny", "--iters", "60", "--batch-size", "1",
            "--bn-base-size", "1", "--json"]
+    # Started with SIGINT ignored, as a background job of a plain shell is (a time limit's nohup ... &):
+    # the command must still stop on it.
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     # Plain blocking reads (the test's timeout guards them): a selector on a buffered pipe misses lines
     # already read into the buffer and waited here until the command had finished.
     lines = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -163,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     shapes = schedule_shapes(args.model, args.config, args.batch_size)
     rows: list[dict] = []
+    if args.json:  # a time limit stops it by SIGINT, which a background job of a plain shell ignores
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]]:  # the full shape first: every ratio is known
             plan = step_plan(b, stage_batch, bn_base)  # training's rule, on one device
