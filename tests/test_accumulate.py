@@ -1,6 +1,7 @@
 """Any number of devices: the device plan (per-device batch, micro-batches, LR scale) and gradient
 accumulation, which makes one process take the same steps as two."""
 
+import gc
 import json
 import re
 from pathlib import Path
@@ -153,6 +154,12 @@ def _count_all_reduces(rank: int, port: int, compiled: bool, out_dir: str) -> No
         with gradient_sync(model, i == 1):
             model(x[i::2]).sum().backward()
     torch.save({"calls": calls, "grad": ddp.module[0].weight.grad}, f"{out_dir}/rank{rank}.pt")
+    # Teardown in order: both ranks done communicating, the DDP reducer (which holds the group) gone, then
+    # the group. Exiting with the reducer alive aborted a rank now and then ("terminate called without an
+    # active exception").
+    dist.barrier()
+    del model, ddp
+    gc.collect()
     dist.destroy_process_group()
 
 
