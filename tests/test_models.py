@@ -236,6 +236,32 @@ def test_unknown_preset_and_override_raise_config_error():
         build_model("r3d_tiny", 10, arch="r2plus1d")
 
 
+def test_cnn_options_are_one_object_given_whole_or_as_keywords():
+    from dataclasses import fields
+
+    from mgvideo.models import X3D, ResNet3D, ResNet3DOptions
+    from mgvideo.models.options import HeadOptions, ResNetOptions
+    from mgvideo.models.zoo import model_fields
+
+    head = {f.name for f in fields(HeadOptions)}
+    body = {f.name for f in fields(ResNetOptions)} - head
+    for family in ("resnet", "slowfast", "x3d"):
+        assert head <= set(model_fields(family)), family  # one definition of the head's options
+    assert body <= set(model_fields("resnet")) and body <= set(model_fields("slowfast"))
+    assert not body & set(model_fields("x3d")) - {"num_groups"}
+    tiny = ResNet3DOptions(arch="i3d_nopool", width_per_group=8, stage_depths=(1, 1, 1, 1), num_classes=5)
+    torch.manual_seed(0)
+    whole = ResNet3D(tiny, dropout=0.1)
+    torch.manual_seed(0)
+    keywords = ResNet3D(arch="i3d_nopool", width_per_group=8, stage_depths=(1, 1, 1, 1), num_classes=5,
+                        dropout=0.1)
+    assert whole.head.dropout.p == 0.1 and tiny.dropout == 0.5  # keywords win; the object is not changed
+    for (name, a), b in zip(whole.state_dict().items(), keywords.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(TypeError, match="widht"):
+        X3D(widht=2.0)
+
+
 def test_slowfast_supports_other_depths_and_widths():
     with torch.device("meta"):
         model = SlowFast(depth=101, width_per_group=32, num_groups=2, alpha=8, beta_inv=4, num_classes=10)

@@ -7,6 +7,8 @@ pool after res2 (`POOL1`) are those of slowfast/models/video_model_builder.py, s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -20,6 +22,7 @@ from mgvideo.models.blocks import (
     to_pathways,
 )
 from mgvideo.models.heads import ResNetBasicHead
+from mgvideo.models.options import ResNetOptions
 
 # Blocks per stage (res2..res5). Depth 18 is not in current PySlowFast; older versions used (2, 2, 2, 2)
 # with whatever RESNET.TRANS_FUNC says (bottleneck by default), which is what we build too.
@@ -55,54 +58,47 @@ def stage_depths_for(depth: int) -> tuple[int, int, int, int]:
     return STAGE_DEPTHS[depth]
 
 
+@dataclass(kw_only=True)
+class ResNet3DOptions(ResNetOptions):
+    """ResNet3D's options: `arch`, the temporal kernels and the non-local layout, besides the shared body and
+    head. `temporal_kernels` (bases for stem, res2..res5) overrides the arch's, for tiny models."""
+
+    arch: str = "i3d"
+    temporal_kernels: Sequence[Sequence[int]] | None = None
+    num_block_temp_kernel: Sequence[int] = (3, 4, 6, 3)
+    nonlocal_location: Sequence[Sequence[int]] = NO_NONLOCAL
+    nonlocal_group: Sequence[int] = (1, 1, 1, 1)
+    nonlocal_pool: Sequence[Sequence[int] | None] = DEFAULT_NONLOCAL_POOL
+    nonlocal_instantiation: str = "softmax"
+    head_pool_size: Sequence[int] | None = None
+
+
 class ResNet3D(nn.Module):
     """C2D / I3D / Slow ResNet (`arch`), any depth, width, groups, strides, dilations and non-local layout.
 
     `forward` takes a clip `(B, 3, T, H, W)` or a one-element list; it returns logits in train mode and
-    the head activation averaged over positions in eval mode. `stage_depths` overrides `depth` and
-    `temporal_kernels` (bases for stem, res2..res5) the arch's temporal kernels, for tiny models.
-    Per-stage arguments (`nonlocal_location`, `spatial_strides`, ...) have one entry per stage res2..res5.
+    the head activation averaged over positions in eval mode. Its options are `ResNet3DOptions`, given as
+    an object, as keywords, or both (keywords win).
     """
 
-    def __init__(
-        self,
-        arch: str = "i3d",
-        depth: int = 50,
-        num_classes: int = 400,
-        width_per_group: int = 64,
-        num_groups: int = 1,
-        stride_1x1: bool = False,
-        trans_func: str = "bottleneck",
-        stage_depths: Sequence[int] | None = None,
-        temporal_kernels: Sequence[Sequence[int]] | None = None,
-        num_block_temp_kernel: Sequence[int] = (3, 4, 6, 3),
-        spatial_strides: Sequence[int] = (1, 2, 2, 2),
-        spatial_dilations: Sequence[int] = (1, 1, 1, 1),
-        nonlocal_location: Sequence[Sequence[int]] = NO_NONLOCAL,
-        nonlocal_group: Sequence[int] = (1, 1, 1, 1),
-        nonlocal_pool: Sequence[Sequence[int] | None] = DEFAULT_NONLOCAL_POOL,
-        nonlocal_instantiation: str = "softmax",
-        dropout: float = 0.5,
-        head_act: str = "none",
-        head_pool_size: Sequence[int] | None = None,
-        in_channels: int = 3,
-        zero_init_final_bn: bool = True,
-        fc_init_std: float = 0.01,
-    ) -> None:
+    Options = ResNet3DOptions
+
+    def __init__(self, options: ResNet3DOptions | None = None, **overrides: Any) -> None:
         super().__init__()
-        if arch not in RESNET_ARCHS:
-            raise ValueError(f"arch must be one of {RESNET_ARCHS}, got {arch!r}")
-        depths = tuple(stage_depths) if stage_depths is not None else stage_depths_for(depth)
-        kernels = [[list(k)] for k in temporal_kernels] if temporal_kernels else TEMPORAL_KERNELS[arch]
-        w, inner = width_per_group, num_groups * width_per_group
+        o = replace(options or ResNet3DOptions(), **overrides)
+        if o.arch not in RESNET_ARCHS:
+            raise ValueError(f"arch must be one of {RESNET_ARCHS}, got {o.arch!r}")
+        depths = tuple(o.stage_depths) if o.stage_depths is not None else stage_depths_for(o.depth)
+        kernels = [[list(k)] for k in o.temporal_kernels] if o.temporal_kernels else TEMPORAL_KERNELS[o.arch]
+        w, inner = o.width_per_group, o.num_groups * o.width_per_group
         t0 = kernels[0][0][0]
-        self.s1 = VideoStem([BasicStem(in_channels, w, (t0, 7, 7), (1, 2, 2), (t0 // 2, 3, 3))])
+        self.s1 = VideoStem([BasicStem(o.in_channels, w, (t0, 7, 7), (1, 2, 2), (t0 // 2, 3, 3))])
         dims = [w, 4 * w, 8 * w, 16 * w, 32 * w]
         for stage in range(4):
             blocks = expand_temporal_kernels(
-                kernels[stage + 1][0], depths[stage], num_block_temp_kernel[stage]
+                kernels[stage + 1][0], depths[stage], o.num_block_temp_kernel[stage]
             )
-            factory = resnet_transform_factory(trans_func, stride_1x1, spatial_dilations[stage])
+            factory = resnet_transform_factory(o.trans_func, o.stride_1x1, o.spatial_dilations[stage])
             self.add_module(
                 f"s{stage + 2}",
                 ResStage(
@@ -110,21 +106,20 @@ class ResNet3D(nn.Module):
                     [dims[stage + 1]],
                     [inner * 2**stage],
                     [blocks],
-                    [spatial_strides[stage]],
-                    [num_groups],
+                    [o.spatial_strides[stage]],
+                    [o.num_groups],
                     factory,
-                    [nonlocal_location[stage]],
-                    [nonlocal_group[stage]],
-                    [nonlocal_pool[stage]],
-                    nonlocal_instantiation,
+                    [o.nonlocal_location[stage]],
+                    [o.nonlocal_group[stage]],
+                    [o.nonlocal_pool[stage]],
+                    o.nonlocal_instantiation,
                 ),
             )
             if stage == 0:
-                self.pathway0_pool = nn.MaxPool3d(POOL1[arch][0], stride=POOL1[arch][0])
-        self.head = ResNetBasicHead(
-            [dims[4]], num_classes, dropout, head_act, [head_pool_size] if head_pool_size else None
-        )
-        init_weights(self, fc_init_std, zero_init_final_bn)
+                self.pathway0_pool = nn.MaxPool3d(POOL1[o.arch][0], stride=POOL1[o.arch][0])
+        pool = [o.head_pool_size] if o.head_pool_size else None
+        self.head = ResNetBasicHead([dims[4]], o.num_classes, o.dropout, o.head_act, pool)
+        init_weights(self, o.fc_init_std, o.zero_init_final_bn)
 
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         x = self.s2(self.s1(to_pathways(x)))

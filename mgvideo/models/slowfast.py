@@ -7,6 +7,8 @@ frame. After the stem and res2..res4 a time-strided conv (`s{i}_fuse.conv_f2s`) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +24,7 @@ from mgvideo.models.blocks import (
     resnet_transform_factory,
 )
 from mgvideo.models.heads import ResNetBasicHead
+from mgvideo.models.options import ResNetOptions
 from mgvideo.models.resnet3d import DEFAULT_NONLOCAL_POOL, POOL1, TEMPORAL_KERNELS, stage_depths_for
 
 
@@ -56,94 +59,86 @@ class FuseFastToSlow(nn.Module):
         return [torch.cat([slow, fuse], dim=1), fast]
 
 
+@dataclass(kw_only=True)
+class SlowFastOptions(ResNetOptions):
+    """SlowFast's options: the pathways' ratios and fusion, and the non-local layout with a `(slow, fast)`
+    pair per stage, besides the shared body and head. `head_pool_sizes` is the (slow, fast) test-time
+    pooling window; None pools globally."""
+
+    alpha: int = 4
+    beta_inv: int = 8
+    fusion_conv_channel_ratio: int = 2
+    fusion_kernel: int = 7
+    num_block_temp_kernel: Sequence[Sequence[int]] = ((3, 3), (4, 4), (6, 6), (3, 3))
+    nonlocal_location: Sequence[Sequence[Sequence[int]]] = (((), ()),) * 4
+    nonlocal_group: Sequence[Sequence[int]] = ((1, 1),) * 4
+    nonlocal_pool: Sequence[Sequence[Sequence[int] | None]] | None = None
+    nonlocal_instantiation: str = "dot_product"
+    head_pool_sizes: Sequence[Sequence[int]] | None = None
+
+
 class SlowFast(nn.Module):
     """SlowFast ResNet for any depth/width the ResNet family allows.
 
     `forward` takes one clip `(B, 3, T, H, W)` (the fast pathway; the slow one is index-selected from it) or
-    PySlowFast's `[slow, fast]` list. Per-stage arguments have one entry per stage res2..res5, and per-pathway
-    ones (non-local) a `(slow, fast)` pair inside. `head_pool_sizes` is the (slow, fast) test-time pooling
-    window; None pools globally.
+    PySlowFast's `[slow, fast]` list. Its options are `SlowFastOptions`, given as an object, as keywords, or
+    both (keywords win).
     """
 
-    def __init__(
-        self,
-        depth: int = 50,
-        num_classes: int = 400,
-        width_per_group: int = 64,
-        num_groups: int = 1,
-        alpha: int = 4,
-        beta_inv: int = 8,
-        fusion_conv_channel_ratio: int = 2,
-        fusion_kernel: int = 7,
-        stride_1x1: bool = False,
-        trans_func: str = "bottleneck",
-        stage_depths: Sequence[int] | None = None,
-        num_block_temp_kernel: Sequence[Sequence[int]] = ((3, 3), (4, 4), (6, 6), (3, 3)),
-        spatial_strides: Sequence[int] = (1, 2, 2, 2),
-        spatial_dilations: Sequence[int] = (1, 1, 1, 1),
-        nonlocal_location: Sequence[Sequence[Sequence[int]]] = (((), ()),) * 4,
-        nonlocal_group: Sequence[Sequence[int]] = ((1, 1),) * 4,
-        nonlocal_pool: Sequence[Sequence[Sequence[int] | None]] | None = None,
-        nonlocal_instantiation: str = "dot_product",
-        dropout: float = 0.5,
-        head_act: str = "none",
-        head_pool_sizes: Sequence[Sequence[int]] | None = None,
-        in_channels: int = 3,
-        zero_init_final_bn: bool = True,
-        fc_init_std: float = 0.01,
-    ) -> None:
+    Options = SlowFastOptions
+
+    def __init__(self, options: SlowFastOptions | None = None, **overrides: Any) -> None:
         super().__init__()
-        self.alpha = alpha
-        self.shape_multiple = (alpha, 1)  # frames: whole slow-pathway steps (zoo.shape_multiple)
-        depths = tuple(stage_depths) if stage_depths is not None else stage_depths_for(depth)
-        pools = nonlocal_pool or [(p, p) for p in DEFAULT_NONLOCAL_POOL]
+        o = replace(options or SlowFastOptions(), **overrides)
+        self.alpha = o.alpha
+        self.shape_multiple = (o.alpha, 1)  # frames: whole slow-pathway steps (zoo.shape_multiple)
+        depths = tuple(o.stage_depths) if o.stage_depths is not None else stage_depths_for(o.depth)
+        pools = o.nonlocal_pool or [(p, p) for p in DEFAULT_NONLOCAL_POOL]
         kernels = TEMPORAL_KERNELS["slowfast"]
-        w, inner = width_per_group, num_groups * width_per_group
-        fused = beta_inv // fusion_conv_channel_ratio  # slow gets w_stage // fused extra channels
+        w, inner = o.width_per_group, o.num_groups * o.width_per_group
+        fused = o.beta_inv // o.fusion_conv_channel_ratio  # slow gets w_stage // fused extra channels
         ts, tf = kernels[0][0][0], kernels[0][1][0]
         self.s1 = VideoStem(
             [
-                BasicStem(in_channels, w, (ts, 7, 7), (1, 2, 2), (ts // 2, 3, 3)),
-                BasicStem(in_channels, w // beta_inv, (tf, 7, 7), (1, 2, 2), (tf // 2, 3, 3)),
+                BasicStem(o.in_channels, w, (ts, 7, 7), (1, 2, 2), (ts // 2, 3, 3)),
+                BasicStem(o.in_channels, w // o.beta_inv, (tf, 7, 7), (1, 2, 2), (tf // 2, 3, 3)),
             ]
         )
-        self.s1_fuse = FuseFastToSlow(w // beta_inv, fusion_conv_channel_ratio, fusion_kernel, alpha)
+        def fuse(fast_channels: int) -> FuseFastToSlow:
+            return FuseFastToSlow(fast_channels, o.fusion_conv_channel_ratio, o.fusion_kernel, o.alpha)
+
+        self.s1_fuse = fuse(w // o.beta_inv)
         dims = [w, 4 * w, 8 * w, 16 * w, 32 * w]
         for stage in range(4):
             d_in, d_out, d_inner = dims[stage], dims[stage + 1], inner * 2**stage
-            blocks = [
-                expand_temporal_kernels(kernels[stage + 1][p], depths[stage], num_block_temp_kernel[stage][p])
-                for p in range(2)
-            ]
-            factory = resnet_transform_factory(trans_func, stride_1x1, spatial_dilations[stage])
+            basis, temporal = kernels[stage + 1], o.num_block_temp_kernel[stage]
+            blocks = [expand_temporal_kernels(basis[p], depths[stage], temporal[p]) for p in range(2)]
+            factory = resnet_transform_factory(o.trans_func, o.stride_1x1, o.spatial_dilations[stage])
             self.add_module(
                 f"s{stage + 2}",
                 ResStage(
-                    [d_in + d_in // fused, d_in // beta_inv],
-                    [d_out, d_out // beta_inv],
-                    [d_inner, d_inner // beta_inv],
+                    [d_in + d_in // fused, d_in // o.beta_inv],
+                    [d_out, d_out // o.beta_inv],
+                    [d_inner, d_inner // o.beta_inv],
                     blocks,
-                    [spatial_strides[stage]] * 2,
-                    [num_groups] * 2,
+                    [o.spatial_strides[stage]] * 2,
+                    [o.num_groups] * 2,
                     factory,
-                    nonlocal_location[stage],
-                    nonlocal_group[stage],
+                    o.nonlocal_location[stage],
+                    o.nonlocal_group[stage],
                     pools[stage],
-                    nonlocal_instantiation,
+                    o.nonlocal_instantiation,
                 ),
             )
             if stage < 3:
-                self.add_module(
-                    f"s{stage + 2}_fuse",
-                    FuseFastToSlow(d_out // beta_inv, fusion_conv_channel_ratio, fusion_kernel, alpha),
-                )
+                self.add_module(f"s{stage + 2}_fuse", fuse(d_out // o.beta_inv))
             if stage == 0:
                 self.pathway0_pool = nn.MaxPool3d(POOL1["slowfast"][0], stride=POOL1["slowfast"][0])
                 self.pathway1_pool = nn.MaxPool3d(POOL1["slowfast"][1], stride=POOL1["slowfast"][1])
         self.head = ResNetBasicHead(
-            [dims[4], dims[4] // beta_inv], num_classes, dropout, head_act, head_pool_sizes
+            [dims[4], dims[4] // o.beta_inv], o.num_classes, o.dropout, o.head_act, o.head_pool_sizes
         )
-        init_weights(self, fc_init_std, zero_init_final_bn)
+        init_weights(self, o.fc_init_std, o.zero_init_final_bn)
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         pathways = pack_pathways(x, self.alpha) if isinstance(x, Tensor) else list(x)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from torch import Tensor, nn
 
 from mgvideo.models.blocks import BlockDims, ResStage, VideoStem, batchnorm, init_weights, to_pathways
 from mgvideo.models.heads import X3DHead
+from mgvideo.models.options import HeadOptions
 
 # X3D sizes: (width factor, depth factor); all use bottleneck factor 2.25, C1 = 12, C5 = 2048.
 X3D_SIZES = {"xs": (2.0, 2.2), "s": (2.0, 2.2), "m": (2.0, 2.2), "l": (2.0, 5.0)}
@@ -94,49 +97,50 @@ class X3DTransform(nn.Module):
         return self.c_bn(self.c(self.b_relu(x)))
 
 
+@dataclass(kw_only=True)
+class X3DOptions(HeadOptions):
+    """X3D's options: the expansion factors (`X3D_SIZES`) and the stem and head widths, besides the head's."""
+
+    width_factor: float = 2.0
+    depth_factor: float = 2.2
+    bottleneck_factor: float = 2.25
+    dim_c1: int = 12
+    dim_c5: int = 2048
+    scale_res2: bool = False
+    channelwise: bool = True
+    num_groups: int = 1
+    bn_lin5: bool = False
+    head_pool_size: Sequence[int] | None = None
+
+
 class X3D(nn.Module):
     """X3D network. `forward` takes `(B, 3, T, H, W)` or a one-element list; see mgvideo.models.heads."""
 
-    def __init__(
-        self,
-        num_classes: int = 400,
-        width_factor: float = 2.0,
-        depth_factor: float = 2.2,
-        bottleneck_factor: float = 2.25,
-        dim_c1: int = 12,
-        dim_c5: int = 2048,
-        scale_res2: bool = False,
-        channelwise: bool = True,
-        num_groups: int = 1,
-        bn_lin5: bool = False,
-        dropout: float = 0.5,
-        head_act: str = "none",
-        head_pool_size: Sequence[int] | None = None,
-        in_channels: int = 3,
-        zero_init_final_bn: bool = True,
-        fc_init_std: float = 0.01,
-    ) -> None:
+    Options = X3DOptions
+
+    def __init__(self, options: X3DOptions | None = None, **overrides: Any) -> None:
         super().__init__()
-        dim_res2 = round_width(dim_c1, 2.0) if scale_res2 else dim_c1
+        o = replace(options or X3DOptions(), **overrides)
+        dim_res2 = round_width(o.dim_c1, 2.0) if o.scale_res2 else o.dim_c1
         stage_dims = [dim_res2]
         for _ in range(3):
             stage_dims.append(round_width(stage_dims[-1], 2.0))
-        dim_in = round_width(dim_c1, width_factor)
-        self.s1 = VideoStem([X3DStem(in_channels, dim_in)])
+        dim_in = round_width(o.dim_c1, o.width_factor)
+        self.s1 = VideoStem([X3DStem(o.in_channels, dim_in)])
         for stage, (blocks, dim) in enumerate(zip(_BASE_BLOCKS, stage_dims)):
-            dim_out = round_width(dim, width_factor)
-            dim_inner = int(bottleneck_factor * dim_out)
-            repeats = int(math.ceil(depth_factor * blocks)) if depth_factor else blocks
-            groups = dim_inner if channelwise else num_groups
+            dim_out = round_width(dim, o.width_factor)
+            dim_inner = int(o.bottleneck_factor * dim_out)
+            repeats = int(math.ceil(o.depth_factor * blocks)) if o.depth_factor else blocks
+            groups = dim_inner if o.channelwise else o.num_groups
             self.add_module(
                 f"s{stage + 2}",
                 ResStage([dim_in], [dim_out], [dim_inner], [[3] * repeats], [2], [groups], X3DTransform),
             )
             dim_in = dim_out
         self.head = X3DHead(
-            dim_out, dim_inner, dim_c5, num_classes, dropout, head_act, head_pool_size, bn_lin5
+            dim_out, dim_inner, o.dim_c5, o.num_classes, o.dropout, o.head_act, o.head_pool_size, o.bn_lin5
         )
-        init_weights(self, fc_init_std, zero_init_final_bn)
+        init_weights(self, o.fc_init_std, o.zero_init_final_bn)
 
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         x = to_pathways(x)

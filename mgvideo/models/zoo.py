@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -128,9 +128,12 @@ PRESETS: dict[str, Preset] = {
 
 
 def model_fields(family: str) -> list[str]:
-    """The override names a model family accepts (its constructor arguments)."""
-    params = inspect.signature(FAMILIES[family].__init__).parameters
-    return [name for name in params if name != "self"]
+    """The override names a model family accepts: the fields of its `Options` dataclass where it has one
+    (the CNNs), else its constructor's keywords."""
+    cls = FAMILIES[family]
+    if hasattr(cls, "Options"):
+        return [f.name for f in fields(cls.Options)]
+    return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
 
 
 def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
