@@ -65,7 +65,8 @@ def test_a_part_stopped_at_its_limit_keeps_its_finished_rows(tmp_path):
     rows, log = tmp_path / "profile.jsonl", tmp_path.parent / "gpu_check_output.txt"
     with open(log, "w") as out:
         check = subprocess.Popen(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", str(tmp_path)],
-                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     try:
         while check.poll() is None and not (rows.exists() and rows.read_text().count("\n") >= 1):
             time.sleep(0.1)
@@ -74,7 +75,8 @@ def test_a_part_stopped_at_its_limit_keeps_its_finished_rows(tmp_path):
         os.kill(timer, signal.SIGALRM)
         check.wait(timeout=600)
     finally:
-        check.kill()
+        if check.poll() is None:  # a failed wait: stop the script and the part it runs, not the script alone
+            os.killpg(check.pid, signal.SIGKILL)
     assert check.returncode == 1, log.read_text()[-3000:]  # parts stopped: noted, not fatal
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     status = {r["part"]: r for r in result["parts"]}

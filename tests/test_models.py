@@ -248,7 +248,7 @@ def test_cnn_options_are_one_object_given_whole_or_as_keywords():
     for family in ("resnet", "slowfast", "x3d"):
         assert head <= set(model_fields(family)), family  # one definition of the head's options
     assert body <= set(model_fields("resnet")) and body <= set(model_fields("slowfast"))
-    assert not body & set(model_fields("x3d")) - {"num_groups"}
+    assert not body & (set(model_fields("x3d")) - {"num_groups"})  # X3D has no ResNet body
     tiny = ResNet3DOptions(arch="i3d_nopool", width_per_group=8, stage_depths=(1, 1, 1, 1), num_classes=5)
     torch.manual_seed(0)
     whole = ResNet3D(tiny, dropout=0.1)

@@ -104,6 +104,7 @@ class SlowFast(nn.Module):
                 BasicStem(o.in_channels, w // o.beta_inv, (tf, 7, 7), (1, 2, 2), (tf // 2, 3, 3)),
             ]
         )
+
         def fuse(fast_channels: int) -> FuseFastToSlow:
             return FuseFastToSlow(fast_channels, o.fusion_conv_channel_ratio, o.fusion_kernel, o.alpha)
 
