@@ -217,3 +217,46 @@ def test_resume_inside_a_multiworker_dataloader_yields_the_remaining_batches():
     resumed.set_epoch(0)
     loader = tud.DataLoader(Indices(), batch_sampler=resumed, num_workers=2)
     assert [batch.tolist() for batch in loader] == expected[2:]
+
+
+@FEW
+@given(cases, st.integers(1, 4), st.data())
+def test_resume_with_another_world_size_deals_the_rest_of_the_same_epoch(case, new_world, data):
+    # A restart with fewer or more processes (torchrun --nnodes 1:2) goes on from the global position:
+    # the clips not yet consumed are shared out anew, the short cycle goes on from its slot, every rank
+    # of the new world runs the same number of batches, and the epoch ends at the new world's length.
+    case = case | {"drop_last": True, "batch": case["batch"] * 2}  # any per-device batch
+    old = samplers(case)
+    old_world = len(old)
+    full = run_epoch(old[0], case["epoch"])
+    position = data.draw(st.integers(0, len(full)))
+    consumed = set()
+    for sampler in old:
+        sampler.set_epoch(case["epoch"])
+        it = iter(sampler)
+        for _ in range(position):
+            consumed.update(i for i, _ in next(it))
+    state = old[0].state_dict()
+    assert state["clips"] == len(consumed)
+    new_world = min(new_world, case["size"])
+    new = [MultigridBatchSampler(old[0].schedule, case["size"], case["batch"], rank=r, world_size=new_world,
+                                 seed=case["seed"]) for r in range(new_world)]
+    for sampler in new:
+        sampler.load_state_dict(state)
+        sampler.set_epoch(case["epoch"])
+    rests = [list(sampler) for sampler in new]
+    assert len({len(r) for r in rests}) == 1
+    assert {len(s) - s.state_dict(consumed=s._resume.position)["position"] for s in new} == {len(rests[0])}
+    dealt = [i for rest in rests for b in rest for i, _ in b]
+    assert len(dealt) == len(set(dealt)) and not set(dealt) & consumed  # nothing twice in the epoch
+    cycle = old[0].schedule.shapes(old[0].stage, case["batch"])
+    left_out = case["size"] - len(consumed) - len(dealt)  # the remainder and a partial batch per rank
+    assert left_out < new_world * (max(size for size, _ in cycle) + 1)
+    slot = state["phase"]
+    for k, batch in enumerate(rests[0]):  # the short cycle's next slot first
+        assert batch[0][1] == cycle[(slot + k) % len(cycle)][1]
+    if new_world == old_world:
+        assert new[0].resharded is None and rests[0] == full[position:]
+    else:
+        assert new[0].resharded == old_world
+        assert len(new[0]) == max(new[0]._full_length(), len(rests[0]))  # longer only if what is left is

@@ -7,6 +7,7 @@ draws the same seeded permutation of the epoch and takes a disjoint share of it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Sampler
@@ -46,8 +47,23 @@ def iterations_per_epoch(dataset_size: int, batch_size: int, world_size: int = 1
     return count_batches(per_rank, [batch_size * f for f in batch_factors], drop_last)
 
 
+@dataclass(frozen=True)
+class _Resume:
+    """Where a resumed epoch starts: `clips` of the epoch's permutation already consumed (all ranks
+    together, always a prefix), the short-cycle slot of the next batch (`phase`), and the position (batches
+    of this epoch) that next batch counts as."""
+
+    clips: int = 0
+    phase: int = 0
+    position: int = 0
+
+
 class _ShardedBatchSampler(Sampler[Batch]):
-    """Shared machinery: the epoch's seeded permutation, sharding, batching and the resume position."""
+    """Shared machinery: the epoch's seeded permutation, sharding, batching and the resume position.
+
+    The position is global: ranks consume the permutation's prefix together, so a state saved with W
+    ranks resumes with W' ranks by sharing out what is left of the same epoch (`load_state_dict`).
+    """
 
     def __init__(self, dataset_size: int, batch_size: int, *, rank: int, world_size: int, seed: int,
                  shuffle: bool, drop_last: bool):
@@ -58,8 +74,10 @@ class _ShardedBatchSampler(Sampler[Batch]):
         self.rank, self.seed, self.shuffle, self.drop_last = rank, int(seed), shuffle, drop_last
         self.batch_size = _positive_int("batch_size", batch_size)  # per device; a slot may scale it
         self.epoch = 0
-        self._start = 0  # batches to skip on the next pass (set by load_state_dict)
+        self._resume = _Resume()  # where the current epoch starts (set by load_state_dict)
+        self._pending = False  # the next pass starts at `_resume` (used up at its first batch)
         self._position = 0  # batches yielded so far in this epoch
+        self.resharded: int | None = None  # the world size of a state saved with another one
 
     def _cycle(self) -> list[tuple[int, ClipShape]]:
         """(per-device batch size, shape) of each slot of this epoch, visited in turn."""
@@ -69,68 +87,115 @@ class _ShardedBatchSampler(Sampler[Batch]):
         """Clips this rank sees in one epoch."""
         return self.dataset_size // self.world_size
 
-    def _rank_indices(self) -> list[int]:
+    def _order(self) -> list[int]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.dataset_size, generator=generator).tolist()
-        else:
-            order = list(range(self.dataset_size))
-        return order[: self._usable()][self.rank :: self.world_size]
+            return torch.randperm(self.dataset_size, generator=generator).tolist()
+        return list(range(self.dataset_size))
 
-    def _usable(self) -> int:
-        """How many clips of the permutation are shared out (the rest wait for another epoch)."""
-        return self._rank_count() * self.world_size
+    def _rank_indices(self, resume: _Resume) -> list[int]:
+        """This rank's share of the permutation after the `resume.clips` already consumed."""
+        return self._order()[resume.clips : self._usable(resume.clips)][self.rank :: self.world_size]
+
+    def _usable(self, consumed: int = 0) -> int:
+        """Where the shared-out part of the permutation ends, `consumed` clips in (every rank gets as many;
+        the rest wait for another epoch)."""
+        return consumed + (self.dataset_size - consumed) // self.world_size * self.world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (permutation and stage). Call before each epoch, as with DistributedSampler."""
         if epoch != self.epoch:
-            self.epoch, self._start = epoch, 0
+            self.epoch, self._resume, self._pending = epoch, _Resume(), False
+
+    def _rotated_sizes(self, phase: int) -> list[int]:
+        sizes = [size for size, _ in self._cycle()]
+        phase %= len(sizes)
+        return sizes[phase:] + sizes[:phase]
 
     def __len__(self) -> int:
-        return count_batches(self._rank_count(), [size for size, _ in self._cycle()], self.drop_last)
+        resume = self._resume
+        rest = len(range(self.rank, self._usable(resume.clips) - resume.clips, self.world_size))
+        return resume.position + count_batches(rest, self._rotated_sizes(resume.phase), self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        self._position = self._start  # a new pass is requested: the position is where it will start
+        self._position = self._resume.position if self._pending else 0
         return self._pass()
 
     def _pass(self) -> Iterator[Batch]:
         # The resume point is used up at the first batch drawn, not at iter(): a multi-worker DataLoader
         # calls iter() twice per pass and throws the first iterator away.
-        start, self._start = self._start, 0
-        self._position = start
-        yield from self._batches(start)
+        resume = self._resume if self._pending else _Resume()
+        self._pending = False
+        self._position = resume.position
+        yield from self._batches(resume)
 
-    def _batches(self, start: int) -> Iterator[Batch]:
-        indices, cycle = self._rank_indices(), self._cycle()
+    def _batches(self, resume: _Resume) -> Iterator[Batch]:
+        indices, cycle = self._rank_indices(resume), self._cycle()
         offset = count = 0
         while offset < len(indices):
-            size, shape = cycle[count % len(cycle)]
+            size, shape = cycle[(resume.phase + count) % len(cycle)]
             chunk = indices[offset : offset + size]
             if len(chunk) < size and self.drop_last:
                 return
             offset, count = offset + size, count + 1
-            if count > start:
-                self._position = count
-                yield [(index, shape) for index in chunk]
+            self._position = resume.position + count
+            yield [(index, shape) for index in chunk]
+
+    def _consumed(self, position: int) -> tuple[int, int]:
+        """(clips of the permutation consumed by all ranks, slot of the next batch) after `position`
+        batches of this epoch."""
+        resume, cycle = self._resume, self._cycle()
+        done = position - resume.position
+        if done < 0:
+            raise ConfigError(f"sampler: position {position} is before this epoch's resume point "
+                              f"{resume.position}")
+        per_rank = sum(cycle[(resume.phase + k) % len(cycle)][0] for k in range(done))
+        clips = min(resume.clips + per_rank * self.world_size, self._usable(resume.clips))  # a partial last
+        return clips, (resume.phase + done) % len(cycle)
 
     def state_dict(self, consumed: int | None = None) -> dict:
         """The position inside the epoch. With DataLoader workers the sampler runs ahead of the training
         loop, so pass `consumed`, the number of batches the loop has actually finished."""
         position = self._position if consumed is None else consumed
-        return {"epoch": self.epoch, "position": int(position), "seed": self.seed,
-                "dataset_size": self.dataset_size, "world_size": self.world_size}
+        clips, phase = self._consumed(int(position))
+        return {"epoch": self.epoch, "position": int(position), "clips": clips, "phase": phase,
+                "seed": self.seed, "dataset_size": self.dataset_size, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume: the next pass yields exactly the batches after `position` of the saved epoch."""
-        for key in ("seed", "dataset_size", "world_size"):
+        """Resume: the next pass yields exactly the batches after `position` of the saved epoch.
+
+        With another number of ranks, the clips the saved run had not reached are shared out among this
+        run's ranks, the short cycle goes on from its slot, and the position is re-based so that the epoch
+        ends at this world size's length (`resharded` then says from how many ranks).
+        """
+        for key in ("seed", "dataset_size"):
             if state.get(key) != getattr(self, key):
                 raise ConfigError(f"sampler state: {key} was {state.get(key)!r}, this run has "
                                   f"{getattr(self, key)!r}; resume with the same setting")
         self.epoch = int(state["epoch"])
-        position = int(state["position"])
-        if not 0 <= position <= len(self):
+        self._resume, self._pending = _Resume(), True
+        position, saved_world = int(state["position"]), state.get("world_size")
+        if not 0 <= position <= len(self) and saved_world == self.world_size:
             raise ConfigError(f"sampler state: position {position} outside [0, {len(self)}]")
-        self._start = self._position = position
+        self.resharded = saved_world if saved_world != self.world_size else None
+        if "clips" not in state:  # saved before the position was global: same world size only
+            if self.resharded:
+                raise ConfigError(f"sampler state: saved with world_size {saved_world} by an older version; "
+                                  f"resume with {saved_world} processes")
+            clips, phase = self._consumed(position)
+        else:
+            clips, phase = int(state["clips"]), int(state["phase"])
+        if not 0 <= clips <= self.dataset_size:
+            raise ConfigError(f"sampler state: {clips} clips consumed outside [0, {self.dataset_size}]")
+        self._resume = _Resume(clips, phase, position)
+        if self.resharded:  # the same fraction of the epoch, counted in this world size's batches
+            rest = len(self) - position
+            self._resume = _Resume(clips, phase, max(0, self._full_length() - rest))
+        self._position = self._resume.position
+
+    def _full_length(self) -> int:
+        """Batches of a whole epoch at this world size."""
+        return count_batches(self._rank_count(), [size for size, _ in self._cycle()], self.drop_last)
 
 
 class MultigridBatchSampler(_ShardedBatchSampler):
@@ -186,8 +251,8 @@ class FixedShapeBatchSampler(_ShardedBatchSampler):
             return self.dataset_size // self.world_size
         return len(range(self.rank, self.dataset_size, self.world_size))
 
-    def _usable(self) -> int:
-        return self.dataset_size if not self.drop_last else super()._usable()
+    def _usable(self, consumed: int = 0) -> int:
+        return self.dataset_size if not self.drop_last else super()._usable(consumed)
 
     def _cycle(self) -> list[tuple[int, ClipShape]]:
         return [(self.batch_size, self.shape)]
