@@ -3,6 +3,7 @@ global batch and LR map onto the devices that run (`device_plan`)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -37,16 +38,26 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
 def configure_device(device: torch.device) -> None:
     """Per-process backend settings on CUDA: cuDNN picks the fastest kernel per shape (a run has 10-30
     shapes), and fp32 matmuls and convolutions (what autocast leaves in fp32, and runs without AMP) use
-    TF32 tensor cores."""
+    TF32 tensor cores (`enable_tf32`)."""
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = True
-    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):  # torch 2.9+
-        matmul.fp32_precision = conv.fp32_precision = "tf32"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    enable_tf32()
+
+
+def enable_tf32() -> None:
+    """fp32 matmuls (cuBLAS) and convolutions (cuDNN) on TF32, readable as TF32 through both of torch's
+    precision APIs: the legacy flags (`get_float32_matmul_precision`, `matmul.allow_tf32`, which Inductor
+    and Lightning read) and the per-backend `fp32_precision` (torch 2.9+).
+
+    Torch keeps the two records apart and raises when a legacy flag is read while they disagree; setting
+    only `fp32_precision` leaves the legacy matmul precision at "highest". The legacy setters write both
+    records, so they are the ones used. Needs no GPU: the flags are process-wide settings.
+    """
+    with warnings.catch_warnings():  # torch 2.9-2.10 warn once that the legacy setters will be deprecated
+        warnings.filterwarnings("ignore", message="Please use the new API settings")
+        torch.set_float32_matmul_precision("high")  # legacy "high"; cuda and mkldnn matmul "tf32"
+        torch.backends.cudnn.allow_tf32 = True  # cuDNN convolutions and RNNs "tf32"
 
 
 @dataclass(frozen=True)
