@@ -85,3 +85,25 @@ def test_changed_config_is_refused_unless_forced(tmp_path):
     assert first.returncode == -signal.SIGKILL
     refused = train(tmp_path, "data.workers=0", "solver.base_lr=0.07")
     assert refused.returncode == 2 and "fingerprint" in refused.stderr and "--force" in refused.stderr
+
+
+def test_an_unreadable_last_pt_is_set_aside_and_the_run_resumes_from_the_newest_readable(tmp_path,
+                                                                                          reference):
+    # A disk that filled or a copy cut short leaves a last.pt that cannot be read: the run goes on from
+    # the newest checkpoint beside it that can (a stage checkpoint), and loses nothing.
+    first = train(tmp_path, "data.workers=0", crash_at=19)
+    assert first.returncode == -signal.SIGKILL
+    folder = tmp_path / "checkpoints"
+    last = folder / "last.pt"
+    stages = {p.name: checkpoint.load(p)["state"]["step"] for p in folder.glob("stage_*.pt")}
+    assert stages and max(stages.values()) < checkpoint.load(last)["state"]["step"]
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    second = train(tmp_path, "data.workers=0")
+    assert second.returncode == 0, second.stderr[-2000:]
+    newest = max(stages, key=stages.get)
+    log = (tmp_path / "train.log").read_text()
+    assert "last.pt cannot be read; set aside as last.pt.unreadable-" in log
+    assert f"resumed from {folder / newest}" in log
+    assert len(list(folder.glob("last.pt.unreadable-*"))) == 1  # kept, not deleted
+    assert_bitwise_equal(weights(tmp_path), reference[0])
+    assert train_records(tmp_path) == reference[1]

@@ -60,6 +60,20 @@ def load(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def peek(path: str | Path) -> dict[str, Any]:
+    """As `load`, but tensors are memory-mapped, not read: cheap for looking at a checkpoint's counters
+    (resume.scan reads every checkpoint of a folder). Files that cannot be mapped are read whole."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not mappable (an old format) or unreadable: `load` says which
+        return load(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a mgvideo checkpoint (top level is {type(state).__name__})")
+    return state
+
+
 def _load_failure(err: Exception) -> str:
     """One line for a file torch.load(weights_only=True) refused, without torch's advice to load it
     with weights_only=False: mgvideo never unpickles arbitrary objects."""

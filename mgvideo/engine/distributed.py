@@ -10,6 +10,7 @@ import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,8 +36,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init(device: torch.device) -> DistInfo:
-    """Join the process group torchrun described in the environment (gloo on CPU, NCCL on CUDA)."""
+def init(device: torch.device, timeout_minutes: float = 10.0) -> DistInfo:
+    """Join the process group torchrun described in the environment (gloo on CPU, NCCL on CUDA); the
+    rendezvous store and every collective give up after `timeout_minutes` (`train.dist_timeout_minutes`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -45,15 +47,13 @@ def init(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend, store=_attempt_store(rank, world_size), rank=rank,
-                                world_size=world_size, timeout=_TIMEOUT)
+        timeout = timedelta(minutes=timeout_minutes)
+        dist.init_process_group(backend, store=_attempt_store(rank, world_size, timeout), rank=rank,
+                                world_size=world_size, timeout=timeout)
     return DistInfo(rank, world_size, local_rank)
 
 
-_TIMEOUT = timedelta(minutes=10)
-
-
-def _attempt_store(rank: int, world_size: int) -> dist.Store:
+def _attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
     """torchrun's key-value store (env:// variables), namespaced by restart attempt.
 
     After `--max-restarts` relaunches the workers, the store still holds the dead attempt's addresses;
@@ -61,7 +61,7 @@ def _attempt_store(rank: int, world_size: int) -> dist.Store:
     """
     agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
-                          is_master=rank == 0 and not agent_hosts_store, timeout=_TIMEOUT)
+                          is_master=rank == 0 and not agent_hosts_store, timeout=timeout)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"mgvideo/attempt{attempt}", store)
 
@@ -87,6 +87,33 @@ def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's `obj` (small, picklable: our own processes' notes, never data read from a file), in rank
+    order; [obj] in a single process."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_bytes(data: bytes | None, src: int, info: DistInfo, device: torch.device) -> bytes:
+    """Rank `src`'s `data` on every rank (a checkpoint file, sent as a uint8 tensor: no unpickling)."""
+    if not info.enabled:
+        assert data is not None
+        return data
+    on = device if device.type == "cuda" else torch.device("cpu")  # NCCL sends device tensors only
+    size = torch.tensor([len(data) if data is not None else 0], dtype=torch.int64, device=on)
+    dist.broadcast(size, src)
+    if data:
+        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(on)
+    else:
+        buffer = torch.empty(int(size.item()), dtype=torch.uint8, device=on)
+    if buffer.numel():
+        dist.broadcast(buffer, src)
+    return data if data is not None else buffer.cpu().numpy().tobytes()
 
 
 def barrier(info: DistInfo) -> None:

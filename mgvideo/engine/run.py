@@ -18,7 +18,7 @@ from mgvideo.config import Config, config_changes, fingerprint, save_config, to_
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.loader import PoolView, SharedPool, build_loader, limit_cpu_threads, resolve_workers
 from mgvideo.data.prepare import prepare_data
-from mgvideo.engine import builders, checkpoint, init_from
+from mgvideo.engine import builders, checkpoint, init_from, resume
 from mgvideo.engine import distributed as D
 from mgvideo.engine.compile import compile_model, use_compile_cache
 from mgvideo.engine.device import autocast_dtype, configure_device, device_plan, select_device
@@ -27,6 +27,7 @@ from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
 from mgvideo.engine.step import Optimization
 from mgvideo.engine.window import LogWindow
+from mgvideo.errors import CheckpointError
 from mgvideo.models.zoo import get_preset
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler
@@ -90,24 +91,23 @@ class Run:
     window: LogWindow  # figures since the last log point, still on the device
     clock: Stopwatch
     hooks: TestHooks
+    saves: bool  # writes checkpoints, logs and final weights: rank 0, and each node's own --out
     last_save: float = 0.0
 
 
 def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: MultigridSchedule | None = None,
               hooks: TestHooks | None = None) -> Run:
-    """Set up the device, data, model, optimizer and logs of a run, resuming from `last.pt` if present
-    (else starting from `model.init_from` when set); `schedule` (if given) replaces the config's."""
+    """Set up the device, data, model, optimizer and logs of a run, resuming from the newest checkpoint any
+    rank holds (engine/resume.py; else starting from `model.init_from` when set); `schedule` (if given)
+    replaces the config's."""
     requested = select_device(cfg.train.device)
     get_preset(cfg.model.name)  # a misspelt name fails here, before any data is prepared
     schedule = builders.build_schedule(cfg) if schedule is None else schedule
     builders.check_warmup(cfg, schedule)
     fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
-    last = out_dir / "checkpoints" / "last.pt"
-    saved = checkpoint.load(last) if last.exists() else None
-    if saved is not None:  # refused before any work, and before anything in the run folder changes
-        checkpoint.check_fingerprint(saved, fp, str(last), force, config_changes(saved.get("config"), cfg))
+    _refuse_changed_config(out_dir, fp, force, cfg)  # before any work, and before anything changes
     prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
-    info = D.init(requested)
+    info = D.init(requested, cfg.train.dist_timeout_minutes)
     device = D.local_device(requested, info)
     configure_device(device)
     limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
@@ -118,6 +118,8 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     train_set = builders.build_dataset(cfg, "train", full)
     check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
     val_set = builders.build_dataset(cfg, "val", full)
+    facts = {"training videos": len(train_set), "validation videos": len(val_set)}
+    agreed = resume.agree(cfg, out_dir, fp, force, info, facts, device)  # every rank: the same state
     net = builders.build_network(cfg, cfg.data.num_classes).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
@@ -126,7 +128,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
     state = TrainState()
-    resumed = _resume(saved, last, net, optimizer, scaler, sampler, state)
+    resumed = _resume(agreed, net, optimizer, scaler, sampler, state)
     train_set.unreadable[state.unreadable] = True  # named in the summary, not warned about again
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
         net, cfg.model.init_from, cfg.data.num_classes)
@@ -141,15 +143,22 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     micro = batch // devices.micro_batches  # what one forward pass holds
     data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
     clips = epoch_clips(schedule, len(train_set), batch, info.world_size)
+    if sampler.resharded:
+        _rebase(state, sampler, clips)
     lengths = [len(epoch) for epoch in clips]
-    if info.is_main:  # only now that every part is built: a refused command leaves the folder as it was
-        out_dir.mkdir(parents=True, exist_ok=True)
+    # Only now that every part is built: a refused command leaves the folder as it was.
+    saves = resume.claim_folder(out_dir, info, agreed.token)
+    if saves:
         save_config(cfg, out_dir / "config.yaml")
-    D.barrier(info)
-    log = RunLog(out_dir, info.is_main, state.records, sum(lengths),
-                 sum(lengths[: state.epoch]) + state.iteration)
+        resume.restore_metrics(out_dir, agreed.metrics, state.records)
+    log = RunLog(out_dir, saves, state.records, sum(lengths), sum(lengths[: state.epoch]) + state.iteration,
+                 console=info.is_main)
+    if saves:
+        resume.set_aside(out_dir, agreed.unreadable, log.message)
     if resumed:
         log.message(f"resumed from {resumed} at epoch {state.epoch}, iteration {state.iteration}")
+    if sampler.resharded:
+        log.message(_reshard_line(cfg, sampler.resharded, info.world_size))
     if pretrained:
         log.message(pretrained.message())
     if cfg.solver.recipe_devices or devices.micro_batches > 1:
@@ -157,7 +166,43 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
     return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state,
                frozenset(eval_steps(cfg.train, schedule, clips)), log, LogWindow(device),
-               Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), last_save=state.elapsed)
+               Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), saves, last_save=state.elapsed)
+
+
+def _refuse_changed_config(out_dir: Path, expected: str, force: bool, cfg: Config) -> None:
+    """Refuse at once a `last.pt` in this folder written under another config (the ranks' agreement
+    checks the checkpoint actually resumed from again, once the process group exists)."""
+    last = out_dir / "checkpoints" / "last.pt"
+    try:
+        saved = checkpoint.peek(last) if last.exists() else None
+    except CheckpointError:
+        return  # set aside later, once the ranks agree on what to resume from
+    if saved is not None:
+        changes = config_changes(saved.get("config"), cfg)
+        checkpoint.check_fingerprint(saved, expected, str(last), force, changes)
+
+
+def _rebase(state: TrainState, sampler: MultigridBatchSampler, clips: list[list[int]]) -> None:
+    """After a restart with another number of processes: count the run's steps in this world size's
+    iterations, so that evaluation points and the run's end fall where this world size puts them."""
+    if sampler.epoch == state.epoch and state.iteration:  # resumed inside an epoch: its re-based length
+        sizes = sampler.epoch_batch_sizes()
+        clips[state.epoch] = [size * sampler.world_size for size in sizes]
+        state.iteration = sampler.position
+    state.step = sum(len(epoch) for epoch in clips[: state.epoch]) + state.iteration
+
+
+def _reshard_line(cfg: Config, saved_world: int, world: int) -> str:
+    """What changes when a run saved with `saved_world` processes goes on with `world` (the recipe's rules
+    for the global batch and the LR, `device_plan`)."""
+    before, now = device_plan(cfg, saved_world), device_plan(cfg, world)
+    lr_before, lr_now = cfg.solver.base_lr * before.lr_scale, cfg.solver.base_lr * now.lr_scale
+    batch = (f"global batch {now.global_batch} (unchanged)" if now.global_batch == before.global_batch
+             else f"global batch {before.global_batch} -> {now.global_batch}")
+    lr = f"base LR {lr_now:g} (unchanged)" if lr_now == lr_before else f"base LR {lr_before:g} -> {lr_now:g}"
+    return (f"saved with {saved_world} processes, going on with {world}: the rest of the epoch is shared out "
+            f"anew; per-device batch {before.batch} -> {now.batch}, {batch}, {lr} "
+            f"(solver.device_scaling: {cfg.solver.device_scaling})")
 
 
 def _data(cfg: Config, info: D.DistInfo, device: torch.device, train_set: VideoClipDataset,
@@ -183,7 +228,8 @@ def plan_batches(run: Run, shape: ClipShape, batch: int, num_batches: int, epoch
 
 
 def save_state(run: Run, name: str = "last.pt") -> Path:
-    """Write the full resumable state to `checkpoints/<name>` (rank 0 only; others wait).
+    """Write the full resumable state to `checkpoints/<name>` (by the ranks that save, `Run.saves`; the
+    others wait).
 
     The log window must be closed first (the trainer does), so the state's counters are complete.
     """
@@ -192,7 +238,9 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     run.state.unreadable = unreadable_videos(run)
     run.state.records = run.log.records
     run.log.flush()
-    if run.info.is_main:
+    if run.state.iteration == 0:  # between epochs: the sampler's position is the start of the next one
+        run.data.sampler.set_epoch(run.state.epoch)
+    if run.saves:  # rank 0, and each node whose --out rank 0 does not share
         checkpoint.save(
             {
                 "model": run.net.state_dict(), "optimizer": run.opt.optimizer.state_dict(),
@@ -215,18 +263,19 @@ def unreadable_videos(run: Run) -> list[int]:
     return (D.all_reduce_tensor(flags, run.info) > 0).nonzero().flatten().tolist()
 
 
-def _resume(saved: dict | None, path: Path, net: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, sampler: MultigridBatchSampler, state: TrainState) -> Path | None:
+def _resume(agreed: resume.Agreed, net: nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler, sampler: MultigridBatchSampler, state: TrainState) -> str | None:
+    saved = agreed.saved
     if saved is None:
         return None
-    checkpoint.load_model_weights(net, saved["model"], str(path))
+    checkpoint.load_model_weights(net, saved["model"], agreed.source)
     optimizer.load_state_dict(saved["optimizer"])
-    checkpoint.load_scaler_state(scaler, saved.get("scaler"), str(path))
+    checkpoint.load_scaler_state(scaler, saved.get("scaler"), agreed.source)
     sampler.load_state_dict(saved["sampler"])
     checkpoint.set_rng_state(saved["rng"])
     for key, value in saved["state"].items():
         setattr(state, key, value)
-    return path
+    return agreed.source
 
 
 def _wrap(net: nn.Module, info: D.DistInfo, device: torch.device) -> nn.Module:

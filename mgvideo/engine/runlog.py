@@ -22,8 +22,9 @@ class RunLog:
     the checkpoint had seen, so that a crashed segment leaves no duplicates."""
 
     def __init__(self, out_dir: Path, enabled: bool, keep_records: int, total_iterations: int,
-                 done_iterations: int) -> None:
+                 done_iterations: int, console: bool = True) -> None:
         self.enabled = enabled
+        self.console = console  # the progress bar and messages on the terminal (one rank of the job)
         self.path = out_dir / "metrics.jsonl"
         self.records = keep_records
         self.total_iterations = total_iterations  # of the whole run: where `train.eval_points` fall
@@ -43,6 +44,8 @@ class RunLog:
             self._tb = SummaryWriter(str(out_dir / "tensorboard"))
         except ImportError:
             pass
+        if not console:
+            return
         self._bar = tqdm(total=total_iterations, initial=done_iterations, unit="it", dynamic_ncols=True,
                          mininterval=1.0)
 
@@ -82,7 +85,8 @@ class RunLog:
     def message(self, text: str) -> None:
         """A line above the bar, also appended to `train.log` with the time."""
         if self.enabled:
-            tqdm.write(text)
+            if self.console:
+                tqdm.write(text)
             self._text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
     def flush(self) -> None:

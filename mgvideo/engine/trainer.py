@@ -222,7 +222,7 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
 def save_val_hits(run: Run, scores: torch.Tensor, labels: torch.Tensor, failed: list[str]) -> None:
     """The final model on each validation video read, in video order (`val_hits.json`): its name, label,
     predicted class and top-1 hit (0/1); the benchmark bootstraps its intervals from the hits."""
-    if run.info.is_main:
+    if run.saves:
         names = [r.path for r in run.data.val.dataset.records if r.path not in set(failed)]
         predicted = scores.argmax(1)
         hits = {"videos": names, "labels": labels.tolist(), "predicted": predicted.tolist(),
@@ -259,7 +259,7 @@ def finish(run: Run) -> dict[str, Any]:
     unreadable = [train_set.records[i].path for i in unreadable_videos(run)]  # since the run started
     summary.update(truncated_videos=int((truncated > 0).sum()), skipped_videos=len(unreadable),
                    unreadable_videos=unreadable, replaced_clips=state.skipped)
-    if run.info.is_main:
+    if run.saves:  # every node's --out gets the final weights and summary
         checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_run(run.out_dir)

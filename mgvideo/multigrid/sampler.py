@@ -193,6 +193,19 @@ class _ShardedBatchSampler(Sampler[Batch]):
             self._resume = _Resume(clips, phase, max(0, self._full_length() - rest))
         self._position = self._resume.position
 
+    @property
+    def position(self) -> int:
+        """Batches of this epoch dealt so far (where a resumed epoch starts, before its first pass)."""
+        return self._position
+
+    def epoch_batch_sizes(self) -> list[int]:
+        """The per-device size of each of this epoch's `len(self)` batches: those before a resume point as
+        a whole epoch at this world size would deal them, then those still to come."""
+        resume, length = self._resume, len(self)
+        before = [size for size, _ in self._cycle()] * (resume.position + 1)
+        after = self._rotated_sizes(resume.phase) * (length - resume.position + 1)
+        return before[: resume.position] + after[: length - resume.position]
+
     def _full_length(self) -> int:
         """Batches of a whole epoch at this world size."""
         return count_batches(self._rank_count(), [size for size, _ in self._cycle()], self.drop_last)
