@@ -5,6 +5,7 @@ one more worker pool (`SharedPool`), which precise BN and validation take turns 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mgvideo.data.datasets import Sample
+
+PREFETCH_FACTOR = 2  # batches in flight per worker (torch's default): build_loader's, and shm_need_bytes's
+SHM_PAGE = 4096  # a shared-memory segment takes whole pages
 
 
 @dataclass
@@ -53,8 +57,8 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def build_loader(dataset: Dataset, batch_sampler: Iterable, workers: int = 0, pin_memory: bool = False,
-                 seed: int = 0, prefetch_factor: int = 2, multiprocessing_context: str | None = None,
-                 ) -> DataLoader:
+                 seed: int = 0, prefetch_factor: int = PREFETCH_FACTOR,
+                 multiprocessing_context: str | None = None) -> DataLoader:
     """The one loader of a run: `batch_sampler` yields lists of `(index, ClipShape)` (or indices) and
     decides every batch's size and shape; workers stay alive across epochs (call `set_epoch` on the
     sampler and the dataset before each epoch). `workers` -1 sizes the pool from the cores."""
@@ -100,6 +104,46 @@ def limit_cpu_threads(workers: int) -> int:
     threads = min(torch.get_num_threads(), main_process_threads(workers, local_ranks))
     torch.set_num_threads(threads)
     return threads
+
+
+def largest_batch_bytes(batches: Iterable[tuple[int, int, int]], channels: int = 3) -> int:
+    """The bytes of the largest uint8 clip batch among `(batch, frames, crop)` shapes: a loader's unit of
+    shared memory (multigrid's batch x T x S^2 stays about constant, so this is about any stage's)."""
+    return max(b * channels * t * s * s for b, t, s in batches)
+
+
+def shm_need_bytes(local_ranks: int, workers: int, prefetch_factor: int, batch_clip_bytes: int,
+                   pools: int = 2, videos: int = 0) -> int:
+    """An upper bound on the /dev/shm that one node's training processes hold at once, in bytes.
+
+    A worker hands each batch to its process through shared memory: pickling a tensor for the result queue
+    moves its storage into a new /dev/shm segment (torch's file_descriptor strategy), which lives until the
+    training process drops the batch (or, with pin_memory, copies it to pinned memory). A DataLoader keeps
+    `workers x prefetch_factor` batches in flight, and the loop holds up to two more at a step boundary (the
+    batch in hand and the next). A run has `pools` such loaders, the training one and the SharedPool of
+    precise BN and validation, and both are full when validation runs mid-epoch. Each rank also shares two
+    flags a video (`truncated`, `unreadable`) and an epoch counter for its train and val datasets: 2 x
+    `videos` (train + val) bytes and six segments, each at most a page more than its contents. Labels and
+    indices (a few KB a batch) are left out. Per rank: pools x (workers x prefetch + 2) x batch + flags.
+    """
+    in_flight = workers * prefetch_factor + 2 if workers > 0 else 0  # no workers: nothing is sent
+    flags = 2 * videos + 6 * SHM_PAGE
+    return local_ranks * (pools * in_flight * batch_clip_bytes + flags)
+
+
+def shm_need_lines(batch_clip_bytes: int, data_workers: int = -1, cores: int | None = None,
+                   ranks: Sequence[int] = (1, 2, 4, 8), prefetch_factor: int = PREFETCH_FACTOR,
+                   videos: int = 0) -> list[str]:
+    """The /dev/shm a node needs, one line per count of local ranks (GPUs): `data_workers` as the config
+    says it (-1: sized per process from `cores`, as `resolve_workers` does for that many ranks). A
+    `data.cache: memory` frame cache lives in /dev/shm too, on top of this."""
+    lines = []
+    for n in ranks:
+        workers = data_workers if data_workers >= 0 else default_workers(n, cores)
+        need = shm_need_bytes(n, workers, prefetch_factor, batch_clip_bytes, videos=videos)
+        lines.append(f"{n} rank{'s' if n > 1 else ''} a node, {workers} loader workers each: "
+                     f"{need / 1e9:.1f} GB of /dev/shm (docker: --shm-size={math.ceil(need / 2**30)}g)")
+    return lines
 
 
 class PlannedBatches(Sampler):
