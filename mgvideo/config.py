@@ -207,9 +207,11 @@ class TrainConfig:
     # > 0: evaluate at this many evenly spaced iterations of the run's own schedule, the last one after
     # its final iteration (the benchmark's protocol); 0: off
     eval_points: int = 0
+    # The torch.distributed rendezvous store's and collectives' timeout: how long a rank waits for the others.
+    dist_timeout_minutes: float = runtime(10.0)
 
     def validate(self, where: str) -> None:
-        _check_signs(where, "train", self, positive=("log_period",),
+        _check_signs(where, "train", self, positive=("log_period", "dist_timeout_minutes"),
                      non_negative=("precise_bn_batches", "precise_bn_clips", "eval_period_samples",
                                    "eval_batch_size", "eval_points", "checkpoint_minutes",
                                    "checkpoint_every_iters", "eval_period"))

@@ -110,8 +110,8 @@ def test_runtime_keys_are_marked_on_their_fields_and_the_fingerprint_is_pinned()
     assert runtime_keys() == {
         "data.workers", "data.cache_dir", "data.cache_max_gb", "data.store", "train.device",
         "train.pin_memory", "train.compile", "train.checkpoint_minutes", "train.checkpoint_every_iters",
-        "train.log_period", "train.eval_batch_size", "test.clips", "test.crops", "test.crop_size",
-        "test.ensemble", "test.batch_size", "test.max_failed_fraction"}
+        "train.log_period", "train.eval_batch_size", "train.dist_timeout_minutes", "test.clips",
+        "test.crops", "test.crop_size", "test.ensemble", "test.batch_size", "test.max_failed_fraction"}
     # Resumes compare fingerprints: a new value here would refuse every saved run.
     assert fingerprint(Config()) == "4321e4bc61766841"
     assert fingerprint(load_config("configs/synthetic/tiny.yaml"), [1, 2]) == "8793403922545cb5"
@@ -127,3 +127,13 @@ def test_each_section_validates_itself():
     cfg.test.crop_size = -1
     with pytest.raises(ConfigError, match=r"^here: test.crop_size must be >= 0, got -1$"):
         cfg.test.validate("here")
+
+
+
+def test_the_distributed_timeout_is_a_checked_runtime_key():
+    # A timeout fits the machine a run is on: a resume elsewhere may change it.
+    cfg = load_config(None, ["train.dist_timeout_minutes=2.5"])
+    assert cfg.train.dist_timeout_minutes == 2.5 and Config().train.dist_timeout_minutes == 10.0
+    assert fingerprint(cfg) == fingerprint(Config())
+    with pytest.raises(ConfigError, match="command line: train.dist_timeout_minutes must be positive, got 0"):
+        load_config(None, ["train.dist_timeout_minutes=0"])
