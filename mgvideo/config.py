@@ -149,11 +149,15 @@ class SolverConfig:
     clip_grad_norm: float = 0.0  # 0: off
     # The devices `batch_size` and `base_lr` are tuned for (8 in the paper's recipes); 0: any, the batch is
     # split over the devices that run. On fewer devices `device_scaling` decides: `accumulate` keeps the
-    # global batch and LR (gradients summed over micro-batches), `linear_lr` keeps the per-device batch
-    # and scales the LR with the global batch (engine/device.device_plan).
+    # global batch and LR (each device holds several recipe devices' clips, in the same BN groups),
+    # `linear_lr` keeps the per-device batch and scales the LR with the global batch (engine/device.py).
     recipe_devices: int = 0
     device_scaling: Literal["accumulate", "linear_lr"] = "accumulate"
-    accumulate: int = 1  # micro-batches per optimizer step on each device (times the device shortfall)
+    accumulate: int = 1  # passes per optimizer step on each device, gradients summed
+    # At most this many clips in one forward/backward pass (0: no limit): the step is split into the fewest
+    # passes that hold the schedule's largest batch within it, the same count for every shape. Memory only:
+    # a limit that would change the BN groups is an error. Passes change summation order and dropout draws.
+    max_clips_per_pass: int = runtime(0)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: VideoMAE's fine-tuning (betas; momentum unused)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     layer_decay: float = 1.0  # layer-wise LR decay for ViTs: block i gets decay^(depth + 1 - (i + 1))
@@ -163,7 +167,7 @@ class SolverConfig:
     def validate(self, where: str) -> None:
         _check_signs(where, "solver", self, positive=("batch_size", "base_lr", "max_epoch", "accumulate"),
                      non_negative=("warmup_epochs", "warmup_start_lr", "weight_decay", "clip_grad_norm",
-                                   "momentum", "recipe_devices"))
+                                   "momentum", "recipe_devices", "max_clips_per_pass"))
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"{where}: solver.label_smoothing must be in [0, 1), "
                               f"got {self.label_smoothing}")
@@ -197,7 +201,7 @@ class TrainConfig:
     precise_bn_batches: int = 200
     precise_bn_clips: int = 0
     eval_period_samples: int = 0  # 0: the reference cadence (eval_freq per stage)
-    eval_batch_size: int = runtime(0)  # 0: the solver's batch per device (per micro-batch when accumulating)
+    eval_batch_size: int = runtime(0)  # 0: the solver's batch per device (per pass when a step takes several)
     checkpoint_minutes: float = runtime(10.0)
     checkpoint_every_iters: int = runtime(0)  # 0: off; small values make resume tests fast
     log_period: int = runtime(10)

@@ -110,8 +110,9 @@ def test_runtime_keys_are_marked_on_their_fields_and_the_fingerprint_is_pinned()
     assert runtime_keys() == {
         "data.workers", "data.cache_dir", "data.cache_max_gb", "data.store", "train.device",
         "train.pin_memory", "train.compile", "train.checkpoint_minutes", "train.checkpoint_every_iters",
-        "train.log_period", "train.eval_batch_size", "train.dist_timeout_minutes", "test.clips",
-        "test.crops", "test.crop_size", "test.ensemble", "test.batch_size", "test.max_failed_fraction"}
+        "train.log_period", "train.eval_batch_size", "train.dist_timeout_minutes",
+        "solver.max_clips_per_pass", "test.clips", "test.crops", "test.crop_size", "test.ensemble",
+        "test.batch_size", "test.max_failed_fraction"}
     # Resumes compare fingerprints: a new value here would refuse every saved run.
     assert fingerprint(Config()) == "4321e4bc61766841"
     assert fingerprint(load_config("configs/synthetic/tiny.yaml"), [1, 2]) == "8793403922545cb5"
@@ -137,3 +138,13 @@ def test_the_distributed_timeout_is_a_checked_runtime_key():
     assert fingerprint(cfg) == fingerprint(Config())
     with pytest.raises(ConfigError, match="command line: train.dist_timeout_minutes must be positive, got 0"):
         load_config(None, ["train.dist_timeout_minutes=0"])
+
+
+def test_the_pass_limit_is_a_checked_runtime_key():
+    # A memory limit fits the device a run is on; it may not change the BN groups (engine/device.py), so
+    # a resume on a device with less memory may change it.
+    cfg = load_config(None, ["solver.max_clips_per_pass=16"])
+    assert cfg.solver.max_clips_per_pass == 16 and Config().solver.max_clips_per_pass == 0
+    assert fingerprint(cfg) == fingerprint(Config())
+    with pytest.raises(ConfigError, match="command line: solver.max_clips_per_pass must be >= 0, got -1"):
+        load_config(None, ["solver.max_clips_per_pass=-1"])

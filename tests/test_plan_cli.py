@@ -187,3 +187,13 @@ def test_flags_are_shorthands_for_the_default_recipes_keys(capsys):
     assert json.loads(out) == json.loads(same)
     code, _, err = run_cli(capsys, "--gamma", "-1")  # a key's error names the flag that set it
     assert code == 2 and "--gamma" in err and "solver.gamma" not in err
+
+
+def test_a_pass_limit_is_planned_or_refused_by_name(capsys):
+    # tiny: 2 clips per device, BN groups of 2; its largest batch is stage 0's first slot, 32 clips.
+    code, out, err = run_cli(capsys, "--json", "--config", "configs/synthetic/tiny.yaml",
+                             "solver.max_clips_per_pass=32")
+    assert code == 0, err
+    assert json.loads(out)["devices"]["micro_batches"] == 1
+    code, _, err = run_cli(capsys, "--config", "configs/synthetic/tiny.yaml", "solver.max_clips_per_pass=16")
+    assert code == 2 and "solver.max_clips_per_pass=16: 2 passes per step would normalise" in err

@@ -180,16 +180,16 @@ def plan_inputs(cfg: Config, args: argparse.Namespace
     return schedule, build_lr_config(cfg, devices), loader, source
 
 
-def device_plan_of(cfg: Config, args: argparse.Namespace, loader: LoaderNumbers) -> dict:
-    """What the devices mean for the run: per-device batch, micro-batches, global batch, LR, and the line
-    the table prints."""
+def device_plan_of(cfg: Config, args: argparse.Namespace, loader: LoaderNumbers,
+                   schedule: MultigridSchedule) -> dict:
+    """What the devices mean for the run: per-device batch, passes per step (and why), global batch, LR,
+    and the line the table prints."""
     from mgvideo.engine.device import device_plan
 
-    plan = device_plan(cfg, loader.devices)
+    plan = device_plan(cfg, loader.devices, schedule)
     base_lr = cfg.solver.base_lr
     line = plan.describe(base_lr) if args.config else (
-        f"devices: {plan.devices}; per-device batch {plan.batch}; global batch {plan.global_batch}; "
-        f"base LR {base_lr:g}")
+        f"devices: {plan.devices}; {plan.passes()}; global batch {plan.global_batch}; base LR {base_lr:g}")
     return {"devices": plan.devices, "per_device_batch": plan.batch, "micro_batches": plan.micro_batches,
             "global_batch": plan.global_batch, "base_lr": _clean(base_lr * plan.lr_scale), "line": line}
 
@@ -401,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot: expected a .png file name (got {str(args.plot)!r})")
     figures = plan_figures(schedule, lr_cfg, loader, args.profile)
-    devices = device_plan_of(cfg, args, loader)
+    devices = device_plan_of(cfg, args, loader, schedule)
     counted = counted_flop_ratio(cfg, schedule)
     if args.plot is not None:
         from mgvideo.engine.plots import plot_schedule

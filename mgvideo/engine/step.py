@@ -7,9 +7,10 @@ compile guards that training meets.
 
 A step is forward and backward, then the optimizer step. Nothing here calls `.item()` or a collective; the
 loss and accuracy stay on the device (see engine/window.py), so the host can queue the next step while the
-device works. The step is two calls so that gradient accumulation is a loop around the first:
-`for part in micro_batches: forward_backward(opt, part.clips, part.labels, 1 / len(micro_batches))`,
-then `optimizer_step(opt)`.
+device works. The step is two calls so that a step of several passes (`solver.accumulate`, or a memory
+limit, `solver.max_clips_per_pass`) is a loop around the first:
+`for part in passes: forward_backward(opt, part.clips, part.labels, 1 / len(passes))`, then
+`optimizer_step(opt)`. A device holding several recipe devices' clips takes them in one pass.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ class Optimization:
     amp_dtype: torch.dtype | None
     lr: LRConfig
     clip_grad_norm: float = 0.0
-    micro_batches: int = 1  # forward/backward passes per optimizer step (device.device_plan)
+    micro_batches: int = 1  # forward/backward passes per optimizer step (device.device_plan; 1 in general)
 
 
 def step_plan(batch: int, stage_batch: int, bn_base_size: int, world_size: int = 1,
               micro_batches: int = 1) -> BNPlan:
     """The BN groups of each forward of a step of `batch` clips on one device, in a stage whose long-cycle
-    batch is `stage_batch` (per device): with k `micro_batches` a forward holds every k-th clip and gets
-    the groups a device holding only those would get, as on k times more devices."""
+    batch is `stage_batch` (per device): `stage_batch // bn_base_size` groups, so one pass of the clips of
+    8 recipe devices holding 8 clips each gets 8 groups of 8, as they would. With k `micro_batches` a
+    forward holds every k-th clip and gets the groups a device holding only those would get, as on k times
+    more devices; where k divides the group count, group j of pass i is group i + j·k of the single pass
+    (which puts clip c in group c mod groups), so the passes normalise exactly as the single pass."""
     k = micro_batches
     return bn_groups_for(batch // k, stage_batch // k, bn_base_size, world_size)
 
