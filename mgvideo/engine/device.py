@@ -11,7 +11,7 @@ import torch
 from mgvideo.config import Config
 from mgvideo.engine.step import step_plan
 from mgvideo.errors import ConfigError
-from mgvideo.models.zoo import get_preset
+from mgvideo.models.zoo import PRESETS
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
 
@@ -145,7 +145,8 @@ def device_plan(cfg: Config, world_size: int, schedule: MultigridSchedule | None
     if per_device % s.accumulate:
         raise ConfigError(f"solver.accumulate: the per-device batch of {per_device} clips does not split "
                           f"into {s.accumulate} passes")
-    bn = 0 if get_preset(cfg.model.name).family == "vit" else cfg.model.bn_base_size
+    preset = PRESETS.get(cfg.model.name)  # an unknown name is refused where the model is built
+    bn = 0 if preset is not None and preset.family == "vit" else cfg.model.bn_base_size  # ViT: no BN
     passes, largest = s.accumulate, 0
     if s.max_clips_per_pass and schedule is None:
         passes = 0
