@@ -12,7 +12,6 @@ from mgvideo.data.loader import default_workers, resolve_workers
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import run as engine_run
 from mgvideo.engine.compile import compile_model, warmup_plans
-from mgvideo.engine.device import configure_device
 from mgvideo.engine.run import build_run
 from mgvideo.engine.trainer import close_window, train, train_step
 from mgvideo.multigrid.batchnorm import SubBatchNorm3d, bn_groups_for, set_bn_groups
@@ -166,15 +165,3 @@ def test_compiled_micro_batches_are_warmed_up_with_their_strides():
             compiled(step_batch[i::2]).float().sum().backward()
     assert counters["frames"]["ok"] == compiled_during_warmup  # no recompile in training
     torch._dynamo.reset()
-
-
-def test_cuda_runs_use_tf32_for_fp32_matmuls_and_convolutions():
-    matmul, conv, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn
-    saved = matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark  # process-wide flags
-    try:
-        configure_device(torch.device("cpu"))
-        assert matmul.fp32_precision != "tf32"  # the CPU is left alone
-        configure_device(torch.device("cuda"))
-        assert matmul.fp32_precision == conv.fp32_precision == "tf32" and cudnn.benchmark
-    finally:
-        matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = saved

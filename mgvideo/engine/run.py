@@ -112,7 +112,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     configure_device(device)
     limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
     torch.manual_seed(cfg.train.seed)
-    devices = device_plan(cfg, info.world_size)
+    devices = device_plan(cfg, info.world_size, schedule)
     batch, amp_dtype = devices.batch, autocast_dtype(cfg, device)
     full = builders.eval_shape(cfg, batch)
     train_set = builders.build_dataset(cfg, "train", full)
