@@ -197,3 +197,22 @@ def test_a_pass_limit_is_planned_or_refused_by_name(capsys):
     assert json.loads(out)["devices"]["micro_batches"] == 1
     code, _, err = run_cli(capsys, "--config", "configs/synthetic/tiny.yaml", "solver.max_clips_per_pass=16")
     assert code == 2 and "solver.max_clips_per_pass=16: 2 passes per step would normalise" in err
+
+
+def test_the_dev_shm_a_node_needs_is_stated_per_rank_count(capsys):
+    # 8 ranks with two persistent worker pools each need far more than the 8 GB once hinted.
+    from mgvideo.config import load_config
+    from mgvideo.data.loader import PREFETCH_FACTOR, shm_need_bytes
+    from mgvideo.engine.builders import build_schedule
+
+    recipe = "configs/kinetics/slowfast_r50_8x8_multigrid.yaml"
+    assert main(["plan", "--config", recipe, "--dataset-size", "240436", "data.workers=8"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines() if "of /dev/shm" in line]
+    assert [line.split(" rank")[0] for line in lines] == ["1", "2", "4", "8"]
+    schedule = build_schedule(load_config(recipe))
+    largest = max(b * 3 * shape.frames * shape.crop**2 for stage in schedule.stages
+                  for b, shape in schedule.shapes(stage, 8))  # 8 clips a device at the base shape
+    eight = shm_need_bytes(8, 8, PREFETCH_FACTOR, largest, videos=240436)
+    assert lines[-1].startswith("8 ranks a node, 8 loader workers each")
+    assert f"{eight / 2**30:.1f} GiB" in lines[-1] and eight > 8 * 2**30

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,15 @@ def device_plan_of(cfg: Config, args: argparse.Namespace, loader: LoaderNumbers,
         f"devices: {plan.devices}; {plan.passes()}; global batch {plan.global_batch}; base LR {base_lr:g}")
     return {"devices": plan.devices, "per_device_batch": plan.batch, "micro_batches": plan.micro_batches,
             "global_batch": plan.global_batch, "base_lr": _clean(base_lr * plan.lr_scale), "line": line}
+
+
+def shm_lines(cfg: Config, schedule: MultigridSchedule, loader: LoaderNumbers) -> list[str]:
+    """The /dev/shm one node's loaders need, per count of ranks on the node (data/loader.py)."""
+    from mgvideo.data.loader import largest_batch_bytes, shm_need_lines
+
+    shapes = [(size, shape.frames, shape.crop) for stage in schedule.stages
+              for size, shape in schedule.shapes(stage, loader.batch_size)]
+    return shm_need_lines(largest_batch_bytes(shapes), cfg.data.workers, videos=loader.dataset_size)
 
 
 def _clean(value: float) -> float:
@@ -419,6 +429,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"dataset: {loader.dataset_size} clips, {dataset_source}")
     print(summary(schedule, lr_cfg, loader, figures))
     print(devices["line"])
+    sized = ("as data.workers says" if cfg.data.workers >= 0
+             else f"sized for this machine's {os.cpu_count()} cores")
+    print(f"/dev/shm a node needs for its loaders (workers {sized}; data.workers=N plans another):")
+    print("\n".join("  " + line for line in shm_lines(cfg, schedule, loader)))
     if counted is not None:
         print(f"FLOPs vs baseline counted on {cfg.model.name} (attention's quadratic cost "
               f"in tokens included): {counted:.3f}")
