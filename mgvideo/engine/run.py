@@ -48,6 +48,7 @@ class TrainState:
     elapsed: float = 0.0  # training seconds of the run (the clock without evaluation), across resumes
     wall: float = 0.0  # wall-clock seconds of the run, evaluation included, across resumes
     eval_step: int = -1  # the step of the last evaluation
+    store_misses: int = 0  # clips read from their originals though `data.store` is set, all devices
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
@@ -261,6 +262,20 @@ def unreadable_videos(run: Run) -> list[int]:
     """Indices of the training videos any rank has found unreadable (a collective: every rank calls it)."""
     flags = run.data.train_set.unreadable.to(run.inputs.device, torch.float32)
     return (D.all_reduce_tensor(flags, run.info) > 0).nonzero().flatten().tolist()
+
+
+def take_store_misses(run: Run) -> tuple[int, list[str]]:
+    """Clips read from their originals since the last call although a store is set, all ranks together,
+    and the videos they came from (a collective: every rank calls it). The counters start again at 0."""
+    sets = [run.data.train_set, run.data.val.dataset]
+    if run.data.train_set.store is None:
+        return 0, []
+    counts = torch.cat([s.store_misses.clone() for s in sets])
+    for dataset in sets:
+        dataset.store_misses.zero_()
+    counts = D.all_reduce_tensor(counts.to(run.inputs.device, torch.float32), run.info).cpu()
+    records = [r for dataset in sets for r in dataset.records]
+    return int(counts.sum()), [records[i].path for i in counts.nonzero().flatten().tolist()]
 
 
 def _resume(agreed: resume.Agreed, net: nn.Module, optimizer: torch.optim.Optimizer,

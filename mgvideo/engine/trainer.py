@@ -23,7 +23,15 @@ from mgvideo.engine.device import per_device_batch
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.records import EvalRecord, PreciseBNRecord
-from mgvideo.engine.run import Run, TestHooks, build_run, plan_batches, save_state, unreadable_videos
+from mgvideo.engine.run import (
+    Run,
+    TestHooks,
+    build_run,
+    plan_batches,
+    save_state,
+    take_store_misses,
+    unreadable_videos,
+)
 from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step, precision, step_plan
 from mgvideo.engine.window import NonFiniteLossError
 from mgvideo.multigrid.batchnorm import has_batchnorm, set_bn_groups
@@ -153,9 +161,9 @@ def checkpoint_due(run: Run, late: bool) -> bool:
 
 def end_epoch(run: Run, epoch: int) -> None:
     """Evaluate if this step is an evaluation step not yet evaluated (the final one always is); at a stage
-    end, BN statistics at the stage's shape (unless an evaluation just refreshed them at the full shape)
-    and the stage checkpoint; with `train.eval_period`, an `epoch_NNN.pt` checkpoint at each period's end
-    (as PySlowFast's CHECKPOINT_PERIOD)."""
+    end, BN statistics at the stage's shape (unless an evaluation just refreshed them at the full shape);
+    the epoch's store misses; at a stage end, the stage checkpoint; with `train.eval_period`, an
+    `epoch_NNN.pt` checkpoint at each period's end (as PySlowFast's CHECKPOINT_PERIOD)."""
     state, stage = run.state, run.schedule.stage_at(epoch)
     stage_end = stage.end_epoch == epoch + 1
     period = run.cfg.train.eval_period
@@ -166,10 +174,22 @@ def end_epoch(run: Run, epoch: int) -> None:
         refresh_bn(run, *stage_shape(run, stage), epoch)
         run.log.write(PreciseBNRecord(step=run.state.step, epoch=epoch + 1, stage=stage.index,
                                       time=run.clock(), seconds=round(time.perf_counter() - started, 3)))
+    note_store_misses(run, epoch)
     if stage_end:
         save_state(run, f"stage_{stage.index:02d}.pt")
     elif period and (epoch + 1) % period == 0:
         save_state(run, f"epoch_{epoch + 1:03d}.pt")
+
+
+def note_store_misses(run: Run, epoch: int) -> None:
+    """Count the epoch's clips that `data.store` should have served but the originals did, and name the
+    first few videos: a store that misses silently loses the coarse stages' speed-up."""
+    misses, videos = take_store_misses(run)
+    run.state.store_misses += misses
+    if misses:
+        first = ", ".join(videos[:3]) + (f" and {len(videos) - 3} more" if len(videos) > 3 else "")
+        run.log.message(f"warning: store {run.cfg.data.store}: {misses} clips of epoch {epoch + 1} read from "
+                        f"their originals (no entry, or a stale one): {first}")
 
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
@@ -258,7 +278,8 @@ def finish(run: Run) -> dict[str, Any]:
     truncated = D.all_reduce_tensor(flags, run.info)  # any rank's, since this process started
     unreadable = [train_set.records[i].path for i in unreadable_videos(run)]  # since the run started
     summary.update(truncated_videos=int((truncated > 0).sum()), skipped_videos=len(unreadable),
-                   unreadable_videos=unreadable, replaced_clips=state.skipped)
+                   unreadable_videos=unreadable, replaced_clips=state.skipped,
+                   store_misses=state.store_misses)
     if run.saves:  # every node's --out gets the final weights and summary
         checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
