@@ -29,7 +29,7 @@ def test_eight_slowfast_ranks_on_a_96_core_node_equal_the_hand_computation():
     in_flight = 11 * 2 + 2  # prefetched by the workers, plus the batch in hand and the next
     per_rank = 2 * in_flight * 38_535_168 + 2 * 250_000 + 6 * 4096  # two pools; flags of 250k videos
     assert shm_need_bytes(8, workers, PREFETCH_FACTOR, SLOWFAST_BATCH, videos=250_000) == 8 * per_rank
-    assert 8 * per_rank == 14_801_701_120  # about 14.8 GB: docker's --shm-size=8g is too small
+    assert 8 * per_rank == 14_801_701_120  # 13.8 GiB: docker's --shm-size=8g is too small
 
 
 def test_the_need_grows_with_ranks_workers_prefetch_batches_and_pools():
@@ -53,4 +53,5 @@ def test_one_line_per_rank_count(data_workers):
     workers = [default_workers(n, 96) if data_workers < 0 else 3 for n in (1, 2, 4, 8)]
     for line, n, w in zip(lines, (1, 2, 4, 8), workers):
         need = shm_need_bytes(n, w, 2, SLOWFAST_BATCH)
-        assert f"{w} loader workers each: {need / 1e9:.1f} GB" in line and "--shm-size=" in line
+        assert f"{w} loader workers each: {need / 2**30:.1f} GiB" in line
+        assert f"--shm-size={-(-need // 2**30)}g" in line

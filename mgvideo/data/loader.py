@@ -125,6 +125,9 @@ def shm_need_bytes(local_ranks: int, workers: int, prefetch_factor: int, batch_c
     flags a video (`truncated`, `unreadable`) and an epoch counter for its train and val datasets: 2 x
     `videos` (train + val) bytes and six segments, each at most a page more than its contents. Labels and
     indices (a few KB a batch) are left out. Per rank: pools x (workers x prefetch + 2) x batch + flags.
+
+    `batch_clip_bytes` is the largest batch either loader makes (`largest_batch_bytes`): a device's whole
+    step when it accumulates gradients over several passes, and validation's batch if that is larger.
     """
     in_flight = workers * prefetch_factor + 2 if workers > 0 else 0  # no workers: nothing is sent
     flags = 2 * videos + 6 * SHM_PAGE
@@ -142,7 +145,7 @@ def shm_need_lines(batch_clip_bytes: int, data_workers: int = -1, cores: int | N
         workers = data_workers if data_workers >= 0 else default_workers(n, cores)
         need = shm_need_bytes(n, workers, prefetch_factor, batch_clip_bytes, videos=videos)
         lines.append(f"{n} rank{'s' if n > 1 else ''} a node, {workers} loader workers each: "
-                     f"{need / 1e9:.1f} GB of /dev/shm (docker: --shm-size={math.ceil(need / 2**30)}g)")
+                     f"{need / 2**30:.1f} GiB of /dev/shm (docker: --shm-size={math.ceil(need / 2**30)}g)")
     return lines
 
 
