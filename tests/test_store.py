@@ -80,7 +80,7 @@ def test_prepare_names_and_counts_a_bad_video_and_stores_the_others(dataset, cap
     assert code == 1  # a video failed, as `data check` exits 1 on bad rows
     failed = json.loads((root / "store" / "failed.json").read_text())
     assert [Path(f["path"]).name for f in failed] == ["broken.mp4"]
-    store = VideoStore(str(root / "store"))
+    store = VideoStore(str(root / "store"), str(root))
     assert store.open(str(root / "broken.mp4")) is None
     entries = [store.open(str(root / f"v{i}.mp4")) for i in range(3)]
     # both ends of the recipe's jitter ([73, 91] at the base crop 64, its low end scaled down at smaller
@@ -119,7 +119,7 @@ def test_prepare_resumes_and_respects_the_disk_bound(dataset, tmp_path, capsys):
 def test_a_clip_from_the_store_shows_the_originals_frames_and_region(dataset):
     root, _, _ = dataset
     annotations = read_kinetics(root / "train.csv")
-    store = VideoStore(str(root / "store"))
+    store = VideoStore(str(root / "store"), str(root))
     for shape in shapes():
         plain = VideoClipDataset(annotations, shape, seed=3)
         stored = VideoClipDataset(annotations, shape, seed=3, store=store)
@@ -137,7 +137,7 @@ def test_a_clip_from_the_store_shows_the_originals_frames_and_region(dataset):
 
 def test_coarse_clips_decode_a_smaller_copy(dataset):
     root, _, _ = dataset
-    video = VideoStore(str(root / "store")).open(str(root / "v0.mp4"))
+    video = VideoStore(str(root / "store"), str(root)).open(str(root / "v0.mp4"))
     video.read([0, 8, 16], 36)
     assert video.last_side == 36
     video.read([0, 8, 16], 80)
@@ -148,15 +148,15 @@ def test_coarse_clips_decode_a_smaller_copy(dataset):
 
 def test_a_video_the_store_lacks_or_that_changed_is_read_from_its_original(dataset, tmp_path):
     root, _, _ = dataset
-    store = VideoStore(str(root / "store"))
+    store = VideoStore(str(root / "store"), str(root))
     late = textured_video(tmp_path / "late.mp4", seed=9)
     assert store.open(str(late)) is None
-    changed = tmp_path / "changed.mp4"
+    changed = tmp_path / "changed.mp4"  # outside the root: keyed by its absolute path
     changed.write_bytes((root / "v0.mp4").read_bytes())
-    store_entry(str(root / "store"), str(changed), [37])
-    assert store.open(str(changed)) is not None
-    os.utime(changed, ns=(1, 1))
-    assert store.open(str(changed)) is None
+    store_entry(str(root / "store"), str(changed), [37], root=str(root))
+    assert VideoStore(str(root / "store"), str(root)).open(str(changed)) is not None
+    changed.write_bytes((root / "v1.mp4").read_bytes())  # edited in place (a reader checks once)
+    assert VideoStore(str(root / "store"), str(root)).find(str(changed)) == (None, "stale")
     (tmp_path / "list.csv").write_text(f"{late} 0\n")
     coarse, _ = shapes()
     plain = VideoClipDataset(read_kinetics(tmp_path / "list.csv"), coarse, seed=1)
@@ -166,8 +166,8 @@ def test_a_video_the_store_lacks_or_that_changed_is_read_from_its_original(datas
 
 def test_sparse_gop_decoding_gives_the_frames_a_full_decode_gives(tmp_path):
     src = textured_video(tmp_path / "v.mp4", frames=30)
-    store_entry(str(tmp_path / "s"), str(src), [48], gop=4)
-    video = VideoStore(str(tmp_path / "s")).open(str(src))
+    store_entry(str(tmp_path / "s"), str(src), [48], gop=4, root=str(tmp_path))
+    video = VideoStore(str(tmp_path / "s"), str(tmp_path)).open(str(src))
     copy = next((tmp_path / "s").glob("*/48.mp4"))
     indices = [1, 6, 11, 13, 22, 29]
     with PyAVReader(str(copy)) as full:  # sparse_gop 0: every frame of the span decoded

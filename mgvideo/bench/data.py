@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     parser.add_argument("--list", help="a Kinetics-style list (path label) of the videos to read")
     parser.add_argument("--root", help="folder the list's paths are relative to (default: the list's)")
     parser.add_argument("--data", help="a synthetic dataset folder (reads its train.csv)")
-    parser.add_argument("--store", help="a store made by `mgvideo data prepare` for these videos")
+    parser.add_argument("--store", help="a store made by `mgvideo data prepare` for these videos (with "
+                        "their root as its --root)")
     parser.add_argument("--videos", type=int, default=8, help="Kinetics-like videos to generate (no --list)")
     parser.add_argument("--synth-dir", help="where generated videos (and their store) go; kept, and reused "
                         "by later runs (default: a temporary folder)")
@@ -116,28 +117,35 @@ def _setup(args: argparse.Namespace, scratch: str):
         schedule = MultigridSchedule(MultigridConfig(frames=args.frames, crop=args.crop,
                                                      sampling_rate=args.rate))
         batch = args.batch
-    store = VideoStore(args.store) if args.store else None
     if args.data:
         args.list, args.root = str(Path(args.data) / "train.csv"), args.data
     if args.list:
-        return schedule, batch, read_kinetics(args.list, args.root), store, args.list
+        root = args.root or os.path.dirname(os.path.abspath(args.list))
+        return schedule, batch, read_kinetics(args.list, root), _given_store(args, root), args.list
     if cfg is not None and cfg.data.dataset == "synthetic":
         from mgvideo.data.prepare import ensure_synthetic_data
 
         ensure_synthetic_data(cfg)
-        return schedule, batch, builders.read_split(cfg, cfg.data.train_list), store, cfg.data.root
-    return (schedule, batch, *_kinetics_like(args, cfg, scratch, store))
+        annotations = builders.read_split(cfg, cfg.data.train_list)
+        return schedule, batch, annotations, _given_store(args, cfg.data.root), cfg.data.root
+    return (schedule, batch, *_kinetics_like(args, cfg, scratch))
 
 
-def _kinetics_like(args: argparse.Namespace, cfg, scratch: str, store: VideoStore | None):
+def _given_store(args: argparse.Namespace, root: str) -> VideoStore | None:
+    """--store, for the videos under `root` (its entries are keyed relative to it)."""
+    return VideoStore(args.store, root) if args.store else None
+
+
+def _kinetics_like(args: argparse.Namespace, cfg, scratch: str):
     """Generated Kinetics-like videos, and a store of them (for a recipe's sides) unless one is given."""
     from mgvideo.data.kinetics_like import generate_kinetics_like
-    from mgvideo.data.store import prepare_store
+    from mgvideo.data.prepare import prepare_store
 
     root = args.synth_dir or os.path.join(scratch, "kinetics_like")
     workers = max(1, min(args.videos, len(os.sched_getaffinity(0))))
     generate_kinetics_like(root, args.videos, workers=workers)
-    annotations = read_kinetics(os.path.join(root, "train.csv"))
+    annotations = read_kinetics(os.path.join(root, "train.csv"), root)
+    store = _given_store(args, root)
     if store is None:
         if cfg is not None:
             from mgvideo.data.prepare import recipe_store_sides
@@ -147,10 +155,11 @@ def _kinetics_like(args: argparse.Namespace, cfg, scratch: str, store: VideoStor
         else:
             sides = sorted({args.crop, round(args.crop * 320 / 224), round(args.crop * 128 / 224)})
         directory = os.path.join(root, "store")
-        summary = prepare_store([r.path for r in annotations.records], directory, sides, workers, log=print)
+        summary = prepare_store([r.path for r in annotations.records], directory, sides, workers, log=print,
+                                root=root)
         print(f"store {directory}: sides {sides}, {summary['bytes'] / 1e6:.1f} MB for "
               f"{summary['seconds'] / 3600:.3f} h ({summary['gb_per_hour']:.2f} GB per hour of video)")
-        store = VideoStore(directory)
+        store = VideoStore(directory, root)
     return annotations, store, f"{args.videos} Kinetics-like videos in {root}"
 
 
@@ -170,7 +179,7 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
         print(f"videos: {where}; clips/s per loader worker (on a core of its own: CPU time), CPU ms per clip "
               "by stage")
         _print_header()
-    rows, unreadable = [], set()
+    rows, unreadable, missed = [], set(), {}
     for (size, shape), model in zip(shapes, rates):
         for source, chosen in sources:
             dataset = VideoClipDataset(annotations, shape, seed=0, store=chosen)
@@ -186,12 +195,16 @@ def _measure(args: argparse.Namespace, scratch: str) -> int:
                 row["workers_needed"] = round(model / per_worker, 2)
             rows.append(row)
             unreadable.update(dataset.unreadable_paths())
+            missed.update(dict.fromkeys(dataset.store_miss_paths()))
             if not to_stdout:
                 _print_row(row)
     _summary(rows, to_stdout)
     if unreadable:
         print(f"skipped {len(unreadable)} unreadable videos (other videos read instead): "
               f"{', '.join(sorted(unreadable))}", file=sys.stderr)
+    if missed:  # their store rows partly measured the originals
+        print(f"store: {len(missed)} videos read from their originals (no entry, or a stale one): "
+              f"{', '.join(list(missed)[:10])}{' ...' if len(missed) > 10 else ''}", file=sys.stderr)
     if args.json:
         text = json.dumps(rows, indent=1)
         if to_stdout:

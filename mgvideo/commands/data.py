@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from mgvideo.data import synthetic
@@ -38,7 +39,8 @@ def register(subparsers) -> None:
     prep.add_argument("list", help="annotation file whose videos are stored")
     prep.add_argument("--config", required=True, help="the recipe: its schedule's crops and scale jitter "
                       "decide the short sides stored")
-    prep.add_argument("--root", help="directory the listed paths are relative to (default: its folder)")
+    prep.add_argument("--root", help="directory the listed paths are relative to (default: its folder); "
+                      "entries are keyed by path relative to it, so train with data.root at this folder")
     prep.add_argument("--out", required=True, help="the store folder (then set data.store to it)")
     prep.add_argument("--workers", type=int, default=1, help="transcoding processes")
     prep.add_argument("--max-gb", type=float, default=0.0, help="disk bound in GB (0: none); videos past "
@@ -65,7 +67,10 @@ PREPARE_HELP = """Transcode each listed video once into the short sides the reci
 ends of the jitter range at every crop of its schedule, and the test size; never above the video's own),
 with a short GOP and no B-frames, so that coarse clips decode a small copy and only the frames they show.
 Originals are kept. Resumable: videos already stored are skipped, and an entry appears whole or not at all.
-A video that fails is named, counted (STORE/failed.json) and read from its original in training."""
+Entries are keyed by each video's path relative to --root (STORE/index.json), so the store may be moved or
+copied to a node's local disk, with or without the originals; a store made by an older mgvideo is indexed
+here without transcoding. A video that fails is named, counted (STORE/failed.json) and read from its
+original in training."""
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -85,7 +90,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     """Fill the store and print its summary: stored, kept, failed (named), left out, disk use."""
     from mgvideo.bench.bench_config import load_any_config
     from mgvideo.data import store
-    from mgvideo.data.prepare import recipe_store_sides
+    from mgvideo.data.prepare import prepare_store, recipe_store_sides
     from mgvideo.engine.builders import build_schedule
 
     cfg = load_any_config(args.config)
@@ -94,14 +99,17 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise AnnotationError(f"{args.list}: data prepare reads Kinetics-style lists (path label); "
                               f"the recipe's dataset is {cfg.data.dataset}")
     errors: list[AnnotationError] = []
-    annotations = read_annotations(fmt, args.list, args.root, errors=errors)
+    root = args.root or os.path.dirname(os.path.abspath(args.list))  # the list's paths and the keys: one root
+    annotations = read_annotations(fmt, args.list, root, errors=errors)
     for err in errors:
         print(f"{args.list}:{err.line}: {err}", file=sys.stderr)
     paths = [r.path for r in annotations.records if r.frame_paths is None]
     sides = recipe_store_sides(cfg, build_schedule(cfg))
     print(f"store {args.out}: {len(paths)} videos at short sides {sides}", file=sys.stderr)
-    summary = store.prepare_store(paths, args.out, sides, args.workers, int(args.max_gb * 1e9),
-                                  args.gop or store.GOP, log=lambda m: print(m, file=sys.stderr))
+    summary = prepare_store(paths, args.out, sides, args.workers, int(args.max_gb * 1e9),
+                            args.gop or store.GOP, log=lambda m: print(m, file=sys.stderr), root=root)
+    print(f"store {args.out}: entries keyed by path relative to {root}; train with data.store set to it "
+          "(or a copy) and data.root at that folder (or a copy)", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -10,6 +10,7 @@ Validation and test never substitute: a view that cannot be read comes back as a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,10 +31,10 @@ from mgvideo.data.decode import (
     select_backend,
     truncation,
 )
+from mgvideo.data.store import NO_ENTRY, STALE, StoreVideo, VideoStore
 from mgvideo.errors import ConfigError, VideoDecodeError
 
 if TYPE_CHECKING:
-    from mgvideo.data.store import VideoStore
     from mgvideo.multigrid.schedule import ClipShape
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ class VideoClipDataset(Dataset):
     `decode_short_side` decodes at that fixed size instead (or the video's own, if smaller) and resizes in
     torch; a `cache` (data/cache.py) implies its own size, so cached and decoded clips are equal. A `store`
     (data/store.py, `data.store`) serves each clip from the smallest transcoded copy that covers its short
-    side; videos it lacks are read from their originals (a cache, if given, takes precedence).
+    side; a video it lacks, or whose entry is stale, is read from its original, and that clip is counted in
+    `store_misses` (a cache, if given, takes precedence).
     """
 
     def __init__(self, annotations: Annotations, shape: ClipShape, *, mode: str = "train",
@@ -124,6 +126,12 @@ class VideoClipDataset(Dataset):
         # in the run's summary. `warn = False` leaves the naming to the caller (`bench data`'s table).
         self.unreadable = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
         self.warn = True
+        # With a store: clips of each video read from its original instead (by any worker; the trainer
+        # diffs the total per epoch, `store_misses.zero_()` resets it), and whether its entry was stale
+        # (else it had none). The first miss is warned about once, the rest are counted.
+        self.store_misses = torch.zeros(len(self.records), dtype=torch.int32).share_memory_()
+        self.store_stale = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
+        self._miss_warned = torch.zeros((), dtype=torch.bool).share_memory_()
 
     @property
     def num_videos(self) -> int:
@@ -192,6 +200,29 @@ class VideoClipDataset(Dataset):
         """The videos found unreadable so far, by this process or any of its loader workers."""
         return [self.records[i].path for i in self.unreadable.nonzero().flatten().tolist()]
 
+    def store_miss_paths(self, limit: int | None = None, since: torch.Tensor | None = None) -> list[str]:
+        """The videos (in list order, at most `limit`) with clips read from their originals although a store
+        is set, by this process or its workers; with `since` (an earlier `store_misses.clone()`), only those
+        with misses after it."""
+        counts = self.store_misses if since is None else self.store_misses - since
+        return [self.records[i].path for i in (counts > 0).nonzero().flatten()[:limit].tolist()]
+
+    def _count_store_miss(self, record: VideoRecord, reader: VideoReader, video: int) -> None:
+        """Count (and warn about the first, in any process) a clip the store should have served."""
+        served = isinstance(reader, StoreVideo) or self.cache is not None or record.frame_paths is not None
+        if self.store is None or served:
+            return
+        status = self.store.find(record.path)[1]
+        self.store_misses[video] += 1
+        self.store_stale[video] = status == STALE
+        if self.warn and not self._miss_warned:
+            self._miss_warned.fill_(True)
+            why = ("its entry is stale: the original changed since `data prepare`" if status == STALE else
+                   f"the store has no entry for it under data.root={self.store.root}")
+            log.warning("store %s: reading %s (%s:%d) from its original (%s); further such clips are "
+                        "counted, not warned about", self.store.directory, record.path, record.source,
+                        record.line, why)
+
     def _note_truncation(self, record: VideoRecord, reader: VideoReader, video: int) -> None:
         """Flag (and warn once about) a video whose reads found fewer frames than its container states."""
         problem = truncation(reader)
@@ -205,11 +236,18 @@ class VideoClipDataset(Dataset):
             return FrameListReader(record.frame_paths)
         if self.cache is not None:
             return self.cache.open(record.path)
-        if self.store is not None:
-            stored = self.store.open(record.path)
-            if stored is not None:
-                return stored
-        return open_video(record.path, self.backend)
+        if self.store is None:
+            return open_video(record.path, self.backend)
+        stored, status = self.store.find(record.path)
+        if stored is not None:
+            return stored
+        try:
+            return open_video(record.path, self.backend)
+        except VideoDecodeError as err:
+            if status == NO_ENTRY and not os.path.exists(record.path):
+                raise VideoDecodeError(f"{record.path}: the store {self.store.directory} has no entry for it "
+                                       "and the original is missing") from err
+            raise
 
     def _decode_side(self, reader: VideoReader, short: int) -> int | None:
         """The short side to decode at: fixed (with a cache), the clip's own, or the video's."""
@@ -230,6 +268,7 @@ class VideoClipDataset(Dataset):
         finally:
             reader.close()
         self._note_truncation(record, reader, video)
+        self._count_store_miss(record, reader, video)
         frames = resize_frames(frames, short)  # a no-op where the decoder already did it
         frames = self._crop(frames, shape, rng, view % self.test_crops)
         return S.to_tensor(frames), self._label(record, indices)

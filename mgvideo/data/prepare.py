@@ -1,5 +1,5 @@
-"""A run's data, made ready before training: the synthetic set generated (for `dataset: synthetic`) and the
-frame cache filled, in one place.
+"""A run's data, made ready before training: the synthetic set generated (for `dataset: synthetic`), the
+frame cache filled, and (`mgvideo data prepare`) the multi-resolution store transcoded, in one place.
 
 `prepare_data` runs before the process group starts. Every process of a run calls it; a file lock next to
 the data lets the first do the work while the others wait on the lock, which has no timeout (a collective
@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
 
 from mgvideo.config import Config
+from mgvideo.data import store as S
 from mgvideo.data.annotations import Annotations, read_annotations
 from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import REFERENCE_JITTER, largest_short_side
@@ -93,17 +97,22 @@ def build_frame_cache(cfg: Config) -> FrameCache | None:
     return FrameCache(cache_directory(mode, d.root, d.cache_dir), side, max_bytes=int(d.cache_max_gb * 1e9))
 
 
-def build_video_store(cfg: Config):
-    """The run's multi-resolution store (`data.store`), or None: clips are then read from the originals.
-    A store folder that does not exist is an error (a typo would otherwise silently read the originals)."""
-    from mgvideo.data.store import VideoStore
-
-    if not cfg.data.store:
+def build_video_store(cfg: Config) -> S.VideoStore | None:
+    """The run's multi-resolution store (`data.store`), whose entries are keyed relative to `data.root`, or
+    None: clips are then read from the originals. A store folder that does not exist is an error (a typo
+    would otherwise silently read the originals), and so is one of an older layout (no index)."""
+    d = cfg.data
+    if not d.store:
         return None
-    if not Path(cfg.data.store).is_dir():
-        raise ConfigError(f"data.store: {cfg.data.store} is not a folder; make it with "
-                          f"`mgvideo data prepare --config RECIPE LIST --root DIR --out {cfg.data.store}`")
-    return VideoStore(cfg.data.store)
+    if not Path(d.store).is_dir():
+        raise ConfigError(f"data.store: {d.store} is not a folder; make it with "
+                          f"`mgvideo data prepare --config RECIPE LIST --root DIR --out {d.store}`")
+    store = S.VideoStore(d.store, d.root)
+    try:
+        store.entries()  # here, once, rather than in every loader worker
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("LIST", str(Path(d.root) / d.train_list), 1)) from None
+    return store
 
 
 def recipe_store_sides(cfg: Config, schedule: MultigridSchedule) -> list[int]:
@@ -117,6 +126,91 @@ def recipe_store_sides(cfg: Config, schedule: MultigridSchedule) -> list[int]:
     jitter = (round(base * REFERENCE_JITTER[0]), round(base * REFERENCE_JITTER[1]))
     return store_sides(crops, base, jitter, cfg.multigrid.scale_jitter == "same_view",
                        extra=[cfg.test.crop_size or base])
+
+
+def prepare_store(paths: Sequence[str], store: str, sides: Sequence[int], workers: int = 1,
+                  max_bytes: int = 0, gop: int = S.GOP, log: Callable[[str], None] = print,
+                  root: str | None = None) -> dict:
+    """Transcode `paths` into `store`, keyed relative to `root` (`store.store_key`), with `workers`
+    processes, skipping videos already there (resumable), and starting no video once the store's size plus
+    one more video's (the mean so far) would pass `max_bytes` (0: no bound). An older store (no index) is
+    indexed first, without transcoding. Then writes the index, merged with the one on disk (also when
+    interrupted), and STORE/failed.json; returns counts, bytes and the failed videos."""
+    os.makedirs(store, exist_ok=True)
+    added = {} if S.read_index(store) is not None else S.migrate_entries(store, root)
+    if added:
+        log(f"store: indexed {len(added)} entries of an older layout under {root} (nothing transcoded)")
+    jobs = {S.store_key(p, root): p for p in paths}  # one job per entry: a video listed twice is one
+    outside = sum(os.path.isabs(key) for key in jobs) if root else 0
+    if outside:
+        log(f"store: {outside} videos lie outside {root}; their entries are keyed by absolute path and are "
+            "found only where the videos have that path")
+    summary = {"videos": len(paths), "done": 0, "kept": 0, "failed": [], "left_out": 0, "bytes": 0,
+               "seconds": 0.0, "sides": sorted(sides), "gop": gop}
+    failed: set[str] = set()
+
+    def take(result: tuple[str, str, str, dict | str]) -> None:
+        key, path, status, info = result
+        if status == "failed":
+            failed.add(key)
+            summary["failed"].append({"path": path, "reason": info})
+            log(f"store: cannot transcode {path}: {info} (training reads its original)")
+            return
+        added[key] = info
+        summary[status] += 1
+        summary["bytes"] += info["bytes"]
+        summary["seconds"] += info["frames"] / info["fps"]
+
+    try:
+        todo = [(store, key, path, tuple(sides), gop) for key, path in jobs.items()]
+        summary["left_out"] = _transcode_all(todo, workers, max_bytes, summary, take)
+    finally:
+        S.update_index(store, added, failed, root)  # what is done stays usable, even after an interrupt
+    S.write_json(os.path.join(store, "failed.json"), summary["failed"])
+    hours = summary["seconds"] / 3600
+    summary["gb_per_hour"] = summary["bytes"] / 1e9 / hours if hours else 0.0
+    return summary
+
+
+def _transcode_all(jobs: list[tuple], workers: int, max_bytes: int, summary: dict,
+                   take: Callable[[tuple], None]) -> int:
+    """Run `_store_job` on `jobs` (here, or in `workers` processes), passing each result to `take`, until
+    the bound stops them; returns how many were left out."""
+    pending: set = set()
+
+    def fits() -> bool:
+        stored = summary["done"] + summary["kept"]
+        mean = summary["bytes"] / stored if stored else 0
+        return not max_bytes or summary["bytes"] + mean * (len(pending) + 1) <= max_bytes
+
+    if workers <= 1:  # in this process
+        for k, job in enumerate(jobs):
+            if not fits():
+                return len(jobs) - k
+            take(_store_job(job))
+        return 0
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for k, job in enumerate(jobs):
+            # with a bound, nothing more starts before one video's size is known
+            unknown = max_bytes and not summary["done"] + summary["kept"]
+            while pending and (len(pending) >= 2 * max(1, workers) or unknown):
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    take(future.result())
+                unknown = max_bytes and not summary["done"] + summary["kept"]
+            if not fits():
+                for future in pending:
+                    take(future.result())
+                return len(jobs) - k
+            pending.add(pool.submit(_store_job, job))
+        for future in pending:
+            take(future.result())
+    return 0
+
+
+def _store_job(job: tuple[str, str, str, tuple[int, ...], int]) -> tuple[str, str, str, dict | str]:
+    store, key, path, sides, gop = job
+    return (key, path, *S.make_entry(store, key, path, sides, gop))
 
 
 def fill_frame_cache(cfg: Config, cache: FrameCache, log: Callable[[str], None] = print) -> int:

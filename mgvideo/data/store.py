@@ -1,12 +1,24 @@
-"""A multi-resolution video store: each video transcoded once into the short sides a recipe's scale jitter
+"""A multi-resolution store: each video transcoded once into the short sides a recipe's scale jitter
 asks for, with a short GOP and no B-frames, so that a coarse clip decodes a small copy and only the frames
 it shows (each needed frame costs the frames from its keyframe up to it, not the whole span).
 
-Layout: `STORE/<key>/<side>.mp4` for each side and `STORE/<key>/meta.json`, written last, into a temporary
-folder renamed into place (an entry is whole or absent), `key` being a hash of the original's absolute
-path. A copy holds the very frames the original's reader gives for nominal indices 0..N-1 (upright, at a
-constant rate), so a clip read from the store shows the same frames and region as from the original, within
-the coding loss. An entry whose original has since changed (size or modification time) is not used.
+Layout: `STORE/index.json` maps each video's key to its entry's metadata (folder, frames, fps, size,
+short sides, GOP, and what identified the original: size, mtime, a fingerprint of its first and last
+64 KiB); `STORE/<folder>/<side>.mp4` are the copies and `STORE/<folder>/meta.json` the same metadata,
+written last into a temporary folder renamed into place (an entry is whole or absent). A key is the
+video's path relative to the dataset root (`data.root`), normalised, so a store travels: mounted at
+another path, reached through a symlink or a relative root, or copied to a node's local disk without
+the originals. A video outside the root (or stored by `store_entry` without one) is keyed by its
+absolute path, and found only where it has that path. `folder` is a hash of the key. `prepare_store`
+(data/prepare.py) writes the index last (temp file, os.replace), merged with the one on disk, so resumed
+and extended preparations keep every entry; it indexes a store of the older layout (folders named by a
+hash of the absolute path, no index) without transcoding, which training refuses with that command.
+
+A reader loads the index once per process and checks an original at most once: the entry is stale if the
+original's size differs, or if it is newer than recorded and its fingerprint differs (a copy made without
+keeping mtimes is still a hit; an edit is a miss). An absent original leaves the entry in use. A copy holds
+the very frames the original's reader gives for nominal indices 0..N-1 (upright, at a constant rate), so a
+clip read from the store shows the same frames and region as from the original, within the coding loss.
 """
 
 from __future__ import annotations
@@ -16,9 +28,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from collections.abc import Iterable, Sequence
 
 import av
 import numpy as np
@@ -26,12 +36,19 @@ import torch
 
 from mgvideo.data.decode import PyAVReader, scaled_size
 from mgvideo.data.sampling import scale_range
-from mgvideo.errors import VideoDecodeError
+from mgvideo.errors import ConfigError, VideoDecodeError
 
 META = "meta.json"
+INDEX = "index.json"
+INDEX_VERSION = 1
 GOP = 1  # keyframe interval of the copies: every frame (a clip decodes only what it shows); README
 CRF = 23  # x264 quality, as the originals; PSNR against them in tests/test_store.py
 CHUNK = 120  # frames decoded at a time while transcoding
+FINGERPRINT_BYTES = 64 * 1024  # read from each end of an original to tell an edit from a copy
+HIT, NO_ENTRY, STALE = "hit", "no entry", "stale"  # what `VideoStore.find` says of a video
+# what the index keeps of an entry's meta.json (its folder, the copies, and the original's identity)
+INDEX_FIELDS = ("entry", "frames", "fps", "height", "width", "sides", "gop", "bytes", "size", "mtime_ns",
+                "fingerprint")
 
 
 def store_sides(crops: Sequence[int], base_crop: int, jitter: tuple[int, int], same_view: bool = False,
@@ -44,13 +61,60 @@ def store_sides(crops: Sequence[int], base_crop: int, jitter: tuple[int, int], s
     return sorted(sides)
 
 
-def entry_key(path: str) -> str:
-    return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:20]
+def store_key(path: str, root: str | None) -> str:
+    """The key of `path`'s entry: its path relative to `root`, normalised ('a/b.mp4'; a symlinked root is
+    also followed), or its absolute path where it lies outside the root or no root is given."""
+    full = os.path.abspath(path)
+    if root is None:
+        return full
+    rel = _inside(full, os.path.abspath(root))
+    if rel is None:  # e.g. a listed absolute path under the root's real folder
+        rel = _inside(os.path.realpath(full), os.path.realpath(root))
+    return full if rel is None else rel
 
 
-def _stamp(path: str) -> dict:
+def _inside(path: str, root: str) -> str | None:
+    rel = os.path.relpath(path, root)
+    return None if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+def entry_folder(key: str) -> str:
+    """The folder of the entry keyed `key` (for an absolute key, the folder older stores used)."""
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+def fingerprint(path: str) -> str:
+    """A cheap check of a file's content: a hash of its size and its first and last 64 KiB."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        digest.update(f"{size}:".encode() + f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()[:20]
+
+
+def _identity(path: str) -> dict:
     stat = os.stat(path)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": fingerprint(path)}
+
+
+def freshness(meta: dict, path: str) -> str:
+    """HIT if an entry may stand for the original at `path`, else STALE: see the module docstring."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return HIT  # absent (a node with only the store) or out of reach: the copy is what there is
+    if stat.st_size != meta.get("size"):
+        return STALE
+    if stat.st_mtime_ns <= meta.get("mtime_ns", 0):
+        return HIT
+    try:  # newer: copied without keeping mtimes (same content), or edited in place?
+        same = meta.get("fingerprint") == fingerprint(path)
+    except OSError:
+        return HIT
+    return HIT if same else STALE
 
 
 def _encoder(container, width: int, height: int, fps: float, gop: int):
@@ -78,9 +142,10 @@ def _resize_to(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
 
-def transcode(path: str, entry_dir: str, sides: Sequence[int], gop: int = GOP) -> dict:
+def transcode(path: str, entry_dir: str, sides: Sequence[int], gop: int = GOP, key: str = "") -> dict:
     """Write the copies of one video and its meta.json into `entry_dir` (which must not exist yet: the
-    caller renames it into place). Raises VideoDecodeError if the original cannot be read."""
+    caller renames it into place) for the entry keyed `key`. Raises VideoDecodeError if the original
+    cannot be read."""
     os.makedirs(entry_dir)
     with PyAVReader(path) as reader:
         first = reader.read([0])
@@ -107,26 +172,32 @@ def transcode(path: str, entry_dir: str, sides: Sequence[int], gop: int = GOP) -
         finally:
             for out in outs.values():
                 out.close()
-        meta = {"source": os.path.abspath(path), **_stamp(path), "fps": reader.fps, "frames": n,
-                "height": int(height), "width": int(width), "gop": gop, "sides": kept,
+        key = key or store_key(path, None)
+        meta = {"key": key, "entry": entry_folder(key), "source": os.path.abspath(path), **_identity(path),
+                "fps": reader.fps, "frames": n, "height": int(height), "width": int(width), "gop": gop,
+                "sides": kept,
                 "bytes": sum(os.path.getsize(os.path.join(entry_dir, f"{s}.mp4")) for s in kept)}
     with open(os.path.join(entry_dir, META), "w") as f:
         json.dump(meta, f)
     return meta
 
 
-def store_entry(store: str, path: str, sides: Sequence[int], gop: int = GOP) -> tuple[str, dict | str]:
-    """Transcode `path` into `store` unless a fresh entry is there; returns ('done' | 'kept', meta) or
-    ('failed', reason). Safe to run from several processes: work happens in a private temporary folder."""
-    final = os.path.join(store, entry_key(path))
-    meta = read_meta(final, path)
+def make_entry(store: str, key: str, path: str, sides: Sequence[int],
+               gop: int = GOP) -> tuple[str, dict | str]:
+    """Transcode `path` into `store` under `key` unless a fresh entry is there; returns ('done' | 'kept',
+    meta) or ('failed', reason). Safe to run from several processes: work happens in a private temporary
+    folder. The index is the caller's to update."""
+    final = os.path.join(store, entry_folder(key))
+    meta = read_entry(final, key)
+    if meta is not None and freshness(meta, path) == STALE:
+        meta = None
     wanted = {min(s, min(meta["height"], meta["width"])) for s in sides} if meta else set()
     if meta is not None and meta.get("gop") == gop and set(meta["sides"]) >= wanted:
         return "kept", meta
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        meta = transcode(path, tmp, sides, gop)
+        meta = transcode(path, tmp, sides, gop, key)
     except (VideoDecodeError, av.error.FFmpegError, OSError, ValueError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         return "failed", str(err)
@@ -135,17 +206,83 @@ def store_entry(store: str, path: str, sides: Sequence[int], gop: int = GOP) -> 
     return "done", meta
 
 
-def read_meta(entry_dir: str, path: str) -> dict | None:
-    """The entry's meta if it is complete and its original unchanged since, else None."""
+def store_entry(store: str, path: str, sides: Sequence[int], gop: int = GOP,
+                root: str | None = None) -> tuple[str, dict | str]:
+    """`make_entry` for one video, keyed relative to `root` (absolute without one), and its line in the
+    index: for a few videos from one process; `prepare_store` does a dataset."""
+    key = store_key(path, root)
+    status, info = make_entry(store, key, path, sides, gop)
+    if status != "failed":
+        update_index(store, {key: info}, root=root)
+    return status, info
+
+
+def read_entry(entry_dir: str, key: str | None = None) -> dict | None:
+    """The meta.json of a complete entry (of `key`, if given), else None."""
     try:
         with open(os.path.join(entry_dir, META)) as f:
             meta = json.load(f)
-        stamp = _stamp(path)
     except (OSError, ValueError):
         return None
-    if meta.get("size") != stamp["size"] or meta.get("mtime_ns") != stamp["mtime_ns"]:
+    return meta if isinstance(meta, dict) and (key is None or meta.get("key") == key) else None
+
+
+def read_index(store: str) -> dict[str, dict] | None:
+    """The entries of `STORE/index.json` by key, or None where there is no index."""
+    path = os.path.join(store, INDEX)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
         return None
-    return meta
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data.store: cannot read {path} ({err}); rebuild it with `mgvideo data prepare` "
+                          f"(kept entries are not transcoded again)") from err
+    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION or "entries" not in data:
+        raise ConfigError(f"data.store: {path} is not a version-{INDEX_VERSION} store index; rebuild it "
+                          "with `mgvideo data prepare`")
+    return data["entries"]
+
+
+def update_index(store: str, added: dict[str, dict], removed: Iterable[str] = (),
+                 root: str | None = None) -> None:
+    """Merge `added` (key -> meta) into the index on disk, less `removed`, and write it atomically. The
+    index is read again just before, so that preparations sharing a store keep each other's entries."""
+    entries = read_index(store) or {}
+    for key in removed:
+        entries.pop(key, None)
+    entries.update({key: {k: meta.get(k) for k in INDEX_FIELDS} for key, meta in added.items()})
+    root = os.path.abspath(root) if root else None  # where it was prepared from: for the reader's messages
+    write_json(os.path.join(store, INDEX), {"version": INDEX_VERSION, "root": root, "entries": entries},
+               indent=None)
+
+
+def migrate_entries(store: str, root: str | None) -> dict[str, dict]:
+    """Give each entry of an older store (no index; folders named by a hash of the original's absolute
+    path) its key relative to `root`: the folder is renamed and meta.json gains the key (and the original's
+    fingerprint, where it is unchanged); nothing is transcoded again. Returns the entries by key."""
+    moved: dict[str, dict] = {}
+    for item in sorted(os.scandir(store), key=lambda e: e.name):
+        meta = read_entry(item.path) if item.is_dir() and ".tmp-" not in item.name else None
+        if meta is None or "key" in meta or "source" not in meta:
+            continue
+        key = store_key(meta["source"], root)
+        meta.update(key=key, entry=entry_folder(key))
+        target = os.path.join(store, meta["entry"])
+        if target != item.path:
+            if os.path.exists(target):  # already stored under its new key
+                shutil.rmtree(item.path, ignore_errors=True)
+                continue
+            os.rename(item.path, target)  # first: a meta.json without a key is migrated again
+        try:
+            stat = os.stat(meta["source"])
+            unchanged = (stat.st_size, stat.st_mtime_ns) == (meta.get("size"), meta.get("mtime_ns"))
+            meta["fingerprint"] = fingerprint(meta["source"]) if unchanged else None
+        except OSError:
+            meta["fingerprint"] = None  # absent: fine while it stays so; if it returns newer, a miss
+        write_json(os.path.join(target, META), meta)
+        moved[key] = meta
+    return moved
 
 
 class StoreVideo:
@@ -186,94 +323,59 @@ class StoreVideo:
 
 
 class VideoStore:
-    """The store at `directory`, as training reads it (`data.store`): `open(path)` gives the video's
-    `StoreVideo`, or None where the store has no fresh entry (the caller reads the original)."""
+    """The store at `directory` of the videos under `root` (`data.store`, `data.root`), as training reads
+    it. `find(path)` gives (the video's `StoreVideo`, HIT), or (None, NO_ENTRY | STALE) where the caller
+    reads the original. The index is read on first use, once per process (each loader worker reads its
+    own), and each video is looked up and its original checked once per process."""
 
-    def __init__(self, directory: str) -> None:
-        self.directory = str(directory)
+    def __init__(self, directory: str, root: str) -> None:
+        self.directory, self.root = str(directory), str(root)
+        self._entries: dict[str, dict] | None = None
+        self._found: dict[str, tuple[dict | None, str]] = {}  # path -> (meta if usable, HIT | ...)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_entries": None, "_found": {}}  # a worker reads the index itself
+
+    def entries(self) -> dict[str, dict]:
+        """The index (key -> entry metadata); raises ConfigError for a store that has entries but no index
+        (made by an older mgvideo, or a preparation that did not finish) or a damaged index."""
+        if self._entries is None:
+            entries = read_index(self.directory)
+            if entries is None and _has_entries(self.directory):
+                raise ConfigError(
+                    f"data.store: {self.directory} has entries but no {INDEX} (made by an older mgvideo, "
+                    "or a preparation that did not finish); index it, without transcoding again: "
+                    f"mgvideo data prepare LIST --config RECIPE --root {self.root} --out {self.directory}")
+            self._entries = entries or {}
+        return self._entries
+
+    def find(self, path: str) -> tuple[StoreVideo | None, str]:
+        """(the entry's reader, HIT), or (None, NO_ENTRY | STALE): looked up by key, then absolute path."""
+        found = self._found.get(path)
+        if found is None:
+            entries = self.entries()
+            meta = entries.get(store_key(path, self.root)) or entries.get(os.path.abspath(path))
+            status = NO_ENTRY if meta is None else freshness(meta, path)
+            found = self._found[path] = (meta if status == HIT else None, status)
+        meta, status = found
+        video = None if meta is None else StoreVideo(path, os.path.join(self.directory, meta["entry"]), meta)
+        return video, status
 
     def open(self, path: str) -> StoreVideo | None:
-        entry = os.path.join(self.directory, entry_key(path))
-        meta = read_meta(entry, path)
-        return None if meta is None else StoreVideo(path, entry, meta)
+        """The video's `StoreVideo`, or None where the store has no fresh entry."""
+        return self.find(path)[0]
 
 
-def _store_job(job: tuple[str, str, tuple[int, ...], int]) -> tuple[str, str, dict | str]:
-    store, path, sides, gop = job
-    status, info = store_entry(store, path, sides, gop)
-    return path, status, info
+def _has_entries(directory: str) -> bool:
+    try:
+        return any(e.is_dir() and os.path.isfile(os.path.join(e.path, META)) for e in os.scandir(directory))
+    except OSError:
+        return False
 
 
-def prepare_store(paths: Sequence[str], store: str, sides: Sequence[int], workers: int = 1,
-                  max_bytes: int = 0, gop: int = GOP, log: Callable[[str], None] = print) -> dict:
-    """Transcode `paths` into `store` with `workers` processes, skipping videos already there (resumable),
-    and starting no video once the store's size plus one more video's (the mean so far) would pass
-    `max_bytes` (0: no bound). Writes STORE/failed.json; returns counts, bytes and the failed videos."""
-    os.makedirs(store, exist_ok=True)
-    summary = {"videos": len(paths), "done": 0, "kept": 0, "failed": [], "left_out": 0, "bytes": 0,
-               "seconds": 0.0, "sides": sorted(sides), "gop": gop}
-    jobs = [(store, p, tuple(sides), gop) for p in paths]
-    pending: set = set()
-
-    def take(future) -> None:
-        path, status, info = future.result()
-        if status == "failed":
-            summary["failed"].append({"path": path, "reason": info})
-            log(f"store: cannot transcode {path}: {info} (training reads its original)")
-            return
-        summary[status] += 1
-        summary["bytes"] += info["bytes"]
-        summary["seconds"] += info["frames"] / info["fps"]
-
-    def fits() -> bool:
-        stored = summary["done"] + summary["kept"]
-        mean = summary["bytes"] / stored if stored else 0
-        return not max_bytes or summary["bytes"] + mean * (len(pending) + 1) <= max_bytes
-
-    if workers <= 1:  # in this process
-        for k, job in enumerate(jobs):
-            if not fits():
-                summary["left_out"] = len(jobs) - k
-                break
-            take(_Done(_store_job(job)))
-        return _finish(store, summary)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for k, job in enumerate(jobs):
-            # with a bound, nothing more starts before one video's size is known
-            unknown = max_bytes and not summary["done"] + summary["kept"]
-            while pending and (len(pending) >= 2 * max(1, workers) or unknown):
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    take(future)
-                unknown = max_bytes and not summary["done"] + summary["kept"]
-            if not fits():
-                summary["left_out"] = len(jobs) - k
-                break
-            pending.add(pool.submit(_store_job, job))
-        for future in pending:
-            take(future)
-    return _finish(store, summary)
-
-
-class _Done:
-    """A finished job's result, as a future gives it."""
-
-    def __init__(self, value) -> None:
-        self.value = value
-
-    def result(self):
-        return self.value
-
-
-def _finish(store: str, summary: dict) -> dict:
-    _write_json(os.path.join(store, "failed.json"), summary["failed"])
-    hours = summary["seconds"] / 3600
-    summary["gb_per_hour"] = summary["bytes"] / 1e9 / hours if hours else 0.0
-    return summary
-
-
-def _write_json(path: str, data) -> None:
+def write_json(path: str, data, indent: int | None = 1) -> None:
+    """Write `data` to `path` atomically (a temporary file renamed over it)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=indent)
     os.replace(tmp, path)
