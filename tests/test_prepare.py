@@ -1,9 +1,12 @@
 """Data preparation (data/prepare.py): the synthetic set generated once, in one place; the frame cache
 filled before the process group starts, so a slow preparation never times out the other ranks; an
-unwritable cache stops `mgvideo train` with the I/O error."""
+unwritable cache stops `mgvideo train` with the I/O error; the lock works where flock does not, and work
+found done takes no lock."""
 
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_distributed import free_port
+from videos import write_video
 
 from mgvideo.cli import main
 from mgvideo.config import load_config
@@ -62,6 +66,96 @@ def test_the_lock_makes_a_second_preparer_wait(tmp_path):
     prepare_slowly("b")
     first.join()
     assert order == ["a in", "a out", "b in", "b out"]
+
+
+@pytest.fixture
+def no_flock(monkeypatch):
+    """A file system without flock (as some network file systems answer)."""
+    def refuse(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(prepare.fcntl, "flock", refuse)
+
+
+def hold_in_thread(lock: Path) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """A thread that takes `lock`, sets `inside`, and keeps it until `release` is set."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with prepare.locked(lock):
+            inside.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    return thread, inside, release
+
+
+def test_without_flock_a_lock_file_makes_a_second_preparer_wait(tmp_path, no_flock):
+    lock, held = tmp_path / "lock", tmp_path / "lock.held"
+    first, inside, release = hold_in_thread(lock)
+    assert inside.wait(10)
+    assert held.read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+    second, second_inside, second_release = hold_in_thread(lock)
+    second.join(1.0)
+    assert not second_inside.is_set()  # waits on the lock file
+    release.set()
+    assert second_inside.wait(10)  # and takes it once released
+    second_release.set()
+    second.join(10)
+    first.join(10)
+    assert not held.exists()
+
+
+def test_a_lock_file_whose_holder_is_gone_or_silent_is_broken(tmp_path, no_flock, monkeypatch):
+    lock, held = tmp_path / "lock", tmp_path / "lock.held"
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    held.write_text(f"{socket.gethostname()} {ended.pid}\n")  # this host, its process gone
+    with prepare.locked(lock):
+        assert held.read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+    held.write_text("another-host 1\n")  # another host's, untouched for longer than STALE_S
+    long_ago = time.time() - prepare.STALE_S - 60
+    os.utime(held, (long_ago, long_ago))
+    with prepare.locked(lock):
+        pass
+    held.write_text("another-host 1\n")  # a live holder elsewhere: waited for
+    waiter, inside, release = hold_in_thread(lock)
+    waiter.join(1.0)
+    assert not inside.is_set()
+    held.unlink()
+    assert inside.wait(10)
+    release.set()
+    waiter.join(10)
+
+
+def test_a_held_lock_file_is_kept_fresh(tmp_path, no_flock, monkeypatch):
+    monkeypatch.setattr(prepare, "HEARTBEAT_S", 0.01)
+    held = tmp_path / "lock.held"
+    with prepare.locked(tmp_path / "lock"):
+        os.utime(held, (1, 1))
+        for _ in range(1000):  # until the holder's heartbeat touches it
+            if held.stat().st_mtime > 1:
+                break
+            time.sleep(0.01)
+        assert held.stat().st_mtime > 1
+
+
+def test_a_frame_cache_found_done_or_full_takes_no_lock(tmp_path, monkeypatch):
+    for i in range(2):
+        write_video(tmp_path / f"v{i}.mp4", frames=10)
+    (tmp_path / "train.csv").write_text("v0.mp4 0\nv1.mp4 1\n")
+    (tmp_path / "val.csv").write_text("v1.mp4 1\n")
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.num_classes=2", "data.cache=disk",
+                             "data.cache_max_gb=0.000000001", "data.workers=0"])
+    cache = prepare.build_frame_cache(cfg)
+    assert prepare.fill_frame_cache(cfg, cache, log=lambda m: None) == 0  # nothing fits: marked full
+
+    def no_lock(path):
+        raise AssertionError(f"locked {path}: a read-only folder could not")
+
+    monkeypatch.setattr(prepare, "locked", no_lock)
+    assert prepare.fill_frame_cache(cfg, prepare.build_frame_cache(cfg), log=lambda m: None) == 0
 
 
 def test_train_stops_with_the_io_error_of_an_unwritable_cache(small, tmp_path, capsys):

@@ -4,17 +4,23 @@ frame cache filled, and (`mgvideo data prepare`) the multi-resolution store tran
 `prepare_data` runs before the process group starts. Every process of a run calls it; a file lock next to
 the data lets the first do the work while the others wait on the lock, which has no timeout (a collective
 would give up after the process group's timeout), and then find the work done. The same lock keeps two
-runs that share a dataset or a cache from preparing it at once.
+runs that share a dataset or a cache from preparing it at once. Where the file system has no `flock`
+(some network file systems), the lock is a file created exclusively, holding its host and pid, kept fresh
+while held and broken once stale. Work found done is never locked, so read-only data needs no lock file.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,6 +34,10 @@ from mgvideo.errors import CacheError, ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule
 
 LOCK = ".prepare.lock"
+NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # flock unsupported here: use a lock file
+POLL_S = 0.5  # how often a waiter looks at a held lock file
+HEARTBEAT_S = 30.0  # how often its holder touches it
+STALE_S = 600.0  # a lock file untouched this long is its crashed holder's (on any host)
 
 
 def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> None:
@@ -41,13 +51,86 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> None:
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file `path` (created if need be); waits as long as it takes."""
+    """Hold an exclusive lock on the file `path` (created if need be); waits as long as it takes. Without
+    flock on this file system, holds the lock file `path.held` instead (`_held`)."""
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in NO_FLOCK:
+                raise
+        else:
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+    with _held(Path(f"{path}.held")):
+        yield
+
+
+@contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """Create `path` exclusively (O_CREAT | O_EXCL), writing 'host pid' into it, waiting while another
+    holds it and breaking it when stale; touched every HEARTBEAT_S while held, removed on release."""
+    me = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _break_if_stale(path):
+                time.sleep(POLL_S)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me + "\n")
+        break
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        with suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        with suppress(OSError):
+            os.utime(path)
+
+
+def _break_if_stale(path: Path) -> bool:
+    """Remove the lock file `path` if its holder is gone (this host, its pid no longer runs) or it has not
+    been touched for STALE_S; True if it was removed (or had gone already)."""
+    try:
+        owner, age = path.read_text(), time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    host, _, pid = owner.strip().partition(" ")
+    dead = host == socket.gethostname() and pid.isdigit() and not _running(int(pid))
+    if not dead and age < STALE_S:
+        return False
+    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}")
+    with suppress(FileNotFoundError):
+        os.rename(path, aside)  # one breaker wins; a holder that came meanwhile is put back below
+        if aside.read_text() != owner:
+            with suppress(FileExistsError):
+                os.link(aside, path)
+        aside.unlink()
+    return True
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def ensure_synthetic_data(cfg: Config) -> None:
@@ -220,7 +303,8 @@ def fill_frame_cache(cfg: Config, cache: FrameCache, log: Callable[[str], None] 
     d = cfg.data
     paths = [r.path for name in (d.train_list, d.val_list) for r in read_split(cfg, name).records
              if r.frame_paths is None]
-    if not cache.missing(paths):
+    missing = cache.missing(paths)
+    if not missing or cache._found_full(len(missing)):  # done: nothing to write, so no lock file either
         return 0
     try:
         cache.directory.mkdir(parents=True, exist_ok=True)
