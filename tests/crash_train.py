@@ -4,7 +4,8 @@ trainer's documented test hooks (`mgvideo.engine.run.TestHooks`), for the resume
     python tests/crash_train.py CONFIG --out DIR [--crash-at STEP [--crash-rank R]] [--crash-in-save] k=v...
 
 --crash-at: SIGKILL this process once it has finished STEP iterations (under torchrun only on rank R if
-given, and only in the first attempt, so that a restart can finish). --crash-in-save: exit with 137 after
+given, and only in the first attempt, so that a restart can finish); with --crash-node, its torchrun agent
+first (the whole node dies). --crash-in-save: exit with 137 after
 the next checkpoint's temp file is written but before it is renamed.
 """
 
@@ -25,11 +26,15 @@ def main() -> None:
     parser.add_argument("--crash-at", type=int, default=-1)
     parser.add_argument("--crash-rank", type=int, default=None)
     parser.add_argument("--crash-in-save", action="store_true")
+    parser.add_argument("--crash-node", action="store_true",
+                        help="with --crash-at: SIGKILL the torchrun agent too (a node that dies)")
     args, overrides = parser.parse_known_args()
 
     def after_step(run) -> None:
         first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if run.state.step == args.crash_at and first_attempt and args.crash_rank in (None, run.info.rank):
+            if args.crash_node:
+                os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def before_rename(tmp: Path) -> None:
