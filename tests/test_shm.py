@@ -55,3 +55,12 @@ def test_one_line_per_rank_count(data_workers):
         need = shm_need_bytes(n, w, 2, SLOWFAST_BATCH)
         assert f"{w} loader workers each: {need / 2**30:.1f} GiB" in line
         assert f"--shm-size={-(-need // 2**30)}g" in line
+
+
+def test_lines_follow_a_per_device_batch_that_depends_on_the_rank_count():
+    # The Kinetics recipe keeps its global batch of 64 on fewer GPUs: 64 clips a device on 1 GPU, 8 on 8.
+    per_device = {1: 64, 2: 32, 4: 16, 8: 8}
+    lines = shm_need_lines(lambda n: per_device[n] * SLOWFAST_BATCH // 8, data_workers=4)
+    needs = [shm_need_bytes(n, 4, 2, per_device[n] * SLOWFAST_BATCH // 8) for n in (1, 2, 4, 8)]
+    assert needs[0] == needs[-1] - 7 * 6 * SHM_PAGE  # the same clips in flight a node, less 7 ranks' flags
+    assert all(f"{need / 2**30:.1f} GiB" in line for need, line in zip(needs, lines))

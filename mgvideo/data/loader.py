@@ -8,7 +8,7 @@ import functools
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,16 +134,19 @@ def shm_need_bytes(local_ranks: int, workers: int, prefetch_factor: int, batch_c
     return local_ranks * (pools * in_flight * batch_clip_bytes + flags)
 
 
-def shm_need_lines(batch_clip_bytes: int, data_workers: int = -1, cores: int | None = None,
-                   ranks: Sequence[int] = (1, 2, 4, 8), prefetch_factor: int = PREFETCH_FACTOR,
-                   videos: int = 0) -> list[str]:
+def shm_need_lines(batch_clip_bytes: int | Callable[[int], int], data_workers: int = -1,
+                   cores: int | None = None, ranks: Sequence[int] = (1, 2, 4, 8),
+                   prefetch_factor: int = PREFETCH_FACTOR, videos: int = 0) -> list[str]:
     """The /dev/shm a node needs, one line per count of local ranks (GPUs): `data_workers` as the config
-    says it (-1: sized per process from `cores`, as `resolve_workers` does for that many ranks). A
-    `data.cache: memory` frame cache lives in /dev/shm too, on top of this."""
+    says it (-1: sized per process from `cores`, as `resolve_workers` does for that many ranks). Give
+    `batch_clip_bytes` as a function of the rank count where the per-device batch follows it (a recipe's
+    global batch kept on fewer devices, `device_scaling: accumulate`: 8x the clips a device on 1 GPU as
+    on 8). A `data.cache: memory` frame cache lives in /dev/shm too, on top of this."""
     lines = []
     for n in ranks:
         workers = data_workers if data_workers >= 0 else default_workers(n, cores)
-        need = shm_need_bytes(n, workers, prefetch_factor, batch_clip_bytes, videos=videos)
+        batch = batch_clip_bytes(n) if callable(batch_clip_bytes) else batch_clip_bytes
+        need = shm_need_bytes(n, workers, prefetch_factor, batch, videos=videos)
         lines.append(f"{n} rank{'s' if n > 1 else ''} a node, {workers} loader workers each: "
                      f"{need / 2**30:.1f} GiB of /dev/shm (docker: --shm-size={math.ceil(need / 2**30)}g)")
     return lines
