@@ -46,7 +46,7 @@ def store_variant(src: str, out: str, gop: int, crf: int, fastdecode: bool) -> s
             st.store_entry(out, src, [128, 181, 224, 256], gop=gop)
         finally:
             st._encoder = plain
-    return st.VideoStore(out)
+    return st.VideoStore(out, os.path.dirname(src))
 
 
 def clip_ms(open_reader, clips) -> float:

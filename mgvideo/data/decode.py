@@ -90,7 +90,6 @@ class PyAVReader:
         self._needed: set[int] | None = None
         # set by `bench data`: CPU seconds of this thread per stage (a loaded machine does not inflate them)
         self.timer: dict[str, float] | None = None
-        _check_file(self.path)
         self._open()
         self.height, self.width = self._stream.height, self._stream.width
         self.fps = self._guess_fps()
@@ -108,7 +107,8 @@ class PyAVReader:
     def _open(self) -> None:
         try:
             self._container = av.open(self.path)
-        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
+            _check_file(self.path)  # a missing or empty file, said plainly (looked at only on failure)
             raise VideoDecodeError(f"{self.path}: cannot open as a video ({err})") from err
         if not self._container.streams.video:
             self._container.close()
