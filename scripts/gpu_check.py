@@ -1,15 +1,20 @@
-"""Helpers of scripts/gpu_check.sh: the sync check, the compile measurement, the loader measurement and
-the report.
+"""The GPU check's plan and helpers (scripts/gpu_check.sh runs them).
 
+    python scripts/gpu_check.py plan [--smoke] [--limits "S1 ... S8"] [--scale X] [--budget S] [--markdown]
+    python scripts/gpu_check.py precheck DEVICE OUTDIR
+    python scripts/gpu_check.py prepare OUTDIR [--smoke]
     python scripts/gpu_check.py syncs --out OUT.jsonl [--amp bf16,fp16] CONFIG [key=value ...]
     python scripts/gpu_check.py compile MODEL --config CONFIG --out OUT.jsonl [--shapes N] [--backend B]
     python scripts/gpu_check.py loader CONFIG OUT.json [--workers N] [--clips K] [key=value ...]
-    python scripts/gpu_check.py report OUTDIR
+    python scripts/gpu_check.py report OUTDIR [--final]
 
-Each measuring helper appends one JSON line per row (an AMP dtype, a shape) as soon as it is measured.
-`report` reads whatever rows the parts have written in OUTDIR (syncs.jsonl, profile*.jsonl, compile.jsonl,
-shapes/metrics.jsonl, loader.json, tta.json or else each run's metrics.jsonl) and writes gpu_check.md and
-gpu_check.json; the shell script calls it after every part, so a part stopped at its limit still counts.
+`PLAN` is the one statement of the check: its parts in order of value, each with its limit, the synthetic
+set it reads and the figure it exists for; `plan` prints it for the shell script, scaled for the CPU
+rehearsal (--smoke). Each measuring helper appends one JSON line per row (an AMP dtype, a shape) as soon as
+it is measured. `report` reads whatever rows the parts have written in OUTDIR (syncs.jsonl, profile*.jsonl,
+compile.jsonl, shapes/metrics.jsonl, loader.json, tta.json or else each run's metrics.jsonl) and writes
+gpu_check.md and gpu_check.json; the shell script calls it after every part, so a part stopped at its limit
+still counts.
 """
 
 from __future__ import annotations
@@ -17,12 +22,233 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mgvideo.engine.records import EvalRecord, Record, TrainRecord, read_records
+
+COMMAND_S = 600  # a lent GPU is one 10-minute command, start-up included
+SPARE_S = 90  # of which the plan leaves this much unplanned
+BUDGET_S = COMMAND_S - SPARE_S  # no part starts unless its limit and overhead fit before this
+# Estimates for the GPU machine (no GPU run yet): set-up before the first part (wheels, the pre-check's
+# imports and CUDA start; 4 s on the 2-core CPU), the report after each part (0.15 s measured on the
+# CPU) and the grace between a limit's SIGINT and its SIGKILL.
+SETUP_S, REPORT_S, GRACE_S = 25, 1, 5
+OVERHEAD_S = REPORT_S + GRACE_S  # per part, outside its limit
+DATA_S = 180  # the background data generation's own limit (about 40 s estimated: 3,600 videos, 8 processes)
+SMOKE_SCALE = 2  # the CPU rehearsal: the same plan, every second multiplied by this
+
+
+def _rows(key: str) -> Callable[[dict], bool]:
+    """A headline that is a part's first row under `key` of the report."""
+    return lambda result: bool(result.get(key))
+
+
+def _compiled(result: dict) -> bool:
+    return any(r.get("compile_s") is not None for r in result.get("compile", []))
+
+
+def _arms(key: str) -> Callable[[dict], bool]:
+    """A bench's headline: its summary, or else both arms (baseline and multigrid) each evaluated once."""
+    def reached(result: dict) -> bool:
+        bench = result.get(key) or {}
+        if not bench.get("partial"):
+            return len(bench.get("variants") or ()) >= 2
+        return len(bench["runs"]) >= 2 and all(run["evals"] for run in bench["runs"])
+    return reached
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the check: `limit` seconds on the GPU machine (estimates until a GPU run: README),
+    `data` the synthetic set it reads (a key of DATA, or ''), `headline` the figure it exists for, which
+    comes back within the limit, and `reached`, whether a report (gpu_check.json's dict) holds it."""
+
+    name: str
+    limit: int
+    data: str
+    headline: str
+    reached: Callable[[dict], bool]
+
+
+PLAN = (  # in order of value: a GPU run that ends early has brought back the first ones
+    Part("syncs", 30, "small", "host syncs between log points (none expected), bf16 then fp16",
+         _rows("syncs")),
+    Part("profile", 60, "", "SlowFast-R50 ms/iteration at every schedule shape, bf16, channels-last, the "
+         "full shape first", _rows("profile")),
+    Part("shapes", 70, "shapes", "ms/iteration and data wait per shape, training with the real loader",
+         _rows("train_shapes")),
+    Part("loader", 20, "shapes", "loader clips/s at the coarsest shape, all cores", _rows("loader")),
+    Part("tta", 120, "default", "top-1 against training seconds, baseline then multigrid (3D CNN, crop 112)",
+         _arms("tta")),
+    Part("compile", 65, "", "torch.compile seconds and compiled against eager ms/iteration, full shape",
+         _compiled),
+    Part("vit", 40, "default", "the same two arms for VideoMAE ViT-S/16 at 16 x 112", _arms("vit")),
+    Part("profile_cf", 25, "", "ms/iteration in the default memory format, the full shape first",
+         _rows("profile_cf")),
+)
+DATA = {  # a synthetic set: the config that names it on the GPU machine, and in the CPU rehearsal
+    "small": ("configs/synthetic/tiny.yaml", "configs/synthetic/tiny.yaml"),
+    "shapes": ("configs/gpu/shapes.yaml", "configs/synthetic/tiny.yaml"),
+    "default": ("configs/gpu/bench.yaml", "configs/synthetic/tiny.yaml"),
+}
+
+
+def data_order(parts: tuple[Part, ...] = PLAN) -> list[str]:
+    """The synthetic sets in the order the parts first need them: the order they are generated in."""
+    return list(dict.fromkeys(p.data for p in parts if p.data))
+
+
+def planned_seconds(parts: tuple[Part, ...] = PLAN) -> int:
+    """What the whole plan may take on the GPU machine: set-up, every limit and every part's overhead."""
+    return SETUP_S + sum(p.limit + OVERHEAD_S for p in parts)
+
+
+def scaled(smoke: bool, limits: str = "", scale: float = 0, budget: int = 0) -> dict:
+    """The plan as one run uses it: the CUDA plan's seconds times `scale` (default 1, or SMOKE_SCALE with
+    `smoke`), `limits` (the parts' seconds in plan order) replacing the scaled limits where given."""
+    scale = scale or (SMOKE_SCALE if smoke else 1)
+    seconds = [round(p.limit * scale) for p in PLAN]
+    if limits.strip():
+        seconds = [int(x) for x in limits.split()]
+        if len(seconds) != len(PLAN):
+            sys.exit(f"gpu_check: GPU_CHECK_LIMITS needs {len(PLAN)} numbers "
+                     f"({' '.join(p.name for p in PLAN)}), not {len(seconds)}")
+    return {"budget": budget or round(BUDGET_S * scale), "overhead": math.ceil(OVERHEAD_S * scale),
+            "grace": math.ceil(GRACE_S * scale), "data": round(DATA_S * scale),
+            "parts": [(p.name, limit, p.data or "-") for p, limit in zip(PLAN, seconds)]}
+
+
+def plan(args: argparse.Namespace) -> None:
+    """Print the plan: for the shell script one `key value` line each and one `part NAME LIMIT DATA` line
+    per part, or a markdown table (--markdown)."""
+    run = scaled(args.smoke, args.limits, args.scale, args.budget)
+    if args.markdown:
+        print("| part | limit s | CPU rehearsal s | data | headline figure |\n|---|---|---|---|---|")
+        smoke = dict((name, limit) for name, limit, _ in scaled(True)["parts"])
+        for p in PLAN:
+            print(f"| {p.name} | {p.limit} | {smoke[p.name]} | {p.data or '-'} | {p.headline} |")
+        print(f"\nLimits {sum(p.limit for p in PLAN)} s; with set-up ({SETUP_S} s) and {OVERHEAD_S} s a part "
+              f"(report, stop grace) {planned_seconds()} s, leaving {COMMAND_S - planned_seconds()} s of "
+              f"{COMMAND_S}.")
+        return
+    for key in ("budget", "overhead", "grace", "data"):
+        print(key, run[key])
+    for name, limit, data in run["parts"]:
+        print("part", name, limit, data)
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """Fail fast, before any data or GPU work, where this interpreter or machine cannot run the check:
+    every runtime dependency imports, CUDA is there, /dev/shm and the disk have room. Writes env.json."""
+    import importlib
+    import shutil
+
+    versions = {}
+    for name in ("torch", "numpy", "av", "yaml", "tqdm", "matplotlib", "safetensors"):
+        try:
+            versions[name] = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError as err:
+            sys.exit(f"gpu_check: cannot import {name} ({err}); bring the wheel (README: Checking a GPU "
+                     "machine) or set PYTHON=...")
+    print("gpu_check: imports " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"gpu_check: torch {torch.__version__} sees no CUDA device (CUDA build: "
+                 f"{torch.version.cuda}); run on a GPU machine with a CUDA build of torch, set PYTHON=..., "
+                 "or use --smoke")
+    free = {path: shutil.disk_usage(path).free / 2**30 if os.path.exists(path) else 0.0
+            for path in ("/dev/shm", args.outdir)}
+    shm, disk = free["/dev/shm"], free[args.outdir]
+    print(shm_line(shm, torch.cuda.device_count() if args.device == "cuda" else 1))
+    print(f"gpu_check: disk {disk:.1f} GB free at {args.outdir}" + ("" if disk >= 5 else
+          " (under 5 GB: data may not fit)"))
+    if shm < 0.25 or disk < 1:
+        sys.exit("gpu_check: not enough /dev/shm or disk to run the check")
+    env = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+           "torch": torch.__version__, "cuda": torch.version.cuda, "av": versions["av"],
+           "cores": os.cpu_count(), "python": sys.version.split()[0], "shm_gb": round(shm, 1),
+           "disk_gb": round(disk, 1)}
+    Path(args.outdir, "env.json").write_text(json.dumps(env))
+    print("gpu_check:", ", ".join(f"{k} {v}" for k, v in env.items()))
+
+
+RECIPE = "configs/kinetics/slowfast_r50_8x8_multigrid.yaml"  # the training the shm hint is for
+
+
+def shm_line(free_gb: float, gpus: int) -> str:
+    """/dev/shm free against what the loaders need (data.loader.shm_need_bytes): this check's largest
+    (the shapes part, one process) and the Kinetics SlowFast recipe on this node's GPUs."""
+    check, workers = shm_need(DATA["shapes"][0], 1)
+    train, train_workers = shm_need(RECIPE, max(gpus, 1))
+    line = (f"gpu_check: /dev/shm {free_gb:.1f} GiB free; the loaders need up to {check / 2**30:.1f} GiB "
+            f"for this check ({workers} workers), {train / 2**30:.1f} GiB to train {RECIPE} on {gpus} GPU(s) "
+            f"here ({train_workers} workers each)")
+    if free_gb * 2**30 < max(check, train):
+        line += f" (too little: workers may fail; docker: --shm-size={math.ceil(max(check, train) / 2**30)}g)"
+    return line
+
+
+def shm_need(config: str, ranks: int) -> tuple[int, int]:
+    """(bytes, workers per process): the /dev/shm `config`'s training loaders need with `ranks` processes
+    on this node, from the largest batch of its schedule and of its validation."""
+    from mgvideo.bench.bench_config import load_any_config
+    from mgvideo.bench.data import distinct_shapes
+    from mgvideo.data.loader import PREFETCH_FACTOR, default_workers, largest_batch_bytes, shm_need_bytes
+    from mgvideo.engine import builders
+    from mgvideo.engine.device import device_plan
+
+    cfg = load_any_config(config)
+    schedule = builders.build_schedule(cfg)
+    devices = device_plan(cfg, ranks, schedule)  # a loader batch is a device's whole step, all its passes
+    shapes = [(b, s.frames, s.crop) for b, s in distinct_shapes(schedule, devices.batch)]
+    micro = devices.batch // devices.micro_batches
+    shapes.append((cfg.train.eval_batch_size or micro, cfg.data.frames, cfg.data.crop))  # as run.py sizes it
+    workers = cfg.data.workers if cfg.data.workers >= 0 else default_workers(ranks)
+    return shm_need_bytes(ranks, workers, PREFETCH_FACTOR, largest_batch_bytes(shapes)), workers
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Generate the plan's synthetic sets in the order its parts first need them, each noted in
+    OUTDIR/data.jsonl as soon as it is complete (the shell script waits on those lines), then an end line."""
+    from mgvideo.bench.bench_config import load_any_config
+
+    log = Path(args.outdir) / "data.jsonl"
+    workers = max(1, min(8, (os.cpu_count() or 2) // 2))  # the GPU-bound first parts leave the cores free
+    for name in data_order():
+        config, start = DATA[name][1 if args.smoke else 0], time.perf_counter()
+        try:
+            _generate(load_any_config(config), workers)
+        except Exception as err:  # noted, not fatal: the parts that read this set are skipped
+            _append(log, {"data": name, "ok": False, "error": f"{type(err).__name__}: {err}"})
+            continue
+        _append(log, {"data": name, "ok": True, "config": config,
+                      "seconds": round(time.perf_counter() - start, 1)})
+    _append(log, {"data": "end"})
+
+
+def _generate(cfg, workers: int) -> None:
+    """`ensure_synthetic_data`, with `workers` render processes for a named size (its own 2 suit a shared
+    machine; here a set must be ready before the part that reads it)."""
+    from mgvideo.data import synthetic
+    from mgvideo.data.prepare import LOCK, ensure_synthetic_data, locked
+
+    d, root = cfg.data, Path(cfg.data.root)
+    if d.dataset == "synthetic" and d.synthetic_size in synthetic.SIZES:
+        root.mkdir(parents=True, exist_ok=True)
+        with locked(root / LOCK):
+            meta = root / "meta.json"  # written last: a complete set
+            if not (meta.exists() and synthetic.matches(json.loads(meta.read_text()), str(root),
+                                                        d.synthetic_seed)):
+                synthetic.generate(str(root), d.synthetic_seed, d.synthetic_size, workers)
+    ensure_synthetic_data(cfg)  # a no-op for a set made above; sizes like 24x4 with its own processes
 
 
 def syncs(args: argparse.Namespace) -> None:
@@ -87,7 +313,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 def compile_shapes(args: argparse.Namespace) -> None:
     """`torch.compile` as train.compile uses it (no dynamic shapes, the training autocast, channels-last and
     BN groups) on the first `--shapes` shapes of the schedule (the full one first): per shape, the seconds
-    its first compiled forward+backward takes (compilation) and ms/iteration compiled against eager."""
+    its first compiled forward+backward takes (compilation) and ms/iteration compiled against eager. A row
+    with the eager figure and no compile seconds comes first, replaced in the report once compiled."""
     import time
 
     import torch
@@ -111,6 +338,9 @@ def compile_shapes(args: argparse.Namespace) -> None:
     for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]][: args.shapes]:
         set_bn_groups(net, step_plan(b, stage_batch, 8))
         eager = time_shape(net, b, t, s, args.iters, device, True, amp)
+        row = {"batch": b, "frames": t, "crop": s, "backend": args.backend, "compile_s": None,
+               "eager_ms": round(1000 * eager["sec_per_iter"], 1)}
+        _append(args.out, row)  # a compilation stopped at the limit still says it took longer than that
         x = torch.randn(b, 3, t, s, s, device=device).contiguous(memory_format=torch.channels_last_3d)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -122,9 +352,7 @@ def compile_shapes(args: argparse.Namespace) -> None:
             torch.cuda.synchronize(device)
         first = time.perf_counter() - start
         fast = time_shape(compiled, b, t, s, args.iters, device, True, amp)
-        row = {"batch": b, "frames": t, "crop": s, "backend": args.backend, "compile_s": round(first, 2),
-               "eager_ms": round(1000 * eager["sec_per_iter"], 1),
-               "compiled_ms": round(1000 * fast["sec_per_iter"], 1)}
+        row = {**row, "compile_s": round(first, 2), "compiled_ms": round(1000 * fast["sec_per_iter"], 1)}
         row["speedup"] = round(row["eager_ms"] / max(row["compiled_ms"], 1e-6), 2)
         _append(args.out, row)
         print(f"compile: {row}", flush=True)
@@ -200,25 +428,17 @@ def shape_rows(records: list[Record]) -> list[dict]:
     return rows
 
 
-def prepare(args: argparse.Namespace) -> None:
-    """Generate a config's synthetic set (if absent) ahead of the part that trains on it."""
-    from mgvideo.config import load_config
-    from mgvideo.data.prepare import ensure_synthetic_data
-
-    ensure_synthetic_data(load_config(args.config))
-
-
-def report(args: argparse.Namespace) -> None:
-    """Collect the rows the parts have written into gpu_check.json and a markdown table gpu_check.md."""
-    out = Path(args.outdir)
+def collect(out: Path) -> dict:
+    """Every row the parts have written in `out`, and per part run its status and whether its headline
+    figure is in (`reached`)."""
     result: dict = {}
     if (out / "env.json").exists():
         result["env"] = json.loads((out / "env.json").read_text())
-    if parts := _read_jsonl(out / "parts.jsonl"):
-        result["parts"] = parts
-    for name in ("syncs", "profile", "profile_cf", "compile"):
+    for name in ("syncs", "profile", "profile_cf"):
         if rows := _read_jsonl(out / f"{name}.jsonl"):
             result[name] = rows
+    if rows := _read_jsonl(out / "compile.jsonl"):  # a shape's last row: compiled, or still compiling
+        result["compile"] = list({(r["batch"], r["frames"], r["crop"]): r for r in rows}.values())
     if (log := out / "shapes" / "metrics.jsonl").exists() and (records := read_records(log)):
         result["train_shapes"] = shape_rows(records)
     if (out / "loader.json").exists():
@@ -230,9 +450,32 @@ def report(args: argparse.Namespace) -> None:
                                                     "bench_minutes")}
         elif runs := partial_runs(out / name):  # stopped before its summary: each run's own log
             result[name] = {"partial": True, "runs": runs, "variants": [r["variant"] for r in runs]}
+    checks = {p.name: p.reached for p in PLAN}
+    if parts := _read_jsonl(out / "parts.jsonl"):
+        result["parts"] = [{**r, "reached": r["status"] is not None and checks[r["part"]](result)}
+                           for r in parts]
+    return result
+
+
+def report(args: argparse.Namespace) -> int:
+    """Collect the rows the parts have written into gpu_check.json and a markdown table gpu_check.md.
+    With --final, say which parts failed or missed their headline (status 1) and which were skipped."""
+    out = Path(args.outdir)
+    result = collect(out)
     (out / "gpu_check.json").write_text(json.dumps(result, indent=2))
     (out / "gpu_check.md").write_text(markdown(result, out))
     print(f"gpu_check: wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} ({', '.join(result)})")
+    if not args.final:
+        return 0
+    parts = result.get("parts", [])
+    skipped = [r["part"] for r in parts if r["status"] is None]
+    failed = [r["part"] for r in parts if r["status"] is not None and not (
+        r["reached"] and r["status"] in (0, 124, 130, 137))]  # stopped at its limit with its headline: fine
+    if skipped:
+        print(f"gpu_check: skipped (no time or no data left for them): {' '.join(skipped)}", file=sys.stderr)
+    if failed:
+        print(f"gpu_check: failed, or stopped before their headline: {' '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def partial_runs(folder: Path) -> list[dict]:
@@ -267,9 +510,13 @@ def profile_table(rows: list[dict], contiguous: list[dict] | None) -> list[str]:
     return lines + [""]
 
 
-def _verdict(status: int) -> str:
-    """A part's exit status in words: timeout sends SIGINT (130 or 124), then SIGKILL (137)."""
-    return "ok" if status == 0 else "stopped at its limit" if status in (124, 130, 137) else "failed"
+def _verdict(part: dict) -> str:
+    """A part's end in words: timeout sends SIGINT (124, or 130), then SIGKILL (137); no status: skipped."""
+    status = part["status"]
+    if status is None:
+        return f"skipped: {part.get('skipped', '')}"
+    ended = "ok" if status == 0 else "stopped at its limit" if status in (124, 130, 137) else "failed"
+    return f"{ended} ({status})"
 
 
 def markdown(result: dict, out: Path) -> str:
@@ -278,9 +525,11 @@ def markdown(result: dict, out: Path) -> str:
     if "env" in result:
         lines += [", ".join(f"{k}: {v}" for k, v in result["env"].items()), ""]
     if "parts" in result:
-        lines += ["| part | status | seconds | limit |", "|---" * 4 + "|"]
-        lines += [f"| {r['part']} | {_verdict(r['status'])} ({r['status']}) | {r['seconds']} | {r['limit']} |"
-                  for r in result["parts"]]
+        heads = {p.name: p.headline for p in PLAN}
+        lines += ["| part | status | started at s | seconds | limit | headline figure | in |",
+                  "|---" * 7 + "|"]
+        lines += [f"| {r['part']} | {_verdict(r)} | {r.get('start', '')} | {r['seconds']} | {r['limit']} | "
+                  f"{heads[r['part']]} | {'yes' if r['reached'] else 'no'} |" for r in result["parts"]]
         lines.append("")
     for r in result.get("syncs", []):
         verdict = f"one in step {r['steps'] + 1}: {r['sync']}" if r["sync"] else f"none in {r['steps']} steps"
@@ -291,8 +540,9 @@ def markdown(result: dict, out: Path) -> str:
         lines += ["## torch.compile per shape (forward + backward, bf16, channels-last)", "",
                   "| batch | T | S | compile s | eager ms/iter | compiled ms/iter | speed-up |",
                   "|---" * 7 + "|"]
-        lines += [f"| {r['batch']} | {r['frames']} | {r['crop']} | {r['compile_s']} | {r['eager_ms']} | "
-                  f"{r['compiled_ms']} | {r['speedup']} |" for r in result["compile"]]
+        lines += [f"| {r['batch']} | {r['frames']} | {r['crop']} | {r['compile_s'] or 'over the limit'} | "
+                  f"{r['eager_ms']} | {r.get('compiled_ms', '-')} | {r.get('speedup', '-')} |"
+                  for r in result["compile"]]
         lines.append("")
     if "train_shapes" in result:
         lines += ["## Training per shape (mgvideo train, loader included; medians)", "",
@@ -320,9 +570,24 @@ def markdown(result: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("--smoke", action="store_true", help="the CPU rehearsal: every second x SMOKE_SCALE")
+    p.add_argument("--limits", default="", help="the parts' limits in plan order (GPU_CHECK_LIMITS)")
+    p.add_argument("--scale", type=float, default=0, help="seconds multiplier (GPU_CHECK_SCALE)")
+    p.add_argument("--budget", type=int, default=0, help="seconds no part may run past (GPU_CHECK_BUDGET)")
+    p.add_argument("--markdown", action="store_true")
+    p.set_defaults(func=plan)
+    p = sub.add_parser("precheck")
+    p.add_argument("device", choices=("cpu", "cuda"))
+    p.add_argument("outdir")
+    p.set_defaults(func=precheck)
+    p = sub.add_parser("prepare")
+    p.add_argument("outdir")
+    p.add_argument("--smoke", action="store_true")
+    p.set_defaults(func=prepare)
     p = sub.add_parser("syncs")  # options first: the config's overrides follow it
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=4)
@@ -335,7 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--shapes", type=int, default=3)
+    p.add_argument("--shapes", type=int, default=1)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--device", default="cuda")
@@ -348,14 +613,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=256)
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=loader)
-    p = sub.add_parser("prepare")
-    p.add_argument("config")
-    p.set_defaults(func=prepare)
     p = sub.add_parser("report")
     p.add_argument("outdir")
+    p.add_argument("--final", action="store_true", help="exit 1 if a part failed or missed its headline")
     p.set_defaults(func=report)
     args = parser.parse_args(argv)
-    args.func(args)
+    return args.func(args) or 0
 
 
 if __name__ == "__main__":
