@@ -185,15 +185,14 @@ RECIPE = "configs/kinetics/slowfast_r50_8x8_multigrid.yaml"  # the training the 
 
 def shm_line(free_gb: float, gpus: int) -> str:
     """/dev/shm free against what the loaders need (data.loader.shm_need_bytes): this check's largest
-    (the shapes part, one process) and the Kinetics SlowFast recipe on this node's GPUs."""
+    (the shapes part, one process), and the Kinetics SlowFast recipe's on this node's GPUs, as the size a
+    container needs (docker's default 64 MB stops the workers at their first batch)."""
     check, workers = shm_need(DATA["shapes"][0], 1)
     train, train_workers = shm_need(RECIPE, max(gpus, 1))
     line = (f"gpu_check: /dev/shm {free_gb:.1f} GiB free; the loaders need up to {check / 2**30:.1f} GiB "
             f"for this check ({workers} workers), {train / 2**30:.1f} GiB to train {RECIPE} on {gpus} GPU(s) "
-            f"here ({train_workers} workers each)")
-    if free_gb * 2**30 < max(check, train):
-        line += f" (too little: workers may fail; docker: --shm-size={math.ceil(max(check, train) / 2**30)}g)"
-    return line
+            f"here ({train_workers} workers each; docker: --shm-size={math.ceil(train / 2**30)}g)")
+    return line + (" - too little for this check: loader workers may fail" if free_gb * 2**30 < check else "")
 
 
 def shm_need(config: str, ranks: int) -> tuple[int, int]:

@@ -164,3 +164,13 @@ def test_a_part_stopped_at_its_limit_keeps_its_finished_rows_and_one_past_the_bu
     assert 1 <= len(written) < 10 and result["profile"] == written  # the finished shapes, each whole
     assert written[0]["time_ratio"] == 1.0
     assert "Model cost" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_precheck_states_the_dev_shm_the_recipe_needs_on_this_machines_gpus():
+    from mgvideo.data.loader import default_workers
+
+    need, workers = gpu_check.shm_need(gpu_check.RECIPE, 8)  # 8 clips of 3 x 32 x 224^2 a device
+    assert workers == default_workers(8) and need == 8 * (2 * (2 * workers + 2) * 38_535_168 + 6 * 4096)
+    line = gpu_check.shm_line(0.01, 8)
+    assert f"--shm-size={-(-need // 2**30)}g" in line and "too little for this check" in line
+    assert "too little" not in gpu_check.shm_line(1000.0, 8)
