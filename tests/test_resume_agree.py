@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def save(out: Path, name: str, step: int, cfg: Config, fingerprint: str = FP) -> None:
-    state = {"state": {"step": step, "records": 0}, "fingerprint": fingerprint, "config": to_dict(cfg),
+    state = {"state": {"step": step, "records": 2}, "fingerprint": fingerprint, "config": to_dict(cfg),
              "model": {"w": torch.full((3,), float(step))}}
     checkpoint.save(state, out / "checkpoints" / name)
 
@@ -38,13 +38,15 @@ def _worker(rank: int, port: int, base: str, case: str) -> None:
     facts = {"training videos": 39 if case == "data" and rank == 1 else 40}
     if case == "newest":
         save(out, "stage_00.pt", 3, cfg) if rank == 0 else save(out, "last.pt", 5, cfg)
+        if rank == 1:  # its log: 2 records the checkpoint saw, and one of a crashed segment
+            (out / "metrics.jsonl").write_text('{"a": 1}\n{"b": 2}\n{"c": 3}\n')
     if case == "fingerprint":
         save(out, "last.pt", 5, cfg, fingerprint="beef") if rank == 1 else None
     info = D.init(torch.device("cpu"), timeout_minutes=2)
     try:
         agreed = resume.agree(cfg, out, FP, False, info, facts, torch.device("cpu"))
         result = {"step": agreed.saved["state"]["step"], "w": agreed.saved["model"]["w"].tolist(),
-                  "source": agreed.source, "provider": agreed.provider}
+                  "source": agreed.source, "provider": agreed.provider, "metrics": agreed.metrics}
     except CheckpointError as err:
         result = {"error": str(err)}
     (Path(base) / f"rank{rank}.json").write_text(json.dumps(result))
@@ -63,6 +65,7 @@ def test_the_newest_checkpoint_any_rank_holds_reaches_every_rank(tmp_path):
     for result in results:  # rank 0 had only an older stage checkpoint: it receives rank 1's last.pt
         assert result["step"] == 5 and result["w"] == [5.0, 5.0, 5.0] and result["provider"] == 1
         assert result["source"] == f"{tmp_path / 'node1' / 'checkpoints' / 'last.pt'} (rank 1)"
+        assert result["metrics"] == '{"a": 1}\n{"b": 2}\n'  # node 0's log is short: the provider's lines
 
 
 @pytest.mark.parametrize("case, words", [
@@ -83,3 +86,13 @@ def test_a_fresh_job_has_nothing_to_resume(tmp_path):
     agreed = resume.agree(load_config(None), tmp_path, FP, False, info, {"training videos": 4},
                           torch.device("cpu"))
     assert agreed.saved is None and agreed.provider == -1
+
+
+def test_a_node_with_a_short_log_gets_the_providers_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"a": 1}\n')
+    resume.restore_metrics(tmp_path, '{"a": 1}\n{"b": 2}\n', records=2)
+    assert path.read_text() == '{"a": 1}\n{"b": 2}\n'
+    path.write_text('{"a": 1}\n{"b": 2}\n{"c": 3}\n')  # long enough: RunLog cuts it back itself
+    resume.restore_metrics(tmp_path, '{"x": 0}\n{"y": 0}\n', records=2)
+    assert path.read_text().startswith('{"a": 1}')
