@@ -105,12 +105,12 @@ def agree(cfg: Config, out_dir: Path, expected: str, force: bool, info: D.DistIn
     checkpoint.check_fingerprint({"fingerprint": best.fingerprint}, expected, best.path, force, best.changes)
     # A rank holding a checkpoint of the same step and fingerprint holds the same training state.
     has_it = [o.step == best.step and o.fingerprint == best.fingerprint for o in offers]
-    if all(has_it):
-        agreed.saved = state
-    else:
+    data = None
+    if not all(has_it):
         data = Path(best.path).read_bytes() if info.rank == best.rank else None
         data = D.broadcast_bytes(data, best.rank, info, device)
-        agreed.saved = state if has_it[info.rank] else _load_bytes(data, best.path)
+    # Read whole, not memory-mapped as scanned: the optimizer would keep mapped tensors as its own.
+    agreed.saved = checkpoint.load(path) if has_it[info.rank] else _load_bytes(data, best.path)
     records = int(agreed.saved["state"].get("records", 0))
     if any(o.log_lines < records for o in offers):  # a writer's metrics.jsonl misses lines: send them
         text = _head(metrics, records) if info.rank == best.rank else None
