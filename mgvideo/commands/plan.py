@@ -201,7 +201,9 @@ def shm_lines(cfg: Config, schedule: MultigridSchedule, loader: LoaderNumbers) -
 
     shapes = [(size, shape.frames, shape.crop) for stage in schedule.stages
               for size, shape in schedule.shapes(stage, loader.batch_size)]
-    return shm_need_lines(largest_batch_bytes(shapes), cfg.data.workers, videos=loader.dataset_size)
+    ranks = sorted({n for n in (1, 2, 4, 8) if n <= loader.devices} | {min(loader.devices, 8)})
+    return shm_need_lines(largest_batch_bytes(shapes), cfg.data.workers, ranks=ranks,
+                          videos=loader.dataset_size)
 
 
 def _clean(value: float) -> float:
@@ -431,7 +433,8 @@ def run(args: argparse.Namespace) -> int:
     print(devices["line"])
     sized = ("as data.workers says" if cfg.data.workers >= 0
              else f"sized for this machine's {os.cpu_count()} cores")
-    print(f"/dev/shm a node needs for its loaders (workers {sized}; data.workers=N plans another):")
+    print(f"/dev/shm a node needs for its loaders, by the ranks it holds (each with the per-device batch "
+          f"above; workers {sized}, data.workers=N plans another):")
     print("\n".join("  " + line for line in shm_lines(cfg, schedule, loader)))
     if counted is not None:
         print(f"FLOPs vs baseline counted on {cfg.model.name} (attention's quadratic cost "
