@@ -11,10 +11,9 @@
 `PLAN` is the one statement of the check: its parts in order of value, each with its limit, the synthetic
 set it reads and the figure it exists for; `plan` prints it for the shell script, scaled for the CPU
 rehearsal (--smoke). Each measuring helper appends one JSON line per row (an AMP dtype, a shape) as soon as
-it is measured. `report` reads whatever rows the parts have written in OUTDIR (syncs.jsonl, profile*.jsonl,
-compile.jsonl, shapes/metrics.jsonl, loader.json, tta.json or else each run's metrics.jsonl) and writes
-gpu_check.md and gpu_check.json; the shell script calls it after every part, so a part stopped at its limit
-still counts.
+it is measured. `report` gathers whatever rows the parts have written in OUTDIR into gpu_check.md and
+gpu_check.json (scripts/gpu_check_report.py, with each part's headline check); the shell script calls it
+after every part, so a part stopped at its limit still counts.
 """
 
 from __future__ import annotations
@@ -24,14 +23,12 @@ import contextlib
 import json
 import math
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgvideo.engine.records import EvalRecord, Record, TrainRecord, read_records
+from gpu_check_report import Check, arms_evaluated, compiled, rows_in, write_report
 
 COMMAND_S = 600  # a lent GPU is one 10-minute command, start-up included
 SPARE_S = 90  # of which the plan leaves this much unplanned
@@ -45,25 +42,6 @@ DATA_S = 180  # the background data generation's own limit (about 40 s estimated
 SMOKE_SCALE = 2  # the CPU rehearsal: the same plan, every second multiplied by this
 
 
-def _rows(key: str) -> Callable[[dict], bool]:
-    """A headline that is a part's first row under `key` of the report."""
-    return lambda result: bool(result.get(key))
-
-
-def _compiled(result: dict) -> bool:
-    return any(r.get("compile_s") is not None for r in result.get("compile", []))
-
-
-def _arms(key: str) -> Callable[[dict], bool]:
-    """A bench's headline: its summary, or else both arms (baseline and multigrid) each evaluated once."""
-    def reached(result: dict) -> bool:
-        bench = result.get(key) or {}
-        if not bench.get("partial"):
-            return len(bench.get("variants") or ()) >= 2
-        return len(bench["runs"]) >= 2 and all(run["evals"] for run in bench["runs"])
-    return reached
-
-
 @dataclass(frozen=True)
 class Part:
     """One part of the check: `limit` seconds on the GPU machine (estimates until a GPU run: README),
@@ -74,24 +52,24 @@ class Part:
     limit: int
     data: str
     headline: str
-    reached: Callable[[dict], bool]
+    reached: Check
 
 
 PLAN = (  # in order of value: a GPU run that ends early has brought back the first ones
     Part("syncs", 30, "small", "host syncs between log points (none expected), bf16 then fp16",
-         _rows("syncs")),
+         rows_in("syncs")),
     Part("profile", 60, "", "SlowFast-R50 ms/iteration at every schedule shape, bf16, channels-last, the "
-         "full shape first", _rows("profile")),
+         "full shape first", rows_in("profile")),
     Part("shapes", 70, "shapes", "ms/iteration and data wait per shape, training with the real loader",
-         _rows("train_shapes")),
-    Part("loader", 20, "shapes", "loader clips/s at the coarsest shape, all cores", _rows("loader")),
+         rows_in("train_shapes")),
+    Part("loader", 20, "shapes", "loader clips/s at the coarsest shape, all cores", rows_in("loader")),
     Part("tta", 120, "default", "top-1 against training seconds, baseline then multigrid (3D CNN, crop 112)",
-         _arms("tta")),
+         arms_evaluated("tta")),
     Part("compile", 65, "", "torch.compile seconds and compiled against eager ms/iteration, full shape",
-         _compiled),
-    Part("vit", 40, "default", "the same two arms for VideoMAE ViT-S/16 at 16 x 112", _arms("vit")),
+         compiled),
+    Part("vit", 40, "default", "the same two arms for VideoMAE ViT-S/16 at 16 x 112", arms_evaluated("vit")),
     Part("profile_cf", 25, "", "ms/iteration in the default memory format, the full shape first",
-         _rows("profile_cf")),
+         rows_in("profile_cf")),
 )
 DATA = {  # a synthetic set: the config that names it on the GPU machine, and in the CPU rehearsal
     "small": ("configs/synthetic/tiny.yaml", "configs/synthetic/tiny.yaml"),
@@ -218,36 +196,20 @@ def prepare(args: argparse.Namespace) -> None:
     """Generate the plan's synthetic sets in the order its parts first need them, each noted in
     OUTDIR/data.jsonl as soon as it is complete (the shell script waits on those lines), then an end line."""
     from mgvideo.bench.bench_config import load_any_config
+    from mgvideo.data.prepare import ensure_synthetic_data
 
     log = Path(args.outdir) / "data.jsonl"
     workers = max(1, min(8, (os.cpu_count() or 2) // 2))  # the GPU-bound first parts leave the cores free
     for name in data_order():
         config, start = DATA[name][1 if args.smoke else 0], time.perf_counter()
         try:
-            _generate(load_any_config(config), workers)
+            ensure_synthetic_data(load_any_config(config), workers)
         except Exception as err:  # noted, not fatal: the parts that read this set are skipped
             _append(log, {"data": name, "ok": False, "error": f"{type(err).__name__}: {err}"})
             continue
         _append(log, {"data": name, "ok": True, "config": config,
                       "seconds": round(time.perf_counter() - start, 1)})
     _append(log, {"data": "end"})
-
-
-def _generate(cfg, workers: int) -> None:
-    """`ensure_synthetic_data`, with `workers` render processes for a named size (its own 2 suit a shared
-    machine; here a set must be ready before the part that reads it)."""
-    from mgvideo.data import synthetic
-    from mgvideo.data.prepare import LOCK, ensure_synthetic_data, locked
-
-    d, root = cfg.data, Path(cfg.data.root)
-    if d.dataset == "synthetic" and d.synthetic_size in synthetic.SIZES:
-        root.mkdir(parents=True, exist_ok=True)
-        with locked(root / LOCK):
-            meta = root / "meta.json"  # written last: a complete set
-            if not (meta.exists() and synthetic.matches(json.loads(meta.read_text()), str(root),
-                                                        d.synthetic_seed)):
-                synthetic.generate(str(root), d.synthetic_seed, d.synthetic_size, workers)
-    ensure_synthetic_data(cfg)  # a no-op for a set made above; sizes like 24x4 with its own processes
 
 
 def syncs(args: argparse.Namespace) -> None:
@@ -298,24 +260,11 @@ def _append(path: str | Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The complete JSON lines of `path` (a line cut by a kill is left out)."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
-
-
 def compile_shapes(args: argparse.Namespace) -> None:
     """`torch.compile` as train.compile uses it (no dynamic shapes, the training autocast, channels-last and
     BN groups) on the first `--shapes` shapes of the schedule (the full one first): per shape, the seconds
     its first compiled forward+backward takes (compilation) and ms/iteration compiled against eager. A row
     with the eager figure and no compile seconds comes first, replaced in the report once compiled."""
-    import time
-
     import torch
 
     from mgvideo.commands.profile import schedule_shapes, time_shape
@@ -405,168 +354,11 @@ def loader(args: argparse.Namespace) -> None:
           f"{rate:.1f} clips/s")
 
 
-def shape_rows(records: list[Record]) -> list[dict]:
-    """Per (T, S) of a training run: median ms/iteration and data wait, and the ratio to the full shape
-    (the last shape trained). The first record of a shape is left out when there are others (cuDNN picks
-    its kernels there)."""
-    its = [r for r in records if isinstance(r, TrainRecord)]
-    by_shape: dict[tuple[int, int], list[TrainRecord]] = {}
-    for r in its:
-        by_shape.setdefault((r.frames, r.crop), []).append(r)
-    rows = []
-    for (frames, crop), group in by_shape.items():
-        kept = group[1:] or group
-        rows.append({"frames": frames, "crop": crop, "batch": kept[-1].clips_per_iteration,
-                     "iterations": sum(r.iterations for r in group),
-                     "ms_per_iter": round(statistics.median(r.ms_per_iteration for r in kept), 1),
-                     "data_wait": round(statistics.median(r.data_wait for r in kept), 3)})
-    if rows:
-        full = next(r for r in rows if (r["frames"], r["crop"]) == (its[-1].frames, its[-1].crop))
-        for row in rows:
-            row["vs_full"] = round(row["ms_per_iter"] / full["ms_per_iter"], 2)
-    return rows
-
-
-def collect(out: Path) -> dict:
-    """Every row the parts have written in `out`, and per part run its status and whether its headline
-    figure is in (`reached`)."""
-    result: dict = {}
-    if (out / "env.json").exists():
-        result["env"] = json.loads((out / "env.json").read_text())
-    for name in ("syncs", "profile", "profile_cf"):
-        if rows := _read_jsonl(out / f"{name}.jsonl"):
-            result[name] = rows
-    if rows := _read_jsonl(out / "compile.jsonl"):  # a shape's last row: compiled, or still compiling
-        result["compile"] = list({(r["batch"], r["frames"], r["crop"]): r for r in rows}.values())
-    if (log := out / "shapes" / "metrics.jsonl").exists() and (records := read_records(log)):
-        result["train_shapes"] = shape_rows(records)
-    if (out / "loader.json").exists():
-        result["loader"] = json.loads((out / "loader.json").read_text())
-    for name in ("tta", "vit"):  # the CNN's and the ViT's time to accuracy
-        if (out / f"{name}.json").exists():
-            tta = json.loads((out / f"{name}.json").read_text())
-            result[name] = {k: tta.get(k) for k in ("speedup", "final_top1_delta", "target_top1", "variants",
-                                                    "bench_minutes")}
-        elif runs := partial_runs(out / name):  # stopped before its summary: each run's own log
-            result[name] = {"partial": True, "runs": runs, "variants": [r["variant"] for r in runs]}
-    checks = {p.name: p.reached for p in PLAN}
-    if parts := _read_jsonl(out / "parts.jsonl"):
-        result["parts"] = [{**r, "reached": r["status"] is not None and checks[r["part"]](result)}
-                           for r in parts]
-    return result
-
-
 def report(args: argparse.Namespace) -> int:
-    """Collect the rows the parts have written into gpu_check.json and a markdown table gpu_check.md.
-    With --final, say which parts failed or missed their headline (status 1) and which were skipped."""
-    out = Path(args.outdir)
-    result = collect(out)
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    (out / "gpu_check.md").write_text(markdown(result, out))
-    print(f"gpu_check: wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} ({', '.join(result)})")
-    if not args.final:
-        return 0
-    parts = result.get("parts", [])
-    skipped = [r["part"] for r in parts if r["status"] is None]
-    failed = [r["part"] for r in parts if r["status"] is not None and not (
-        r["reached"] and r["status"] in (0, 124, 130, 137))]  # stopped at its limit with its headline: fine
-    if skipped:
-        print(f"gpu_check: skipped (no time or no data left for them): {' '.join(skipped)}", file=sys.stderr)
-    if failed:
-        print(f"gpu_check: failed, or stopped before their headline: {' '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def partial_runs(folder: Path) -> list[dict]:
-    """Per run folder of a bench stopped early (OUT/seed<k>/<variant>/metrics.jsonl): iterations trained,
-    training seconds and the evaluations reached so far."""
-    runs = []
-    for log in sorted(folder.glob("seed*/*/metrics.jsonl")):
-        records = read_records(log)
-        trained = [r for r in records if isinstance(r, TrainRecord)]
-        evals = [r for r in records if isinstance(r, EvalRecord)]
-        if not trained:
-            continue
-        runs.append({"variant": log.parent.name, "seed": log.parent.parent.name,
-                     "iterations": trained[-1].step, "train_s": trained[-1].time,
-                     "evals": [{"step": e.step, "time": e.time, "top1": e.top1} for e in evals],
-                     "finished": (log.parent / "summary.json").exists()})
-    return runs
-
-
-def profile_table(rows: list[dict], contiguous: list[dict] | None) -> list[str]:
-    """mgvideo profile's rows (channels-last), with the default memory format's ms/iter beside them."""
-    lines = ["## Model cost per shape (mgvideo profile: forward + backward, no data)", "",
-             "| batch | T | S | BN groups | ms/iter | clips/s | peak MB | vs full | ms/iter, contiguous |",
-             "|---" * 9 + "|"]
-    other = {(r["batch"], r["frames"], r["crop"], r.get("bn_groups")): r for r in contiguous or []}
-    for r in rows:
-        cf = other.get((r["batch"], r["frames"], r["crop"], r.get("bn_groups")))
-        contiguous_ms = f"{1000 * cf['sec_per_iter']:.1f}" if cf else "-"
-        lines.append(f"| {r['batch']} | {r['frames']} | {r['crop']} | {r.get('bn_groups', '')} | "
-                     f"{1000 * r['sec_per_iter']:.1f} | {r['clips_per_sec']:.1f} | {r['peak_mb']:.0f} | "
-                     f"{r['time_ratio']:.2f} | {contiguous_ms} |")
-    return lines + [""]
-
-
-def _verdict(part: dict) -> str:
-    """A part's end in words: timeout sends SIGINT (124, or 130), then SIGKILL (137); no status: skipped."""
-    status = part["status"]
-    if status is None:
-        return f"skipped: {part.get('skipped', '')}"
-    ended = "ok" if status == 0 else "stopped at its limit" if status in (124, 130, 137) else "failed"
-    return f"{ended} ({status})"
-
-
-def markdown(result: dict, out: Path) -> str:
-    """The report's tables, one section per finished part."""
-    lines = ["# gpu_check", ""]
-    if "env" in result:
-        lines += [", ".join(f"{k}: {v}" for k, v in result["env"].items()), ""]
-    if "parts" in result:
-        heads = {p.name: p.headline for p in PLAN}
-        lines += ["| part | status | started at s | seconds | limit | headline figure | in |",
-                  "|---" * 7 + "|"]
-        lines += [f"| {r['part']} | {_verdict(r)} | {r.get('start', '')} | {r['seconds']} | {r['limit']} | "
-                  f"{heads[r['part']]} | {'yes' if r['reached'] else 'no'} |" for r in result["parts"]]
-        lines.append("")
-    for r in result.get("syncs", []):
-        verdict = f"one in step {r['steps'] + 1}: {r['sync']}" if r["sync"] else f"none in {r['steps']} steps"
-        lines += [f"Host syncs between log points ({r['device']}, {r['amp']}): {verdict}", ""]
-    if "profile" in result:
-        lines += profile_table(result["profile"], result.get("profile_cf"))
-    if "compile" in result:
-        lines += ["## torch.compile per shape (forward + backward, bf16, channels-last)", "",
-                  "| batch | T | S | compile s | eager ms/iter | compiled ms/iter | speed-up |",
-                  "|---" * 7 + "|"]
-        lines += [f"| {r['batch']} | {r['frames']} | {r['crop']} | {r['compile_s'] or 'over the limit'} | "
-                  f"{r['eager_ms']} | {r.get('compiled_ms', '-')} | {r.get('speedup', '-')} |"
-                  for r in result["compile"]]
-        lines.append("")
-    if "train_shapes" in result:
-        lines += ["## Training per shape (mgvideo train, loader included; medians)", "",
-                  "| T | S | batch | iterations | ms/iter | data wait | vs full |", "|---" * 7 + "|"]
-        lines += [f"| {r['frames']} | {r['crop']} | {r['batch']} | {r['iterations']} | {r['ms_per_iter']} | "
-                  f"{r['data_wait']:.3f} | {r.get('vs_full', '')} |" for r in result["train_shapes"]]
-        lines.append("")
-    if "loader" in result:
-        r = result["loader"]
-        lines += ["## Loader at the coarsest shape", "",
-                  f"{r['clips_per_s']} clips/s at {r['frames']}x{r['crop']} (batch {r['batch']}), "
-                  f"{r['workers']} workers on {r['cores']} cores", ""]
-    for name, title in (("tta", "a 3D CNN"), ("vit", "a video ViT")):
-        if name in result and (out / name / "tta.md").exists():
-            table = (out / name / "tta.md").read_text()
-            lines += [f"## Time to accuracy, {title} (mgvideo bench tta)", "", table, ""]
-        elif result.get(name, {}).get("partial"):
-            lines += [f"## Time to accuracy, {title} (stopped early: each run's metrics.jsonl)", "",
-                      "| run | finished | iterations | training s | evaluations (top-1) |", "|---" * 5 + "|"]
-            for r in result[name]["runs"]:
-                top1 = ", ".join(str(e["top1"]) for e in r["evals"])
-                lines.append(f"| {r['seed']} {r['variant']} | {r['finished']} | {r['iterations']} | "
-                             f"{r['train_s']} | {top1} |")
-            lines.append("")
-    return "\n".join(lines) + "\n"
+    """Rebuild OUTDIR's gpu_check.md and gpu_check.json; with --final, exit 1 if a part failed or missed its
+    headline."""
+    checks, headlines = {p.name: p.reached for p in PLAN}, {p.name: p.headline for p in PLAN}
+    return write_report(Path(args.outdir), checks, headlines, args.final)
 
 
 def main(argv: list[str] | None = None) -> int:

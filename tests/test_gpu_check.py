@@ -16,9 +16,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
-_spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-gpu_check = sys.modules["gpu_check"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up there
-_spec.loader.exec_module(gpu_check)
+
+
+def _load_script(name: str):
+    """scripts/NAME.py as the module NAME, registered before it runs: gpu_check imports gpu_check_report by
+    that name (scripts/ is on the path when run as a script), and dataclasses look a module up there."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_script("gpu_check_report")
+gpu_check = _load_script("gpu_check")
 
 
 def _plan(*args: str) -> dict:
@@ -76,6 +86,32 @@ def test_a_bench_headline_needs_both_arms_evaluated():
     assert not reached({"tta": {"partial": True, "runs": [run, started]}})
     assert reached({"tta": {"partial": True, "runs": [run, {**run, "variant": "multigrid"}]}})
     assert reached({"tta": {"variants": {"baseline": {}, "multigrid": {}}}}) and not reached({})
+
+
+def test_the_report_reads_whole_rows_and_fails_a_part_stopped_before_its_headline(tmp_path):
+    parts = [{"part": "syncs", "status": 0, "seconds": 9, "limit": 30, "start": 4},
+             {"part": "profile", "status": 124, "seconds": 60, "limit": 60, "start": 14},
+             {"part": "tta", "status": None, "seconds": 0, "limit": 120, "start": 80, "skipped": "budget"}]
+    (tmp_path / "parts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in parts))
+    sync = {"amp": "bf16", "device": "cpu", "steps": 4, "sync": None}
+    (tmp_path / "syncs.jsonl").write_text(json.dumps(sync) + '\n{"amp": "fp1')  # a line cut by a kill
+
+    def final() -> subprocess.CompletedProcess:
+        command = [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "report", str(tmp_path), "--final"]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+    done = final()  # profile stopped at its limit without a row: before its headline
+    assert done.returncode == 1 and "before their headline: profile" in done.stderr
+    assert "skipped (no time or no data left for them): tta" in done.stderr
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["syncs"] == [sync] and [r["reached"] for r in result["parts"]] == [True, False, False]
+    row = {"batch": 8, "frames": 8, "crop": 112, "sec_per_iter": 0.5, "clips_per_sec": 16.0, "peak_mb": 900.0,
+           "time_ratio": 1.0}
+    (tmp_path / "profile.jsonl").write_text(json.dumps(row) + "\n")
+    assert final().returncode == 0  # stopped at its limit with its headline in: fine
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| profile | stopped at its limit (124) | 14 | 60 | 60 | SlowFast-R50" in table
+    assert "| 8 | 8 | 112 |  | 500.0 | 16.0 | 900 | 1.00 | - |" in table
 
 
 @pytest.mark.slow

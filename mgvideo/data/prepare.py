@@ -133,9 +133,11 @@ def _running(pid: int) -> bool:
     return True
 
 
-def ensure_synthetic_data(cfg: Config) -> None:
+def ensure_synthetic_data(cfg: Config, workers: int | None = None) -> None:
     """For `data.dataset: synthetic`, generate the videos into `data.root` unless a complete set of this
-    version is there."""
+    version is there. A named size (synthetic.SIZES) is rendered by `workers` processes (None: the
+    generator's default of up to 2, which suits a shared machine; the videos are the same for any number); a
+    TRAINxVAL size always uses that default."""
     d = cfg.data
     if d.dataset != "synthetic":
         return
@@ -152,7 +154,7 @@ def ensure_synthetic_data(cfg: Config) -> None:
         if _synthetic_done(root, seed):  # another process made it while we waited
             return
         if d.synthetic_size in synthetic.SIZES:
-            synthetic.generate(d.root, seed=seed, size=d.synthetic_size)
+            synthetic.generate(d.root, seed=seed, size=d.synthetic_size, workers=workers)
             return
         train, _, val = d.synthetic_size.partition("x")
         if not (train.isdigit() and val.isdigit() and int(train) > 0 and int(val) > 0):
