@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -54,16 +55,46 @@ def init(device: torch.device, timeout_minutes: float = 10.0) -> DistInfo:
 
 
 def _attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
-    """torchrun's key-value store (env:// variables), namespaced by restart attempt.
+    """A key-value store for this attempt's process group, holding nothing from an earlier attempt.
 
-    After `--max-restarts` relaunches the workers, the store still holds the dead attempt's addresses;
-    a fresh prefix per attempt keeps the new process group from dialling them.
+    Without torchelastic's agent store, MASTER_PORT is new for each attempt and rank 0 hosts it. With it
+    (torchrun's default), the agents' store outlives restarts and still holds the dead workers' addresses,
+    and node agents may count restarts differently (one restarts after a failure, another after the
+    membership change it caused), so no name derived from the restart count is shared. Rank 0 then hosts
+    a fresh store and publishes its port, with a nonce, in the agents' store (`_join_fresh_store`).
     """
-    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
-                          is_master=rank == 0 and not agent_hosts_store, timeout=timeout)
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"mgvideo/attempt{attempt}", store)
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
+        return dist.TCPStore(addr, port, world_size, is_master=rank == 0, timeout=timeout)
+    agents = dist.TCPStore(addr, port, world_size, is_master=False, timeout=timeout)
+    if rank == 0:
+        store = dist.TCPStore(addr, 0, world_size, is_master=True, timeout=timeout, wait_for_workers=False)
+        nonce = os.urandom(8).hex()
+        store.set(_NONCE, nonce)
+        agents.set(_PUBLISHED, f"{store.port}:{nonce}")
+        return store
+    return _join_fresh_store(agents, addr, world_size, timeout)
+
+
+_PUBLISHED, _NONCE = "mgvideo/attempt_store", "mgvideo/nonce"
+
+
+def _join_fresh_store(agents: dist.Store, addr: str, world_size: int, timeout: timedelta) -> dist.Store:
+    """Connect to the store rank 0 published for this attempt. A publication left by an earlier attempt
+    names a port that is closed (its rank 0 is gone) or reused with another nonce: read it again."""
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        port, nonce = agents.get(_PUBLISHED).decode().split(":")
+        try:
+            store = dist.TCPStore(addr, int(port), world_size, is_master=False, timeout=timedelta(seconds=5))
+            if store.get(_NONCE).decode() == nonce:
+                store.set_timeout(timeout)
+                return store
+        except (RuntimeError, TimeoutError):  # refused, or no such key in time
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no store from rank 0 within {timeout} (train.dist_timeout_minutes)")
+        time.sleep(0.5)
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
