@@ -37,7 +37,7 @@ def small():
 def test_the_synthetic_set_is_generated_once_for_a_synthetic_run(tmp_path, monkeypatch):
     calls = []
 
-    def fake_generate(root, seed, spec):
+    def fake_generate(root, seed, spec, workers=None):
         calls.append((root, seed, spec.train_per_class, spec.val_per_class))
         Path(root, "meta.json").write_text(json.dumps({"version": synthetic.VERSION, "seed": seed}))
 

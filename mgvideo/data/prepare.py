@@ -161,7 +161,7 @@ def ensure_synthetic_data(cfg: Config, workers: int | None = None) -> None:
             raise ConfigError(f"data.synthetic_size: {d.synthetic_size!r} is not one of "
                               f"{sorted(synthetic.SIZES)} nor TRAINxVAL videos per class (e.g. 24x8)")
         spec = synthetic.SizeSpec(int(train), int(val), 2, 2, 2, 2)  # the SSv2/Charades variants stay tiny
-        synthetic.generate_with(d.root, seed, spec)
+        synthetic.generate_with(d.root, seed, spec, workers)
 
 
 def _synthetic_done(root: Path, seed: int) -> bool:
