@@ -68,6 +68,7 @@ def assert_close(a: tuple, b: tuple) -> None:
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, single):
     two = train(tmp_path, 2)
     assert_close(two, single)  # also: rank 0 alone writes the log (28 records, not 56)
+    assert (tmp_path / "launch.log").read_text().count('"iteration_saving"') == 1  # one summary printed
     assert (tmp_path / "checkpoints" / "stage_03.pt").exists()  # went through every stage change
 
 
@@ -75,6 +76,7 @@ def test_max_restarts_resumes_after_a_killed_rank(tmp_path, single):
     two = train(tmp_path, 2, "train.checkpoint_every_iters=4", crash=(10, 1), restarts=1)
     assert "resumed from" in (tmp_path / "launch.log").read_text()
     assert_close(two, single)
+
 
 
 BENCH_2 = """\

@@ -66,6 +66,8 @@ def test_killed_runs_resume_bitwise_with_0_workers(tmp_path, reference):
     third = train(tmp_path, "data.workers=0")
     assert third.returncode == 0, third.stderr[-2000:]
     assert "resumed from" in third.stdout + third.stderr
+    assert not list((tmp_path / "checkpoints").glob(".last.pt.tmp*"))  # the dead write's file is gone
+    assert "removed 1 unfinished checkpoint writes" in (tmp_path / "train.log").read_text()
     assert_bitwise_equal(weights(tmp_path), reference[0])
     records = train_records(tmp_path)
     assert records == reference[1]  # no duplicated or missing records, and the same losses
@@ -83,6 +85,9 @@ def test_killed_run_resumes_bitwise_with_2_workers(tmp_path, reference):
 def test_changed_config_is_refused_unless_forced(tmp_path):
     first = train(tmp_path, "data.workers=0", crash_at=2)
     assert first.returncode == -signal.SIGKILL
+    log = (tmp_path / "train.log").read_text()  # the start-up line: devices, batch, passes, data source
+    assert "devices: 1 (any); per-device batch 2, 1 pass per step" in log
+    assert "data: frame cache runs/data/synthetic_small/.frame_cache" in log
     refused = train(tmp_path, "data.workers=0", "solver.base_lr=0.07")
     assert refused.returncode == 2 and "fingerprint" in refused.stderr and "--force" in refused.stderr
 

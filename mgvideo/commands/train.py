@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from mgvideo.config import load_config, resolve_recipe
@@ -35,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(path, overrides)
     out = extra.out or args.out or Path("runs") / path.stem
     summary = train(cfg, out, force=args.force or extra.force)
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary for the run
+        print(json.dumps(summary, indent=2))
     return 0

@@ -30,11 +30,17 @@ def save(state: dict[str, Any], path: str | Path,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if _interrupted(err):  # Ctrl-C inside torch.save surfaces as its writer's "unexpected pos" error
+            raise KeyboardInterrupt from None
+        raise
     if before_rename is not None:
         before_rename(tmp)
     os.replace(tmp, path)
@@ -43,6 +49,29 @@ def save(state: dict[str, Any], path: str | Path,
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+TMP_PREFIX = "."  # `.NAME.tmpPID`: a write in progress, or one a killed process left behind
+
+
+def _interrupted(err: BaseException | None) -> bool:
+    """Whether `err` is, or was raised while handling, a KeyboardInterrupt."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__ or err.__cause__
+    return False
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temp files of writes that never finished (a process killed mid-save); call it when no
+    write can be in progress, as a run starts. Returns what was removed."""
+    stale = sorted(Path(directory).glob(f"{TMP_PREFIX}*.tmp[0-9]*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -156,18 +156,30 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
                  console=info.is_main)
     if saves:
         resume.set_aside(out_dir, agreed.unreadable, log.message)
+        stale = checkpoint.remove_stale_temps(out_dir / "checkpoints")
+        if stale:
+            names = ", ".join(p.name for p in stale)
+            log.message(f"removed {len(stale)} unfinished checkpoint writes: {names}")
     if resumed:
         log.message(f"resumed from {resumed} at epoch {state.epoch}, iteration {state.iteration}")
     if sampler.resharded:
         log.message(_reshard_line(cfg, sampler.resharded, info.world_size))
     if pretrained:
         log.message(pretrained.message())
-    if cfg.solver.recipe_devices or devices.micro_batches > 1:
-        log.message(devices.describe(cfg.solver.base_lr))
+    log.message(f"{devices.describe(cfg.solver.base_lr)}; data: {_data_source(cfg, train_set)}")
     inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
     return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state,
                frozenset(eval_steps(cfg.train, schedule, clips)), log, LogWindow(device),
                Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), saves, last_save=state.elapsed)
+
+
+def _data_source(cfg: Config, dataset: VideoClipDataset) -> str:
+    """Where training clips come from, for the start-up line."""
+    if dataset.cache is not None:
+        return f"frame cache {dataset.cache.directory}"
+    if dataset.store is not None:
+        return f"store {cfg.data.store} (the originals under {cfg.data.root} where it has no entry)"
+    return f"the videos under {cfg.data.root}"
 
 
 def _refuse_changed_config(out_dir: Path, expected: str, force: bool, cfg: Config) -> None:

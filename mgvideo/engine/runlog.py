@@ -77,7 +77,7 @@ class RunLog:
         to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         self._handlers.append(to_file)
         if not logging.getLogger().hasHandlers():  # logging's last resort would print them; keep that
-            self._handlers.append(logging.StreamHandler(sys.stderr))
+            self._handlers.append(OffTheBar(sys.stderr))
         for handler in self._handlers:
             handler.setLevel(logging.WARNING)
             logger.addHandler(handler)
@@ -106,6 +106,16 @@ class RunLog:
         for handler in self._handlers:
             logging.getLogger("mgvideo").removeHandler(handler)
             handler.close()
+
+
+class OffTheBar(logging.StreamHandler):
+    """A warning on a line of its own, never appended to the progress bar's line: loader workers print
+    from other processes, where `tqdm.write` cannot move the bar aside. On a terminal the bar's line is
+    cleared first (the bar redraws itself at its next update); elsewhere the warning starts a new line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        isatty = getattr(self.stream, "isatty", lambda: False)()
+        return ("\r\x1b[2K" if isatty else "\n") + super().format(record)
 
 
 class Stopwatch:
