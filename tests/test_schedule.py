@@ -224,3 +224,13 @@ def test_schedule_module_imports_no_torch():
     assert not any(m and m.split(".")[0] == "torch" for m in modules)
     allowed = ("mgvideo.errors", "__future__", "math", "dataclasses", "collections.abc")
     assert all(m.startswith(allowed) for m in modules if m)
+
+
+def test_full_shape_is_what_validation_reads():
+    # The README's own-loop example gives it to VideoClipDataset; the trainer validates at the same shape.
+    from mgvideo.config import load_config
+    from mgvideo.engine.builders import build_schedule, eval_shape
+
+    for recipe in ("configs/kinetics/slowfast_r50_8x8_multigrid.yaml", "configs/synthetic/tiny.yaml"):
+        cfg = load_config(recipe)
+        assert build_schedule(cfg).full_shape(8) == eval_shape(cfg, 8)

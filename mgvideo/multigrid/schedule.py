@@ -367,6 +367,12 @@ class MultigridSchedule:
         """0-based epochs after which to evaluate and checkpoint."""
         return [e for e in range(self.max_epoch) if self.is_eval_epoch(e)]
 
+    def full_shape(self, batch_size: int = 1) -> ClipShape:
+        """The full T×S at the base sampling rate: what validation reads, and a dataset's default shape."""
+        c = self.cfg
+        return ClipShape(frames=c.frames, crop=c.crop, min_rate=c.sampling_rate, max_rate=c.sampling_rate,
+                         base_crop=c.crop, stage_batch=batch_size, stage=-1, slot=0)
+
     def shapes(self, stage: Stage, batch_size: int) -> list[tuple[int, ClipShape]]:
         """(per-device batch, ClipShape) of each short-cycle slot, for a base per-device `batch_size`."""
         cfg = self.cfg
