@@ -1,5 +1,6 @@
 """A schedule against a dataset: a stage whose per-device batch exceeds the clips per device is a named
-error before training (in the trainer and in `mgvideo plan --dataset-size`)."""
+error before training (in the trainer and in `mgvideo plan --dataset-size`); an epoch shorter than the
+short cycle, whose last shapes would never train, is a warning naming the stage."""
 
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from mgvideo.cli import main
 from mgvideo.config import load_config
 from mgvideo.errors import ScheduleError
 from mgvideo.multigrid import MultigridConfig, MultigridSchedule
-from mgvideo.multigrid.fit import check_dataset_fits
-from mgvideo.multigrid.sampler import iterations_per_epoch
+from mgvideo.multigrid.fit import check_dataset_fits, short_epoch_warning
+from mgvideo.multigrid.sampler import MultigridBatchSampler, iterations_per_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "synthetic" / "tiny.yaml"
@@ -72,3 +73,47 @@ def test_the_reported_case_stops_before_training(tmp_path):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def slots_trained(schedule: MultigridSchedule, epoch: int, dataset_size: int, batch_size: int) -> set[int]:
+    """The short-cycle slots an epoch of the sampler actually visits."""
+    sampler = MultigridBatchSampler(schedule, dataset_size, batch_size, seed=0)
+    sampler.set_epoch(epoch)
+    return {shape.slot for batch in sampler for _, shape in batch[:1]}
+
+
+def test_an_epoch_shorter_than_the_short_cycle_is_warned_about_by_name():
+    assert slots_trained(SMALL, 0, 48, 2) == {0, 1}  # the stage's own shape (slot 2) never trains
+    warning = short_epoch_warning(SMALL, 48, batch_size=2)
+    assert warning.startswith("stage 0: an epoch has 2 iterations (a 48-clip training set at base batch 2 "
+                              "per device) but its short cycle has 3 slots and restarts each epoch, so "
+                              "slot 3 (2x23x23, the stage's own shape) never trains; for every shape to "
+                              "train use a per-device base batch of at most 1")
+    assert warning.endswith("or multigrid.short_cycle=false") and "\n" not in warning
+    assert "slots 2-3 (2x23x23, 2x23x23; the last is" in short_epoch_warning(SMALL, 32, batch_size=2)
+
+
+def test_the_warning_is_given_exactly_when_a_slot_never_trains():
+    for size in range(32, 140, 5):
+        for batch in (1, 2):
+            try:
+                check_dataset_fits(SMALL, size, batch)
+            except ScheduleError:
+                continue
+            short = [stage.index for stage in SMALL.stages
+                     if len(slots_trained(SMALL, stage.start_epoch, size, batch)) < len(stage.slots)]
+            warning = short_epoch_warning(SMALL, size, batch)
+            assert (warning is None) == (not short), (size, batch)
+            if short:
+                assert warning.startswith(f"stage {short[0]}: ")
+                assert all(f"{index} (" in warning for index in short[1:]), warning
+
+
+def test_several_devices_and_schedules_without_a_short_cycle():
+    warning = short_epoch_warning(SMALL, 100, batch_size=2, world_size=2)
+    assert "(a 100-clip training set at base batch 2 per device on 2 devices)" in warning
+    assert "(solver.batch_size 2 on 2 device(s))" in warning
+    long_only = MultigridSchedule(MultigridConfig(frames=8, crop=32, steps=(0, 4), max_epoch=5,
+                                                  short_cycle=False))
+    check_dataset_fits(long_only, 16, batch_size=2)
+    assert short_epoch_warning(long_only, 16, batch_size=2) is None

@@ -9,10 +9,11 @@ import torch
 import yaml
 from test_models_checkpoint import to_caffe2
 
+from mgvideo.cli import main
 from mgvideo.config import load_config
 from mgvideo.data.prepare import ensure_synthetic_data
 from mgvideo.engine import builders, checkpoint
-from mgvideo.engine.init_from import classifier_keys, load_pretrained
+from mgvideo.engine.init_from import check_class_count, class_counts, classifier_keys, load_pretrained
 from mgvideo.engine.trainer import train
 from mgvideo.errors import CheckpointError
 from mgvideo.models import build_model
@@ -128,6 +129,32 @@ def test_the_classifier_is_the_last_linear_layer_with_the_class_count():
     assert classifier_keys(build_model("slowfast_tiny", 9), 9) == keys
     assert classifier_keys(build_model("x3d_xs", 9), 9) == keys
     assert classifier_keys(build_model("slowfast_tiny", 9), 4) == []
+
+
+def test_a_checkpoint_of_another_class_count_names_data_num_classes(tmp_path, capsys):
+    """`mgvideo test` of a 20-class checkpoint with a 4-class config (a resume loads weights the same way)."""
+    tiny = REPO / "configs" / "synthetic" / "tiny.yaml"
+    checkpoint.save(builders.build_network(load_config(tiny), 20).state_dict(), tmp_path / "model_final.pt")
+    args = ["test", str(tiny), str(tmp_path / "model_final.pt"), "--out", str(tmp_path / "test"),
+            "data.num_classes=4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.name" not in err[0], err
+    assert (f"{tmp_path / 'model_final.pt'}: the checkpoint's classifier (head.projection.bias, "
+            "head.projection.weight) has 20 classes and this config's model 4 (data.num_classes=4); set "
+            "data.num_classes=20 to use it as it is, or start a new run from it with model.init_from="
+            ) in err[0]
+
+
+def test_only_a_class_count_alone_is_named_as_one(source):
+    assert class_counts(fresh(4), source) == (20, 4, HEAD)
+    assert class_counts(fresh(20), source) is None  # nothing differs
+    check_class_count(fresh(20), source, "w.pt")
+    wider = build_model("slowfast_tiny", 4, width_per_group=16)
+    assert class_counts(wider, source) is None  # another architecture: load_model_weights names the keys
+    assert class_counts(fresh(4), {k: v for k, v in source.items() if not k.startswith("s5.")}) is None
+    with pytest.raises(CheckpointError, match=r"^last.pt: the checkpoint's classifier .* num_classes=20 "):
+        check_class_count(fresh(4), source, "last.pt")
 
 
 # ---- through the trainer: a fine-tune on a dataset with another class count, then a plain resume ----

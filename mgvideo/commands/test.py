@@ -13,7 +13,8 @@ from mgvideo.config import Config, load_config, override, resolve_recipe
 
 DESCRIPTION = """Ensembles K temporal clips x test.crops spatial crops per video (sum of softmax scores; max
 for Charades) and writes test_summary.json and per_class.csv. A video none of whose views can be read is left
-out and named; more than test.max_failed_fraction of such videos stops the test."""
+out and named; more than test.max_failed_fraction of such videos stops the test (listed videos missing under
+data.root are named, and counted, before any is decoded)."""
 
 
 def register(subparsers) -> None:
@@ -58,6 +59,7 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     from mgvideo.engine import distributed as D
     from mgvideo.engine.device import autocast_dtype, configure_device, select_device
     from mgvideo.engine.evaluate import Inputs, evaluate_videos
+    from mgvideo.engine.init_from import check_class_count
     from mgvideo.multigrid.sampler import FixedShapeBatchSampler
 
     if views is not None:
@@ -68,10 +70,14 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     configure_device(device)
     weights = checkpoint.model_state(weights_path)  # read first: a bad file fails before any decoding
     net = builders.build_network(cfg, cfg.data.num_classes)
+    check_class_count(net, weights, str(weights_path))  # names data.num_classes, not the architecture
     checkpoint.load_model_weights(net, weights, str(weights_path))
     net.to(device)
     shape = builders.eval_shape(cfg, cfg.test.batch_size)
     dataset = builders.build_dataset(cfg, "test", shape)
+    missing = builders.missing_line(cfg, "test", dataset)
+    if missing and info.is_main:
+        print(f"mgvideo test: {missing}", file=sys.stderr)
     sampler = FixedShapeBatchSampler(shape, len(dataset), cfg.test.batch_size, rank=info.rank,
                                      world_size=info.world_size)
     loader = build_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.train.seed)

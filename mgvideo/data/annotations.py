@@ -1,20 +1,23 @@
 """Annotation readers: Kinetics-style lists, Something-Something V2 JSON, Charades frame lists, and a generic
 multi-label list. Each returns an `Annotations` of `VideoRecord`s; a bad row raises AnnotationError naming
 file and line, or, when an `errors` list is passed (for `mgvideo data check`), is appended there instead.
-Relative video paths resolve against `root`, or by default against the annotation file's folder.
+Relative video paths resolve against `root`, or by default against the annotation file's folder;
+`missing_videos` finds the listed videos that are not there, before any is read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgvideo.errors import AnnotationError
 
 FORMATS = ("kinetics", "ssv2", "charades", "multilabel")
+LIST_FOLDER_AT = 16  # from this many listed files in one folder, one listing is cheaper than a stat each
 
 
 @dataclass(frozen=True)
@@ -247,3 +250,33 @@ def read_annotations(fmt: str, path: str | os.PathLike, root: str | os.PathLike 
             raise AnnotationError(f"{path}: the ssv2 format needs the labels JSON (labels=...)")
         return read_ssv2(path, options.pop("labels"), root, errors=errors, **options)
     raise AnnotationError(f"{path}: unknown annotation format {fmt!r}; choose one of {FORMATS}")
+
+
+def existing_files(paths: Iterable[str]) -> set[str]:
+    """Those of `paths` that exist. A folder holding many of them is listed once (much cheaper than a
+    stat per file on a network file system); the others are looked up one by one."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        by_folder[os.path.dirname(path)].append(path)
+    found: set[str] = set()
+    for folder, group in by_folder.items():
+        try:
+            names = set(os.listdir(folder or ".")) if len(group) >= LIST_FOLDER_AT else None
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # no such folder: none of them exists
+        except OSError:
+            names = None  # a folder we may not list may still hold readable files
+        if names is None:
+            found.update(p for p in group if os.path.exists(p))
+        else:
+            found.update(p for p in group if os.path.basename(p) in names)
+    return found
+
+
+def missing_videos(records: Sequence[VideoRecord], stored: Callable[[str], bool] | None = None) -> list[int]:
+    """Indices of the records whose video is not there: its file does not exist (for a video stored as
+    image files, its first frame), and `stored` (a store's lookup: it serves videos without their
+    originals) does not know it either. One listing per folder or one stat per video, read nothing."""
+    unknown = [i for i, r in enumerate(records) if r.frame_paths or stored is None or not stored(r.path)]
+    found = existing_files(records[i].path for i in unknown)  # a frame list's path is its first frame's
+    return [i for i in unknown if records[i].path not in found]

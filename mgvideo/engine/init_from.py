@@ -3,6 +3,8 @@
 Each reader turns one checkpoint format into a plain state dict in our key names; `match_pretrained` then
 checks it against the model in one place, whatever the format. Every file is read without executing
 anything from it: `torch.load(weights_only=True)`, or the restricted unpickler for Caffe2 pickles.
+`check_class_count` names `data.num_classes` where weights loaded as they are (a resume, `mgvideo test`)
+have another class count.
 """
 
 from __future__ import annotations
@@ -81,6 +83,38 @@ def classifier_keys(model: nn.Module, num_classes: int) -> list[str]:
     if last is None:
         return []
     return [f"{last}.{p}" for p, _ in model.get_submodule(last).named_parameters(recurse=False)]
+
+
+def check_class_count(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """CheckpointError naming `data.num_classes` when the weights differ from `model` only in the class
+    count of its classifier: a checkpoint of another dataset, or a config whose class count was changed.
+    Any other difference is left to `checkpoint.load_model_weights` to name."""
+    counts = class_counts(model, weights)
+    if counts is None:
+        return
+    theirs, ours, keys = counts
+    raise CheckpointError(
+        f"{source}: the checkpoint's classifier ({', '.join(keys)}) has {theirs} classes and this config's "
+        f"model {ours} (data.num_classes={ours}); set data.num_classes={theirs} to use it as it is, or start "
+        f"a new run from it with model.init_from={source} to train a {ours}-class head")
+
+
+def class_counts(model: nn.Module, weights: dict[str, torch.Tensor]) -> tuple[int, int, list[str]] | None:
+    """(the checkpoint's classes, the model's, the classifier's keys) when the classifier (the last Linear
+    layer) is all that differs and only in its first dimension, the class count; else None."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        return None
+    ours = model.get_submodule(linears[-1]).out_features
+    own, head = model.state_dict(), set(classifier_keys(model, ours))
+    diff = diff_keys(own, weights)
+    wrong = sorted(diff.mis_shaped)
+    if not wrong or diff.missing_weights() or diff.unexpected or not set(wrong) <= head:
+        return None
+    theirs = {weights[k].shape[0] for k in wrong}
+    if len(theirs) != 1 or any(weights[k].shape[1:] != own[k].shape[1:] for k in wrong):
+        return None
+    return theirs.pop(), ours, wrong
 
 
 def match_pretrained(model: nn.Module, state: dict[str, torch.Tensor], num_classes: int,
