@@ -126,6 +126,7 @@ class VideoClipDataset(Dataset):
         # in the run's summary. `warn = False` leaves the naming to the caller (`bench data`'s table).
         self.unreadable = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
         self.warn = True
+        self.missing: list[str] = []  # listed videos found neither on disk nor in the store at start
         # With a store: clips of each video read from its original instead (by any worker; the trainer
         # diffs the total per epoch, `store_misses.zero_()` resets it), and whether its entry was stale
         # (else it had none). The first miss is warned about once, the rest are counted.

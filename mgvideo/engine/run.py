@@ -29,7 +29,7 @@ from mgvideo.engine.step import Optimization
 from mgvideo.engine.window import LogWindow
 from mgvideo.errors import CheckpointError
 from mgvideo.models.zoo import get_preset
-from mgvideo.multigrid.fit import check_dataset_fits
+from mgvideo.multigrid.fit import check_dataset_fits, short_epoch_warning
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
@@ -118,6 +118,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     full = builders.eval_shape(cfg, batch)
     train_set = builders.build_dataset(cfg, "train", full)
     check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
+    short = short_epoch_warning(schedule, len(train_set), batch, info.world_size)
     val_set = builders.build_dataset(cfg, "val", full)
     facts = {"training videos": len(train_set), "validation videos": len(val_set)}
     agreed = resume.agree(cfg, out_dir, fp, force, info, facts, device)  # every rank: the same state
@@ -167,6 +168,11 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     if pretrained:
         log.message(pretrained.message())
     log.message(f"{devices.describe(cfg.solver.base_lr)}; data: {_data_source(cfg, train_set)}")
+    for split, dataset in (("train", train_set), ("val", val_set)):
+        if line := builders.missing_line(cfg, split, dataset):
+            log.message(line)
+    if short:
+        log.message(f"warning: {short}")
     inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
     return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state,
                frozenset(eval_steps(cfg.train, schedule, clips)), log, LogWindow(device),
@@ -279,9 +285,9 @@ def unreadable_videos(run: Run) -> list[int]:
 def take_store_misses(run: Run) -> tuple[int, list[str]]:
     """Clips read from their originals since the last call although a store is set, all ranks together,
     and the videos they came from (a collective: every rank calls it). The counters start again at 0."""
-    sets = [run.data.train_set, run.data.val.dataset]
     if run.data.train_set.store is None:
         return 0, []
+    sets = [run.data.train_set, run.data.val.dataset]
     counts = torch.cat([s.store_misses.clone() for s in sets])
     for dataset in sets:
         dataset.store_misses.zero_()
@@ -295,6 +301,7 @@ def _resume(agreed: resume.Agreed, net: nn.Module, optimizer: torch.optim.Optimi
     saved = agreed.saved
     if saved is None:
         return None
+    init_from.check_class_count(net, saved["model"], agreed.source)  # a class count names data.num_classes
     checkpoint.load_model_weights(net, saved["model"], agreed.source)
     optimizer.load_state_dict(saved["optimizer"])
     checkpoint.load_scaler_state(scaler, saved.get("scaler"), agreed.source)
