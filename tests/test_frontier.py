@@ -6,6 +6,7 @@ import json
 import pytest
 
 from mgvideo.bench import frontier as F
+from mgvideo.bench import tta_output as O
 from mgvideo.bench import tta_report as R
 
 CURVE = [(100.0, 60.0), (200.0, 70.0), (400.0, 80.0)]  # the baseline at three budgets
@@ -28,12 +29,21 @@ def test_time_to_accuracy_is_the_first_crossing():
 
 def test_judge_a_run_against_the_frontier():
     fast = F.judge(CURVE, 150.0, 75.0)  # the baseline needs 300 s for 75 %: 2x; at 150 s it has 65 %
-    assert fast == {"gain_at_equal_time": 10.0, "speedup_at_equal_accuracy": 2.0,
+    assert fast == {"gain_at_equal_time": 10.0, "gain_at_equal_time_bound": None,
+                    "speedup_at_equal_accuracy": 2.0, "speedup_at_equal_accuracy_bound": None,
                     "beyond_frontier": False, "below_frontier_start": False}
-    best = F.judge(CURVE, 150.0, 85.0)  # better than every budget: no speed-up can be read
-    assert best["speedup_at_equal_accuracy"] is None and best["beyond_frontier"]
+    # Better than every budget: the frontier would need more than its longest budget's 400 s, so the
+    # speed-up is at least 400 / 150, not unknown.
+    best = F.judge(CURVE, 150.0, 85.0)
+    assert best["speedup_at_equal_accuracy"] == pytest.approx(2.667) and best["beyond_frontier"]
+    assert best["speedup_at_equal_accuracy_bound"] == "lower"
     weak = F.judge(CURVE, 50.0, 55.0)  # faster than the cheapest budget and below it
-    assert weak["gain_at_equal_time"] is None and weak["below_frontier_start"]
+    assert weak["below_frontier_start"] and weak["speedup_at_equal_accuracy_bound"] == "upper"
+    # Less time than the cheapest budget: with less, the baseline would do no better than its 60 %.
+    assert (weak["gain_at_equal_time"], weak["gain_at_equal_time_bound"]) == (-5.0, "lower")
+    late = F.judge(CURVE, 500.0, 79.0)  # more time than the longest budget: at most 1 point behind
+    assert (late["gain_at_equal_time"], late["gain_at_equal_time_bound"]) == (-1.0, "upper")
+    assert F.judge([], 100.0, 50.0)["gain_at_equal_time"] is None
 
 
 def test_family_strips_the_budget_only():
@@ -62,7 +72,7 @@ def test_compare_reports_the_frontier_and_multigrid_against_it():
     assert summary["gain_at_equal_time"] == 10.0
     assert summary["speedup_at_equal_accuracy"] == 2.0
     assert summary["speedup"] is None  # 76 never reaches the full baseline's 81: null, not 0
-    table = R.markdown_table(summary)
-    assert "| multigrid | 0.275 | 150.0 | 76.00 | 10.00 | 2.00× |" in table
+    table = O.markdown_table(summary)
+    assert "| multigrid | 0.275 | 150.0 | 76.00 | +10.00 | 2.00× |" in table
     assert "| baseline@0.5 | 0.500 | 200.0 | 71.00 | – | – |" in table
     json.dumps(summary)

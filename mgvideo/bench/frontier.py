@@ -48,17 +48,36 @@ def time_to_accuracy(curve: Sequence[Point], top1: float) -> float | None:
     return None
 
 
+def gain_at(curve: Sequence[Point], seconds: float, top1: float) -> tuple[float | None, str | None]:
+    """Points of `top1` over the frontier at `seconds`, with its bound. Outside the frontier's span, the
+    baseline is taken to do no better with less time than its cheapest budget (a lower bound on the gain,
+    'lower') and no worse with more than its longest (an upper bound, 'upper'); None without a frontier."""
+    if not curve:
+        return None, None
+    inside = accuracy_at(curve, seconds)
+    if inside is not None:
+        return round(top1 - inside, 2), None
+    if seconds < curve[0][0]:
+        return round(top1 - curve[0][1], 2), "lower"
+    return round(top1 - curve[-1][1], 2), "upper"
+
+
 def judge(curve: Sequence[Point], seconds: float, top1: float) -> dict[str, Any]:
     """A run (or a mean over seeds) at (`seconds`, `top1`) against the baseline frontier `curve`:
-    `gain_at_equal_time` (points over the frontier at the same training time; None outside its span),
-    `speedup_at_equal_accuracy` (the frontier's time to `top1` over `seconds`; None if the frontier never
-    gets there), `beyond_frontier` (the run ends above the frontier's best), and `below_frontier_start`
-    (the frontier's cheapest budget already beats the run: its speed-up is an upper bound)."""
-    gain = accuracy_at(curve, seconds)
-    reach = time_to_accuracy(curve, top1)
+    `gain_at_equal_time` (points over the frontier at the same training time) with its bound,
+    `speedup_at_equal_accuracy` (the frontier's time to `top1` over `seconds`), `beyond_frontier` (the run
+    ends above every budget: the frontier would need more than its longest budget's time, so the
+    speed-up is a lower bound), `below_frontier_start` (the cheapest budget already beats the run: an
+    upper bound), and `speedup_at_equal_accuracy_bound`: 'lower', 'upper' or None (a crossing)."""
+    gain, gain_bound = gain_at(curve, seconds, top1)
+    beyond = bool(curve) and top1 > max(a for _, a in curve)
+    below = bool(curve) and top1 <= curve[0][1]
+    reach = curve[-1][0] if beyond else time_to_accuracy(curve, top1)
     return {
-        "gain_at_equal_time": None if gain is None else round(top1 - gain, 2),
+        "gain_at_equal_time": gain,
+        "gain_at_equal_time_bound": gain_bound,
         "speedup_at_equal_accuracy": None if reach is None or seconds <= 0 else round(reach / seconds, 3),
-        "beyond_frontier": bool(curve) and top1 > max(a for _, a in curve),
-        "below_frontier_start": bool(curve) and top1 <= curve[0][1],
+        "speedup_at_equal_accuracy_bound": "lower" if beyond else "upper" if below else None,
+        "beyond_frontier": beyond,
+        "below_frontier_start": below,
     }
