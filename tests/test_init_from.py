@@ -153,7 +153,8 @@ def test_only_a_class_count_alone_is_named_as_one(source):
     wider = build_model("slowfast_tiny", 4, width_per_group=16)
     assert class_counts(wider, source) is None  # another architecture: load_model_weights names the keys
     assert class_counts(fresh(4), {k: v for k, v in source.items() if not k.startswith("s5.")}) is None
-    with pytest.raises(CheckpointError, match=r"^last.pt: the checkpoint's classifier .* set data\.num_classes=20 "):
+    named = r"^last.pt: the checkpoint's classifier .* set data\.num_classes=20 "
+    with pytest.raises(CheckpointError, match=named):
         check_class_count(fresh(4), source, "last.pt")
 
 
