@@ -176,7 +176,9 @@ def test_help_cites_no_spec_sections(capsys):
 
 
 def test_flags_are_shorthands_for_the_default_recipes_keys(capsys):
-    flags = ["--frames", "16", "--no-short-cycle", "--base-lr", "0.2", "--batch-size", "4", "--devices", "2"]
+    # With --model naming the recipe's model the flags plan exactly the recipe (its shape multiple too).
+    flags = ["--frames", "16", "--no-short-cycle", "--base-lr", "0.2", "--batch-size", "4", "--devices", "2",
+             "--model", "slowfast_r50_8x8"]
     code, out, err = run_cli(capsys, "--json", "--dataset-size", "240436", *flags)
     assert code == 0, err
     keys = ["data.frames=16", "multigrid.short_cycle=false", "solver.base_lr=0.2", "solver.batch_size=8",
@@ -216,3 +218,82 @@ def test_the_dev_shm_a_node_needs_is_stated_per_rank_count(capsys):
     eight = shm_need_bytes(8, 8, PREFETCH_FACTOR, largest, videos=240436)
     assert lines[-1].startswith("8 ranks a node, 8 loader workers each")
     assert f"{eight / 2**30:.1f} GiB" in lines[-1] and eight > 8 * 2**30
+
+
+def test_model_flag_rounds_shapes_to_its_multiple_and_says_so(capsys):
+    # PySlowFast trains T = round(8 x 0.25) = 2; a SlowFast (alpha 4) needs 4: only --model asks for that.
+    flags = ["--frames", "8", "--steps", "0,44,88,118", "--max-epoch", "196"]
+    plain = json.loads(run_cli(capsys, "--json", *flags)[1])
+    code, out, err = run_cli(capsys, "--json", *flags, "--model", "slowfast_r50_8x8")
+    assert code == 0, err
+    model = json.loads(out)
+    assert plain["stages"][0]["frames"] == 2 and model["stages"][0]["frames"] == 4
+    assert model["shape_multiple"]["frames"] == 4 and "slowfast_r50_8x8" in model["shape_multiple"]["source"]
+    code, out, _ = run_cli(capsys, *flags, "--model", "slowfast_r50_8x8")
+    assert code == 0 and "multiples of 4" in out and "slowfast_r50_8x8" in out
+    code, out, _ = run_cli(capsys, "--json", "--config", "kinetics/slowfast_r50_8x8_multigrid")
+    assert json.loads(out)["shape_multiple"]["frames"] == 4
+    code, _, err = run_cli(capsys, "--model", "slowfast_r50_8x9")
+    assert code == 2 and "--model" in err and "slowfast_r50_8x8" in err and "model.name" not in err
+
+
+def test_flags_for_another_run_length_bring_no_kinetics_warmup(capsys):
+    # The Kinetics recipe's 34 warmup epochs belong to its 239-epoch run, not to an SSv2-length one.
+    assert json.loads(run_cli(capsys, "--json")[1])["warmup_epochs"] == 34
+    ssv2 = ["--steps", "0,14,18", "--max-epoch", "22"]
+    code, out, err = run_cli(capsys, *ssv2)
+    assert code == 0, err
+    assert "warmup: none" in out
+    code, out, _ = run_cli(capsys, "--json", *ssv2, "--warmup-epochs", "2")
+    assert code == 0 and json.loads(out)["warmup_epochs"] == 2
+    code, _, err = run_cli(capsys, *ssv2, "--warmup-epochs", "40")
+    assert code == 2 and "--warmup-epochs" in err and "33-epoch run" in err
+
+
+def expected_passes(recipe, overrides, devices):
+    """What `train` does with each step: its passes (device_plan) and, per stage and slot, the clips, shape
+    and BN plan of one forward (`train_step` splits the step's batch; `set_plan` calls step_plan)."""
+    from mgvideo.config import load_config, override
+    from mgvideo.engine.builders import build_schedule
+    from mgvideo.engine.device import device_plan
+    from mgvideo.engine.step import step_plan
+
+    cfg = override(load_config(recipe), **overrides)
+    schedule = build_schedule(cfg)
+    plan = device_plan(cfg, devices, schedule)
+    k = plan.micro_batches
+    stages = [[(b // k, shape.frames, shape.crop,
+                step_plan(b, shape.stage_batch, cfg.model.bn_base_size, devices, k))
+               for b, shape in schedule.shapes(stage, plan.batch)] for stage in schedule.stages]
+    return k, stages
+
+
+def bn_text(plan):
+    if plan.sync_size > 1:
+        return f"sync×{plan.sync_size}"
+    return f"sub×{plan.groups}" if plan.groups > 1 else "BN"
+
+
+@pytest.mark.parametrize(("recipe", "overrides", "devices", "passes"), [
+    ("configs/kinetics/slowfast_r50_8x8_multigrid.yaml", {"solver.max_clips_per_pass": 128}, 1, 8),
+    ("configs/kinetics/slowfast_r50_8x8_multigrid.yaml", {}, 1, 1),  # one pass of the 8 devices' clips
+    ("configs/synthetic/tiny.yaml", {"solver.accumulate": 2}, 1, 2),
+])
+def test_rows_show_each_forward_pass_as_train_takes_it(capsys, recipe, overrides, devices, passes):
+    k, stages = expected_passes(recipe, overrides, devices)
+    assert k == passes
+    keys = [f"{key}={value}" for key, value in overrides.items()]
+    code, out, err = run_cli(capsys, "--json", "--config", recipe, "--devices", str(devices),
+                             "--dataset-size", "240436", *keys)
+    assert code == 0, err
+    rows = json.loads(out)["stages"]
+    assert [r["passes_per_step"] for r in rows] == [k] * len(stages)
+    assert [r["slots_per_pass"] for r in rows] == [[[b, t, s] for b, t, s, _ in st] for st in stages]
+    assert [r["bn_groups"] for r in rows] == [bn_text(st[-1][3]) for st in stages]
+    assert all(len({bn for *_, bn in st}) == 1 for st in stages)  # one BN layout per stage, as printed
+    code, out, _ = run_cli(capsys, "--config", recipe, "--devices", str(devices), "--dataset-size", "240436",
+                           *keys)
+    first, slots = out.splitlines()[1].split(), len(stages[0])  # stage, LR step, epochs, slots, passes, BN
+    b, t, s, bn = stages[0][0]
+    assert "per-pass" in out.splitlines()[0]
+    assert first[3] == f"({b},{t},{s})" and first[3 + slots:5 + slots] == [str(k), bn_text(bn)]

@@ -1,8 +1,9 @@
 """`mgvideo plan`: print (or plot, or dump as JSON) a multigrid schedule and what it saves.
 
 One front end: a config (the --config recipe with key=value overrides, or the default recipe with the
-schedule flags as shorthands for its keys), read once and built as `mgvideo train` builds it. The table,
-summary, JSON and plot functions take the `MultigridSchedule`, `LRConfig` and loader numbers it gives.
+schedule flags as shorthands for its keys), read once and built as `mgvideo train` builds it. Flags alone
+plan the schedule they describe, PySlowFast's to the epoch: no model's shape multiple unless --model names
+one. The table, summary, JSON and plot functions take the `PlanInputs` it gives.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgvideo.bench.bench_config import load_any_config
 from mgvideo.config import Config, load_config, override, resolve_recipe
@@ -24,6 +25,9 @@ from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import check_warmup_of, policy_lr, warmup_epochs
 from mgvideo.multigrid.schedule import Stage
 
+if TYPE_CHECKING:
+    from mgvideo.engine.device import DevicePlan
+
 # Kinetics-400 training clips as used by PySlowFast runs: 240436 / 64 gives the 3756 iterations per
 # epoch logged in SlowFast issue #277 (the full K400 list has 246535; downloads miss some).
 K400_TRAIN_SIZE = 240436
@@ -31,12 +35,25 @@ K400_TRAIN_SIZE = 240436
 
 @dataclass(frozen=True)
 class LoaderNumbers:
-    """What turns epochs into iterations: clips per epoch, base per-device batch, devices, BN group size."""
+    """What turns epochs into iterations and steps into forward passes: clips per epoch, base per-device
+    batch per step, devices, BN group size, and the passes each device splits a step into."""
 
     dataset_size: int = K400_TRAIN_SIZE
     batch_size: int = 8
     devices: int = 8
     bn_base_size: int = 8
+    passes: int = 1  # `DevicePlan.micro_batches`: pass i of a step holds every k-th clip from i
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan is made of, built once from the config as `mgvideo train` builds it."""
+
+    schedule: MultigridSchedule
+    lr_cfg: LRConfig
+    loader: LoaderNumbers
+    devices: DevicePlan
+    dataset_source: str | None  # where the clip count came from (None: --dataset-size, or Kinetics')
 
 
 # -- flag parsing -------------------------------------------------------------------------------------
@@ -81,8 +98,10 @@ FLAG_KEYS = {
     "short_cycle": "multigrid.short_cycle", "short_cycle_relative": "multigrid.short_cycle_relative",
     "lr_policy": "solver.lr_policy", "base_lr": "solver.base_lr", "warmup_epochs": "solver.warmup_epochs",
     "warmup_start_lr": "solver.warmup_start_lr", "rescale_warmup": "solver.rescale_warmup",
-    "batch_size": "solver.batch_size", "bn_base_size": "model.bn_base_size",
+    "batch_size": "solver.batch_size", "bn_base_size": "model.bn_base_size", "model": "model.name",
 }
+# What a schedule error calls the model's shape multiple, written as the flag that brings it in.
+MULTIPLE_WORDS = ("multigrid.shape_multiple", "shape_multiple")
 
 
 def _flag(field: str) -> str:
@@ -98,10 +117,19 @@ def refuse_ignored_flags(args: argparse.Namespace) -> None:
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config keys the schedule flags set on the default recipe (the devices and batch always)."""
+    """The config keys the schedule flags set on the default recipe (the devices and batch always).
+
+    Flags describe a schedule, not the recipe's model: without --model its shapes are PySlowFast's, whole
+    frames and pixels, not SlowFast's frame multiple. The recipe's 34-epoch warmup belongs to its 239-epoch
+    run; flags that set another run length get none (PySlowFast's default) unless --warmup-epochs says.
+    """
     dotted = {key: getattr(args, name) for name, key in FLAG_KEYS.items() if getattr(args, name) is not None}
     if args.lr_policy == "cosine" and args.steps is None:
         dotted["solver.steps"] = []  # cosine without steps: the schedule cuts equal slices
+    if args.model is None:
+        dotted["multigrid.shape_multiple"] = [1, 1]
+    if args.warmup_epochs is None and (args.steps is not None or args.max_epoch is not None):
+        dotted["solver.warmup_epochs"] = 0.0
     devices = args.devices or FLAG_DEVICES
     dotted["solver.batch_size"] = (args.batch_size or 8) * devices
     dotted["solver.recipe_devices"] = devices
@@ -113,6 +141,8 @@ def name_flags(err: MgvideoError) -> MgvideoError:
     text = str(err).removeprefix("override: ")
     for name, key in FLAG_KEYS.items():
         text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", _flag(name), text)
+    for word in MULTIPLE_WORDS:
+        text = re.sub(rf"(?<![\w.]){re.escape(word)}(?!\w)", "--model (its shape multiple)", text)
     return type(err)(text)
 
 
@@ -158,13 +188,21 @@ def recipe_dataset_size(cfg) -> tuple[int, str]:
         return size, f"{what} ({path} is not here; --dataset-size N to change)"
 
 
-def plan_inputs(cfg: Config, args: argparse.Namespace
-                ) -> tuple[MultigridSchedule, LRConfig, LoaderNumbers, str | None]:
-    """The schedule, LR and per-device batch of the config, exactly as `mgvideo train` builds them, and
-    where the clip count came from: --devices, else the recipe's `solver.recipe_devices`, else one; clips
-    from --dataset-size, else the recipe's training list (without --config: Kinetics-400's)."""
+def plan_inputs(cfg: Config, args: argparse.Namespace) -> PlanInputs:
+    """The schedule, LR, per-device batch and passes of the config, exactly as `mgvideo train` builds them,
+    and where the clip count came from: --devices, else the recipe's `solver.recipe_devices`, else one;
+    clips from --dataset-size, else the recipe's training list (without --config: Kinetics-400's). Without
+    --config, an error names the flag that set the key."""
+    try:
+        return _build_inputs(cfg, args)
+    except (ConfigError, ScheduleError) as err:
+        raise (err if args.config else name_flags(err)) from None
+
+
+def _build_inputs(cfg: Config, args: argparse.Namespace) -> PlanInputs:
+    """`plan_inputs` without the renaming of errors."""
     from mgvideo.engine.builders import build_lr_config, build_schedule
-    from mgvideo.engine.device import per_device_batch
+    from mgvideo.engine.device import device_plan
     from mgvideo.models.zoo import get_preset
 
     devices = args.devices or cfg.solver.recipe_devices or 1
@@ -172,27 +210,51 @@ def plan_inputs(cfg: Config, args: argparse.Namespace
     if dataset_size is None:
         dataset_size, source = recipe_dataset_size(cfg) if args.config else (K400_TRAIN_SIZE, None)
     no_bn = get_preset(cfg.model.name).family == "vit"  # a transformer: BN size 0 prints "none"
-    loader = LoaderNumbers(dataset_size, per_device_batch(cfg, devices), devices,
-                           0 if no_bn else cfg.model.bn_base_size)
-    try:
-        schedule = build_schedule(cfg)
-    except ScheduleError as err:
-        raise err if args.config else name_flags(err) from None
-    return schedule, build_lr_config(cfg, devices), loader, source
+    schedule = build_schedule(cfg)
+    plan = device_plan(cfg, devices, schedule)  # the passes `train` splits each step into
+    loader = LoaderNumbers(dataset_size, plan.batch, devices, 0 if no_bn else cfg.model.bn_base_size,
+                           plan.micro_batches)
+    return PlanInputs(schedule, build_lr_config(cfg, devices), loader, plan, source)
 
 
-def device_plan_of(cfg: Config, args: argparse.Namespace, loader: LoaderNumbers,
-                   schedule: MultigridSchedule) -> dict:
+def device_summary(cfg: Config, args: argparse.Namespace, plan: DevicePlan) -> dict:
     """What the devices mean for the run: per-device batch, passes per step (and why), global batch, LR,
     and the line the table prints."""
-    from mgvideo.engine.device import device_plan
-
-    plan = device_plan(cfg, loader.devices, schedule)
     base_lr = cfg.solver.base_lr
     line = plan.describe(base_lr) if args.config else (
         f"devices: {plan.devices}; {plan.passes()}; global batch {plan.global_batch}; base LR {base_lr:g}")
     return {"devices": plan.devices, "per_device_batch": plan.batch, "micro_batches": plan.micro_batches,
             "global_batch": plan.global_batch, "base_lr": _clean(base_lr * plan.lr_scale), "line": line}
+
+
+# Why a model family rounds shapes to a multiple (zoo.shape_multiple).
+MULTIPLE_REASONS = {"slowfast": "its slow pathway takes one frame in {t}",
+                    "vit": "its tubelet of {t} frames and patch of {s} pixels"}
+
+
+def shape_multiple_note(cfg: Config, args: argparse.Namespace) -> dict:
+    """The (frames, crop) multiple the schedule's shapes are rounded to, and why: none for flags without
+    --model (the schedule alone, as PySlowFast rounds it); else `multigrid.shape_multiple` or the model's."""
+    from mgvideo.engine.builders import run_shape_multiple
+    from mgvideo.models.zoo import get_preset
+
+    t, s = run_shape_multiple(cfg)
+    if args.config is None and args.model is None:
+        source = "no model: the flags describe the schedule alone; --model NAME applies a model's multiple"
+    elif cfg.multigrid.shape_multiple:
+        source = "multigrid.shape_multiple"
+    else:
+        reason = MULTIPLE_REASONS.get(get_preset(cfg.model.name).family, "which needs none")
+        source = f"model {cfg.model.name}, {reason.format(t=t, s=s)}"
+    return {"frames": t, "crop": s, "source": source}
+
+
+def shape_line(note: dict) -> str:
+    """The table's line on how shapes are rounded (PySlowFast: whole frames and pixels)."""
+    if (note["frames"], note["crop"]) == (1, 1):
+        return f"shapes: whole frames and pixels, as PySlowFast rounds them ({note['source']})"
+    return (f"shapes: frames rounded to multiples of {note['frames']} and crops of {note['crop']} "
+            f"({note['source']}); PySlowFast rounds to whole frames and pixels")
 
 
 def shm_lines(cfg: Config, schedule: MultigridSchedule, loader: LoaderNumbers) -> list[str]:
@@ -212,12 +274,13 @@ def _clean(value: float) -> float:
 
 
 # -- what is printed ----------------------------------------------------------------------------------
-def bn_groups(per_device_batch: int, bn_base_size: int, devices: int) -> str:
-    """BN layout of a per-device long-cycle batch: the plan the trainer applies (`step_plan`); "none"
-    for a model without BN (`bn_base_size` 0)."""
+def bn_groups(stage_batch: int, bn_base_size: int, devices: int, passes: int = 1) -> str:
+    """BN layout of one forward pass of a stage whose per-device long-cycle batch is `stage_batch`, split
+    into `passes` per step: the plan the trainer applies (`step_plan`); "none" for a model without BN
+    (`bn_base_size` 0)."""
     if bn_base_size == 0:
         return "none"
-    plan = step_plan(per_device_batch, per_device_batch, bn_base_size, devices)
+    plan = step_plan(stage_batch, stage_batch, bn_base_size, devices, passes)
     if plan.sync_size > 1:
         return f"sync×{plan.sync_size}"
     return f"sub×{plan.groups}" if plan.groups > 1 else "BN"
@@ -240,22 +303,31 @@ def stage_iterations(stage: Stage, loader: LoaderNumbers) -> int:
     return iterations_per_epoch(loader.dataset_size, loader.batch_size, loader.devices, factors)
 
 
+def pass_slots(stage: Stage, loader: LoaderNumbers) -> list[list[int]]:
+    """[clips, T, S] of one forward pass of each short-cycle slot: the step's batch on a device split into
+    `loader.passes` passes, as `train_step` splits it."""
+    return [[loader.batch_size * s.batch_factor // loader.passes, s.frames, s.crop] for s in stage.slots]
+
+
 def schedule_table(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers) -> str:
-    """One row per stage: LR step, epochs, per-device (B,T,S) of each short-cycle slot, BN, LR, it/epoch."""
-    header = ("stage", "LR step", "epochs", "per-device (B,T,S) per slot", "BN groups", "LR", "it/epoch")
+    """One row per stage: LR step, epochs, the (B,T,S) of one forward pass per short-cycle slot, passes per
+    step, BN groups of a pass, LR and iterations per epoch."""
+    header = ("stage", "LR step", "epochs", "per-pass (B,T,S) per slot", "passes/step", "BN groups", "LR",
+              "it/epoch")
     rows = [header]
-    for stage in schedule.stages:
-        name = f"{stage.index}" + (" (FT)" if stage.finetune else "")
-        slots = " ".join(f"({loader.batch_size * s.batch_factor},{s.frames},{s.crop})" for s in stage.slots)
-        rows.append((name, str(stage.lr_step), f"{stage.start_epoch}-{stage.end_epoch}", slots,
-                     bn_groups(loader.batch_size * stage.batch_factor, loader.bn_base_size, loader.devices),
-                     stage_lrs(schedule, lr_cfg, stage), str(stage_iterations(stage, loader))))
+    for row in stage_rows(schedule, lr_cfg, loader):
+        name = f"{row['stage']}" + (" (FT)" if row["finetune"] else "")
+        slots = " ".join(f"({b},{t},{s})" for b, t, s in row["slots_per_pass"])
+        rows.append((name, str(row["lr_step"]), f"{row['start_epoch']}-{row['end_epoch']}", slots,
+                     str(row["passes_per_step"]), row["bn_groups"], row["lr"],
+                     str(row["iterations_per_epoch"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def stage_rows(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers) -> list[dict]:
-    """The table's rows as data (what --json holds per stage)."""
+    """The table's rows as data (what --json holds per stage): `slots` are a device's clips per step,
+    `slots_per_pass` what one forward pass holds, and `bn_groups` the BN layout of a pass."""
     rows = []
     for stage in schedule.stages:
         rows.append({
@@ -263,8 +335,9 @@ def stage_rows(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumb
             "start_epoch": stage.start_epoch, "end_epoch": stage.end_epoch,
             "batch_factor": stage.batch_factor, "frames": stage.frames, "crop": stage.crop,
             "slots": [[loader.batch_size * s.batch_factor, s.frames, s.crop] for s in stage.slots],
+            "slots_per_pass": pass_slots(stage, loader), "passes_per_step": loader.passes,
             "bn_groups": bn_groups(loader.batch_size * stage.batch_factor, loader.bn_base_size,
-                                   loader.devices),
+                                   loader.devices, loader.passes),
             "lr": stage_lrs(schedule, lr_cfg, stage),
             "iterations_per_epoch": stage_iterations(stage, loader)})
     return rows
@@ -320,7 +393,8 @@ def summary(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers
                "whole stages, each far cheaper" if f["epochs"] != f["baseline_epochs"] else "")
     return "\n".join([
         f"epochs: {f['epochs']} (baseline {f['baseline_epochs']}{stretch}); LR steps {list(schedule.steps)}",
-        f"warmup: {lr_cfg.warmup_start_lr:g} -> {lr_at(warmup, schedule, lr_cfg):.3g} over {warmup:g} epochs",
+        f"warmup: {lr_cfg.warmup_start_lr:g} -> {lr_at(warmup, schedule, lr_cfg):.3g} over {warmup:g} epochs"
+        if warmup else "warmup: none",
         f"iteration saving: {f['iteration_saving']:.3g}x ({f['iterations']} iterations against the "
         f"baseline's {f['baseline_iterations']} on {loader.dataset_size} clips)",
         f"FLOPs vs baseline: {f['flop_ratio']:.3f} (assumes cost per clip ∝ T·S², every clip seen "
@@ -347,8 +421,10 @@ def counted_flop_ratio(cfg: Config, schedule: MultigridSchedule) -> float | None
 # -- the command --------------------------------------------------------------------------------------
 DESCRIPTION = """Plan a multigrid run: stages, shapes, iterations, the saving against the baseline and the
 expected speed-up in time. With --config, the recipe gives everything (devices: solver.recipe_devices, else 1;
-clips: its training list). Without it, the plan is of PySlowFast's Kinetics SlowFast 8x8 stepwise multigrid
-recipe (kinetics/slowfast_r50_8x8_multigrid) on 8 devices, and the flags are shorthands for its keys."""
+clips: its training list; shapes rounded to its model's multiple). Without it, the flags describe the
+schedule alone, PySlowFast's to the epoch (--model NAME rounds shapes to that model's multiple); unset flags
+take PySlowFast's Kinetics SlowFast 8x8 stepwise multigrid recipe (kinetics/slowfast_r50_8x8_multigrid) on 8
+devices."""
 
 
 def register(subparsers) -> None:
@@ -373,12 +449,17 @@ def register(subparsers) -> None:
                    help="short-cycle crops from the current crop, not the default one (issue #429)")
     p.add_argument("--lr-policy", choices=("steps", "cosine"))
     p.add_argument("--base-lr", type=float, help="(0.1)")
-    p.add_argument("--warmup-epochs", type=float, help="(34)")
+    p.add_argument("--warmup-epochs", type=float,
+                   help="(34, the Kinetics recipe's; 0, PySlowFast's default, where --steps or --max-epoch "
+                        "describe another run)")
     p.add_argument("--warmup-start-lr", type=float, help="(0.01)")
     p.add_argument("--rescale-warmup", action="store_const", const=True,
                    help="stretch warmup by the multigrid epoch factor")
     p.add_argument("--batch-size", type=_positive_int, help="base per-device batch (8)")
     p.add_argument("--bn-base-size", type=_positive_int, help="clips per BN group (8)")
+    p.add_argument("--model", metavar="NAME",
+                   help="round shapes to this zoo model's multiple (a SlowFast's alpha, a ViT's tubelet and "
+                        "patch), as training it would; default: none, the schedule alone")
     p.add_argument("--dataset-size", type=_positive_int,
                    help="training clips (default: the recipe's list; without --config, Kinetics-400's "
                         "240436)")
@@ -397,48 +478,68 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Plan the config (the recipe, or the flags) and print the table (or JSON), optionally plotting it."""
-    cfg = plan_config(args)
-    schedule, lr_cfg, loader, dataset_source = plan_inputs(cfg, args)
+def check_plan(p: PlanInputs, args: argparse.Namespace) -> None:
+    """Refuse, as `train` would, a plan that cannot run: too few clips for the devices or a stage, or a
+    warmup longer than the run; and a plot file that is not a PNG."""
+    loader = p.loader
     if loader.dataset_size < loader.devices:
         raise ConfigError(f"--dataset-size: {loader.dataset_size} clips cannot be shared by "
                           f"{loader.devices} devices")
-    check_dataset_fits(schedule, loader.dataset_size, loader.batch_size, loader.devices)
+    check_dataset_fits(p.schedule, loader.dataset_size, loader.batch_size, loader.devices)
     try:
-        check_warmup_of(schedule, lr_cfg)
+        check_warmup_of(p.schedule, p.lr_cfg)
     except ConfigError as err:
         err = ConfigError(f"solver.{err}")
-        raise err if args.config else name_flags(err) from None
+        raise (err if args.config else name_flags(err)) from None
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot: expected a .png file name (got {str(args.plot)!r})")
-    figures = plan_figures(schedule, lr_cfg, loader, args.profile)
-    devices = device_plan_of(cfg, args, loader, schedule)
-    counted = counted_flop_ratio(cfg, schedule)
-    if args.plot is not None:
-        from mgvideo.engine.plots import plot_schedule
 
-        plot_schedule(schedule, lr_cfg, loader.batch_size, args.plot)
-    if args.json:
-        print(json.dumps({"stages": stage_rows(schedule, lr_cfg, loader), "steps": list(schedule.steps),
-                          "lrs": [_clean(x) for x in schedule.lrs], "max_epoch": schedule.max_epoch,
-                          "dataset_size": loader.dataset_size, **figures, "flop_ratio_counted": counted,
-                          "devices": {k: v for k, v in devices.items() if k != "line"}}))
-        return 0
-    print(schedule_table(schedule, lr_cfg, loader))
+
+def plan_json(p: PlanInputs, figures: dict, devices: dict, shapes: dict, counted: float | None) -> dict:
+    """What --json prints: the rows, the rewritten solver, the figures, the shape multiple and devices."""
+    schedule = p.schedule
+    return {"stages": stage_rows(schedule, p.lr_cfg, p.loader), "steps": list(schedule.steps),
+            "lrs": [_clean(x) for x in schedule.lrs], "max_epoch": schedule.max_epoch,
+            "dataset_size": p.loader.dataset_size, **figures, "flop_ratio_counted": counted,
+            "shape_multiple": shapes, "devices": {k: v for k, v in devices.items() if k != "line"}}
+
+
+def print_plan(cfg: Config, p: PlanInputs, figures: dict, devices: dict, shapes: dict,
+               counted: float | None) -> None:
+    """The table, the summary and the lines on shapes, devices, /dev/shm and counted FLOPs."""
+    print(schedule_table(p.schedule, p.lr_cfg, p.loader))
     print()
-    if dataset_source:
-        print(f"dataset: {loader.dataset_size} clips, {dataset_source}")
-    print(summary(schedule, lr_cfg, loader, figures))
+    if p.dataset_source:
+        print(f"dataset: {p.loader.dataset_size} clips, {p.dataset_source}")
+    print(summary(p.schedule, p.lr_cfg, p.loader, figures))
+    print(shape_line(shapes))
     print(devices["line"])
     sized = ("as data.workers says" if cfg.data.workers >= 0
              else f"sized for this machine's {os.cpu_count()} cores")
     print(f"/dev/shm a node needs for its loaders, by the ranks it holds (each with the per-device batch "
           f"above; workers {sized}, data.workers=N plans another):")
-    print("\n".join("  " + line for line in shm_lines(cfg, schedule, loader)))
+    print("\n".join("  " + line for line in shm_lines(cfg, p.schedule, p.loader)))
     if counted is not None:
         print(f"FLOPs vs baseline counted on {cfg.model.name} (attention's quadratic cost "
               f"in tokens included): {counted:.3f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan the config (the recipe, or the flags) and print the table (or JSON), optionally plotting it."""
+    cfg = plan_config(args)
+    p = plan_inputs(cfg, args)
+    check_plan(p, args)
+    figures = plan_figures(p.schedule, p.lr_cfg, p.loader, args.profile)
+    devices = device_summary(cfg, args, p.devices)
+    shapes, counted = shape_multiple_note(cfg, args), counted_flop_ratio(cfg, p.schedule)
+    if args.plot is not None:
+        from mgvideo.engine.plots import plot_schedule
+
+        plot_schedule(p.schedule, p.lr_cfg, p.loader.batch_size, args.plot)
+    if args.json:
+        print(json.dumps(plan_json(p, figures, devices, shapes, counted)))
+        return 0
+    print_plan(cfg, p, figures, devices, shapes, counted)
     if args.plot is not None:
         print(f"plot: {args.plot}")
     return 0
