@@ -94,7 +94,8 @@ def test_steps_zero_with_the_long_cycle_is_one_line_before_any_work(capsys, tmp_
     assert not (tmp_path / "run").exists()
     assert main(["plan", "--steps", "0", "--max-epoch", "10"]) == 2
     assert "plan: error: --steps: the long cycle needs two steps" in capsys.readouterr().err
-    assert main(["plan", "--steps", "0", "--max-epoch", "10", "--no-long-cycle", "--warmup-epochs", "20"]) == 2
+    one_stage = ["plan", "--steps", "0", "--max-epoch", "10", "--no-long-cycle"]
+    assert main([*one_stage, "--warmup-epochs", "20"]) == 2
     assert "plan: error: --warmup-epochs: the warmup of 20 epochs" in capsys.readouterr().err
     assert main(["plan", "--steps", "0", "--max-epoch", "10", "--no-long-cycle", "--warmup-epochs", "1"]) == 0
 
