@@ -26,6 +26,12 @@ def runtime(default: Any) -> Any:
     return field(default=default, metadata={"runtime": True})
 
 
+def added(default: Any) -> Any:
+    """A field added after runs were saved: in the resume fingerprint only when set off its default, so that
+    the runs saved before it existed still resume."""
+    return field(default=default, metadata={"added": True})
+
+
 @dataclass
 class DataConfig:
     """Where the videos are and what a full-size training clip is (the reference's T, S and rate)."""
@@ -115,9 +121,22 @@ class MultigridSection:
     progressive_start_scale: float = 0.5
     progressive_ramp_end: float = 0.8
     progressive_crop_step: int = 8
+    # Each shape's batch: 'flops' (∝ 1 / (T·S²), the reference's) or 'measured' (a step costs what a full
+    # step costs, from `cost_table`: `mgvideo profile MODEL --config RECIPE --json` rows). The path is a
+    # runtime key: the schedule it yields is fingerprinted, so a moved file resumes, a re-measured one not.
+    batch_rule: Literal["flops", "measured"] = added("flops")
+    cost_table: str = runtime("")
 
     def validate(self, where: str) -> None:
         _check_signs(where, "multigrid", self, positive=("epoch_factor", "eval_freq"))
+        if (self.batch_rule == "measured") != bool(self.cost_table):
+            raise ConfigError(f"{where}: multigrid.batch_rule: measured needs multigrid.cost_table (a file "
+                              "of `mgvideo profile MODEL --config RECIPE --json` rows), and a cost_table "
+                              f"needs batch_rule: measured; got batch_rule {self.batch_rule!r}, "
+                              f"cost_table {self.cost_table!r}")
+        if self.batch_rule == "measured" and self.schedule == "progressive":
+            raise ConfigError(f"{where}: multigrid.batch_rule: measured sizes the multigrid and random "
+                              "schedules' batches; progressive keeps one batch (use batch_rule: flops)")
         for pair in self.long_cycle_factors:
             if len(pair) != 2 or min(pair) <= 0:
                 raise ConfigError(f"{where}: multigrid.long_cycle_factors needs [t, s] pairs > 0, got {pair}")
@@ -270,6 +289,13 @@ def runtime_keys() -> frozenset[str]:
                      for f in dataclasses.fields(getattr(cfg, s.name)) if f.metadata.get("runtime"))
 
 
+def added_defaults() -> dict[str, Any]:
+    """The dotted keys of the fields marked `added`, with their defaults."""
+    cfg = Config()
+    return {f"{s.name}.{f.name}": f.default for s in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, s.name)) if f.metadata.get("added")}
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML recipe (or the defaults if `path` is None), apply `key=value` overrides, validate."""
     if path is None:
@@ -337,8 +363,9 @@ def fingerprint(cfg: Config, extra: Any = None) -> str:
     `extra` (e.g. the schedule's steps and shapes) is hashed too, so that a code change that alters the
     schedule is caught as well as a config change.
     """
-    skip = runtime_keys()
-    flat = {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in skip}
+    skip, added_keys = runtime_keys(), added_defaults()
+    flat = {k: v for k, v in _flatten(to_dict(cfg)).items()
+            if k not in skip and not (k in added_keys and v == added_keys[k])}
     blob = json.dumps([flat, extra], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -348,7 +375,7 @@ def config_changes(saved: dict[str, Any] | None, cfg: Config) -> list[str]:
     (a checkpoint's); [] when nothing was saved or nothing differs (then the schedule itself changed)."""
     if not isinstance(saved, dict):
         return []
-    old, new, skip = _flatten(saved), _flatten(to_dict(cfg)), runtime_keys()
+    old, new, skip = {**added_defaults(), **_flatten(saved)}, _flatten(to_dict(cfg)), runtime_keys()
     keys = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
 

@@ -112,7 +112,7 @@ def test_runtime_keys_are_marked_on_their_fields_and_the_fingerprint_is_pinned()
         "train.pin_memory", "train.compile", "train.checkpoint_minutes", "train.checkpoint_every_iters",
         "train.log_period", "train.eval_batch_size", "train.dist_timeout_minutes",
         "solver.max_clips_per_pass", "test.clips", "test.crops", "test.crop_size", "test.ensemble",
-        "test.batch_size", "test.max_failed_fraction"}
+        "test.batch_size", "test.max_failed_fraction", "multigrid.cost_table"}
     # Resumes compare fingerprints: a new value here would refuse every saved run.
     assert fingerprint(Config()) == "4321e4bc61766841"
     assert fingerprint(load_config("configs/synthetic/tiny.yaml"), [1, 2]) == "8793403922545cb5"

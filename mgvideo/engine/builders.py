@@ -15,6 +15,7 @@ from mgvideo.data.annotations import VideoRecord, missing_videos
 from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.prepare import build_frame_cache, build_video_store, read_split
 from mgvideo.data.store import VideoStore, store_key
+from mgvideo.engine.cost_table import read_cost_table
 from mgvideo.engine.device import device_plan
 from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
 from mgvideo.errors import ConfigError, ScheduleError
@@ -39,13 +40,14 @@ SCHEDULE_KEYS = {
     "eval_freq": "multigrid.eval_freq", "finetune_fraction": "multigrid.finetune_fraction",
     "progressive start_scale": "multigrid.progressive_start_scale",
     "progressive ramp_end": "multigrid.progressive_ramp_end",
-    "progressive crop_step": "multigrid.progressive_crop_step",
+    "progressive crop_step": "multigrid.progressive_crop_step", "cost_table": "multigrid.cost_table",
 }
 
 
 def build_schedule(cfg: Config) -> MultigridSchedule:
     """The multigrid schedule of this run (a one-stage schedule for the baseline)."""
     d, m, s = cfg.data, cfg.multigrid, cfg.solver
+    table = read_cost_table(m.cost_table, "multigrid.cost_table") if m.batch_rule == "measured" else None
     try:
         config = MultigridConfig(
             frames=d.frames, crop=d.crop, steps=tuple(s.steps), max_epoch=s.max_epoch, gamma=s.gamma,
@@ -55,6 +57,7 @@ def build_schedule(cfg: Config) -> MultigridSchedule:
             short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
             eval_freq=m.eval_freq, shape_multiple=run_shape_multiple(cfg),
             finetune_short_cycle=m.finetune_short_cycle, finetune_fraction=m.finetune_fraction,
+            cost_table=table,
         )
         if m.schedule == "random":
             return RandomShapeSchedule(config, cfg.train.seed)
@@ -102,7 +105,10 @@ def check_warmup(cfg: Config, schedule: MultigridSchedule) -> None:
 
 def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:
     """What of the schedule goes into the resume fingerprint (so a code change to it is caught too)."""
-    return {"schedule": schedule.to_dict(), "shapes": [dataclasses.astuple(s)[:7] for s in schedule.stages]}
+    data = {"schedule": schedule.to_dict(), "shapes": [dataclasses.astuple(s)[:7] for s in schedule.stages]}
+    if schedule.cfg.cost_table is not None:  # measured batches: a re-measured table changes the slots too
+        data["slots"] = [[dataclasses.astuple(slot) for slot in s.slots] for s in schedule.stages]
+    return data
 
 
 def eval_shape(cfg: Config, batch: int) -> ClipShape:

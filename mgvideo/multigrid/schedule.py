@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mgvideo.errors import ScheduleError
+from mgvideo.multigrid.cost import CostTable
 
 SQRT_HALF = 0.5**0.5
 DEFAULT_LONG_CYCLE_FACTORS = ((0.25, SQRT_HALF), (0.5, SQRT_HALF), (0.5, 1.0), (1.0, 1.0))
@@ -108,6 +109,9 @@ class MultigridConfig:
     # interval by the iteration saving: a full-shape finish of a user-set share of the budget.
     finetune_short_cycle: bool = True
     finetune_fraction: float = 0.0
+    # None: the FLOP rule (batch ∝ 1 / (T·S²), the reference's). A measured table (cost.py): every shape's
+    # batch makes a step cost what a full-shape step costs; the LR follows the batch factors it gives.
+    cost_table: CostTable | None = None
 
 
 def _fail(name: str, problem: str, value: object) -> ScheduleError:
@@ -187,6 +191,9 @@ class _ShapeRule:
         self.volume = float(cfg.frames * cfg.crop**2)
 
     def _batch(self, frames: int, crop: float, what: str) -> int:
+        table = self.cfg.cost_table
+        if table is not None:  # the measured rule; tables hold whole-pixel crops
+            return table.batch_factor(frames, int(round(crop)), (self.cfg.frames, self.cfg.crop))
         b = int(round(self.volume / (frames * crop * crop)))
         if b < 1:
             raise _fail(what, f"shape ({frames}, {crop:g}) exceeds the default; batch factor rounds to 0", b)
@@ -214,8 +221,10 @@ class _ShapeRule:
             mult = int(round((crop / size) ** 2))
             if round(size) < 1 or mult < 1:
                 raise _fail("short_cycle_factors", f"factor {f} gives crop {size:g}, multiplier {mult}", f)
-            slots.append(Slot(b * mult, frames, int(round(size))))
             alloc.append(self._batch(frames, size, "short_cycle_factors"))
+            # The FLOP rule multiplies the stage's batch (the reference); a measured table sizes each slot.
+            factor = alloc[-1] if self.cfg.cost_table is not None else b * mult
+            slots.append(Slot(factor, frames, int(round(size))))
         slots.append(Slot(b, frames, crop))
         alloc.append(b)
         return tuple(slots), sum(alloc) / len(alloc)
