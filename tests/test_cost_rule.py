@@ -98,8 +98,10 @@ def test_a_shape_missing_from_the_table_names_it():
         MultigridSchedule(MultigridConfig(**SMALL, cost_table=CostTable.from_dicts({(16, 32): 1.0})))
 
 
-def profile_rows(schedule, ms):
-    return [{"batch": 2, "frames": t, "crop": s, "sec_per_iter": 2 * ms[(t, s)] / 1e3, "peak_mb": 100.0}
+def profile_rows(schedule, ms, peak_mb=None):
+    """`mgvideo profile --json` rows at batch 2; without `peak_mb` (a memory figure per shape) no memory cap."""
+    return [{"batch": 2, "frames": t, "crop": s, "sec_per_iter": 2 * ms[(t, s)] / 1e3,
+             **({"peak_mb": peak_mb[(t, s)]} if peak_mb else {})}
             for t, s in sorted(shapes_of(schedule) | {(schedule.cfg.frames, schedule.cfg.crop)})]
 
 
@@ -150,3 +152,32 @@ def test_no_table_is_the_flop_rule(recipe):
     volume = cfg.data.frames * cfg.data.crop**2
     for st in schedule.stages:
         assert st.batch_factor == round(volume / (st.frames * st.crop**2))
+
+
+def test_plan_shows_both_rules_with_their_predicted_times(tmp_path, capsys):
+    from mgvideo.cli import main
+
+    recipe = "configs/synthetic/bench_vit.yaml"
+    flops = build_schedule(load_any_config(Path(recipe)))
+    ms = attention_table(shapes_of(flops))
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in profile_rows(flops, ms)))
+    assert main(["plan", "--config", recipe, "--profile", str(tmp_path / "p.jsonl"), "--json"]) == 0
+    rules = json.loads(capsys.readouterr().out)["batch_rules"]
+    # Per-clip ms from the rows: the predicted step ms of each slot is batch x ms, so the measured rule's
+    # steps are far more even than the FLOP rule's.
+    assert rules["measured"]["step_spread"] < rules["flops"]["step_spread"]
+    for rule in ("flops", "measured"):
+        stage = rules[rule]["stages"][0]
+        expected = sum(b * ms[(t, s)] for b, t, s in stage["slots"]) / len(stage["slots"])
+        assert stage["step_ms"] == pytest.approx(expected, rel=1e-5)
+    assert rules["flops"]["stages"][0]["slots"] != rules["measured"]["stages"][0]["slots"]
+    assert main(["plan", "--config", recipe, "--profile", str(tmp_path / "p.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "FLOP rule" in out and "measured rule" in out and "predicted training time" in out
+
+
+def test_plan_without_a_profile_prints_no_rule_comparison(capsys):
+    from mgvideo.cli import main
+
+    assert main(["plan", "--config", "configs/synthetic/tiny.yaml", "--json"]) == 0
+    assert "batch_rules" not in json.loads(capsys.readouterr().out)

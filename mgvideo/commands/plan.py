@@ -17,7 +17,7 @@ from typing import Any
 
 from mgvideo.bench.bench_config import load_any_config
 from mgvideo.config import Config, load_config, override, resolve_recipe
-from mgvideo.engine import plan_report
+from mgvideo.engine import plan_report, plan_rules
 from mgvideo.engine.plan_report import LoaderNumbers, PlanInputs
 from mgvideo.errors import ConfigError, MgvideoError, ScheduleError
 from mgvideo.multigrid import MultigridSchedule
@@ -199,8 +199,10 @@ def time_per_clip_fn(profile: Path | None,
         return (lambda t, s: float(t * s * s)), (
             "assuming time per clip ∝ T·S² (coarse shapes are often less efficient than that; "
             "--profile FILE with `mgvideo profile MODEL --config RECIPE --json` measures it)")
+    from mgvideo.engine.cost_table import profile_rows
+
     try:
-        rows = json.loads(profile.read_text())
+        rows = profile_rows(profile, "--profile")  # a JSON list, or the JSON lines `profile --json` prints
         per_clip = {(int(r["frames"]), int(r["crop"])): float(r["sec_per_iter"]) / int(r["batch"])
                     for r in rows}
     except (OSError, ValueError, TypeError, KeyError) as err:
@@ -307,10 +309,14 @@ def run(args: argparse.Namespace) -> int:
         from mgvideo.engine.plots import plot_schedule
 
         plot_schedule(p.schedule, p.lr_cfg, p.loader.batch_size, args.plot)
+    rules = plan_rules.compare(cfg, p, args.profile, per_clip) if args.profile else None
     if args.json:
-        print(json.dumps(plan_report.plan_json(p, figures, devices, shapes, counted)))
+        out = plan_report.plan_json(p, figures, devices, shapes, counted)
+        print(json.dumps({**out, "batch_rules": rules} if rules else out))
         return 0
     plan_report.print_plan(cfg, p, figures, devices, shapes, counted)
+    if rules:
+        print("\n".join(plan_rules.rules_lines(rules, args.profile)))
     if args.plot is not None:
         print(f"plot: {args.plot}")
     return 0

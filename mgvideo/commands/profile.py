@@ -80,6 +80,16 @@ def _config_bn_base_size(config: str | None) -> int:
     return load_any_config(Path(config)).model.bn_base_size
 
 
+def _config_model_options(config: str | None, model: str) -> dict:
+    """The config's model options (a ViT's width, depth and input size) when it names the same model."""
+    if not config:
+        return {}
+    from mgvideo.bench.bench_config import load_any_config
+
+    cfg = load_any_config(Path(config))
+    return dict(cfg.model.options) if cfg.model.name == model else {}
+
+
 def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -120,7 +130,8 @@ def time_shape(
     clip = torch.randn(batch, 3, frames, crop, crop, device=device)
     if channels_last:
         clip = clip.contiguous(memory_format=torch.channels_last_3d)
-    labels = torch.randint(0, model.head.projection.out_features, (batch,), device=device)
+    head = model.head  # a CNN's head holds its classifier as `projection`, a ViT's is the classifier
+    labels = torch.randint(0, getattr(head, "projection", head).out_features, (batch,), device=device)
     _reset_peak_memory(device)
     elapsed = 0.0
     for i in range(iters + 1):  # the first iteration warms up and is not timed
@@ -158,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as in training
     bn_base = args.bn_base_size or _config_bn_base_size(args.config)
-    model = convert_model(build_model(args.model, args.num_classes), bn_base).to(device).train()
+    options = _config_model_options(args.config, args.model)
+    model = convert_model(build_model(args.model, args.num_classes, **options), bn_base).to(device).train()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]

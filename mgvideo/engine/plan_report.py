@@ -128,16 +128,22 @@ def plan_figures(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNu
     cfg = schedule.cfg
     baseline = cfg.max_epoch * iterations_per_epoch(loader.dataset_size, loader.batch_size, loader.devices)
     iters = sum(s.epochs * stage_iterations(s, loader) for s in schedule.stages)
-    # An iteration of slot j trains batch_j clips; the sampler cycles the slots in turn.
-    seconds = sum(st.epochs * stage_iterations(st, loader) * sum(
-        loader.batch_size * s.batch_factor * per_clip(s.frames, s.crop) for s in st.slots) / len(st.slots)
-        for st in schedule.stages)
+    seconds = predicted_seconds(schedule, loader, per_clip)
     baseline_seconds = baseline * loader.batch_size * per_clip(cfg.frames, cfg.crop)
     return {"epochs": schedule.max_epoch, "baseline_epochs": cfg.max_epoch, "iterations": iters,
             "baseline_iterations": baseline, "iteration_saving": clean(baseline / iters),
             "flop_ratio": clean(schedule.flop_ratio()), "time_speedup": clean(baseline_seconds / seconds),
             "time_speedup_basis": basis, "reference_epoch_compression": clean(schedule.iteration_saving),
             "warmup_epochs": clean(warmup_epochs(schedule, lr_cfg))}
+
+
+def predicted_seconds(schedule: MultigridSchedule, loader: LoaderNumbers,
+                      per_clip: Callable[[int, int], float]) -> float:
+    """Training time of the schedule with `per_clip(T, S)` seconds per clip on each device."""
+    # An iteration of slot j trains batch_j clips; the sampler cycles the slots in turn.
+    return sum(st.epochs * stage_iterations(st, loader) * sum(
+        loader.batch_size * s.batch_factor * per_clip(s.frames, s.crop) for s in st.slots) / len(st.slots)
+        for st in schedule.stages)
 
 
 def summary(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumbers, figures: dict) -> str:
