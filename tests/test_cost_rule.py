@@ -99,7 +99,7 @@ def test_a_shape_missing_from_the_table_names_it():
 
 
 def profile_rows(schedule, ms, peak_mb=None):
-    """`mgvideo profile --json` rows at batch 2; without `peak_mb` (a memory figure per shape) no memory cap."""
+    """`mgvideo profile --json` rows at batch 2; without `peak_mb` (MB per shape) no memory cap."""
     return [{"batch": 2, "frames": t, "crop": s, "sec_per_iter": 2 * ms[(t, s)] / 1e3,
              **({"peak_mb": peak_mb[(t, s)]} if peak_mb else {})}
             for t, s in sorted(shapes_of(schedule) | {(schedule.cfg.frames, schedule.cfg.crop)})]
