@@ -131,20 +131,18 @@ def test_each_section_validates_itself():
 
 
 
-def test_the_distributed_timeout_is_a_checked_runtime_key():
+@pytest.mark.parametrize("key, value, default, bad, refusal", [
     # A timeout fits the machine a run is on: a resume elsewhere may change it.
-    cfg = load_config(None, ["train.dist_timeout_minutes=2.5"])
-    assert cfg.train.dist_timeout_minutes == 2.5 and Config().train.dist_timeout_minutes == 10.0
-    assert fingerprint(cfg) == fingerprint(Config())
-    with pytest.raises(ConfigError, match="command line: train.dist_timeout_minutes must be positive, got 0"):
-        load_config(None, ["train.dist_timeout_minutes=0"])
-
-
-def test_the_pass_limit_is_a_checked_runtime_key():
+    ("train.dist_timeout_minutes", 2.5, 10.0, "0", "must be positive, got 0"),
     # A memory limit fits the device a run is on; it may not change the BN groups (engine/device.py), so
     # a resume on a device with less memory may change it.
-    cfg = load_config(None, ["solver.max_clips_per_pass=16"])
-    assert cfg.solver.max_clips_per_pass == 16 and Config().solver.max_clips_per_pass == 0
+    ("solver.max_clips_per_pass", 16, 0, "-1", "must be >= 0, got -1"),
+])
+def test_a_device_knob_is_a_checked_runtime_key(key, value, default, bad, refusal):
+    section, name = key.split(".")
+    cfg = load_config(None, [f"{key}={value}"])
+    assert getattr(getattr(cfg, section), name) == value
+    assert getattr(getattr(Config(), section), name) == default
     assert fingerprint(cfg) == fingerprint(Config())
-    with pytest.raises(ConfigError, match="command line: solver.max_clips_per_pass must be >= 0, got -1"):
-        load_config(None, ["solver.max_clips_per_pass=-1"])
+    with pytest.raises(ConfigError, match=f"command line: {key} {refusal}"):
+        load_config(None, [f"{key}={bad}"])
