@@ -181,7 +181,7 @@ class SolverConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     layer_decay: float = 1.0  # layer-wise LR decay for ViTs: block i gets decay^(depth + 1 - (i + 1))
     # The multigrid LR multiplier of a B-times larger batch: B (linear, the reference) or sqrt(B).
-    lr_batch_scaling: Literal["linear", "sqrt"] = "linear"
+    lr_batch_scaling: Literal["linear", "sqrt", "none"] = "linear"
 
     def validate(self, where: str) -> None:
         _check_signs(where, "solver", self, positive=("batch_size", "base_lr", "max_epoch", "accumulate"),

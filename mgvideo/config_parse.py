@@ -58,8 +58,10 @@ def yaml_key_lines(text: str) -> dict[str, int]:
 
 def assign(root: Any, dotted: str, value: Any, where: str) -> None:
     """Set `root.<section>.<key>` (dataclasses both) to `value` checked against the field's type; a bad key
-    or value raises ConfigError at `where`, suggesting the closest key."""
+    or value raises ConfigError at `where`, suggesting the closest key. `section.key.entry` sets one entry
+    of a mapping field (e.g. `model.options.drop_path=0.1`), keeping the others."""
     section_name, _, key = dotted.partition(".")
+    key, _, entry = key.partition(".")
     sections = {f.name for f in dataclasses.fields(root)}
     if section_name not in sections:
         raise ConfigError(f"{where}: unknown section '{section_name}'{_suggest(section_name, sections)}")
@@ -68,6 +70,10 @@ def assign(root: Any, dotted: str, value: Any, where: str) -> None:
     if key not in names:
         raise ConfigError(f"{where}: unknown key '{dotted}'{_suggest(key, names, section_name + '.')}")
     hint = typing.get_type_hints(type(section))[key]
+    if entry:
+        if typing.get_origin(hint) is not dict:
+            raise ConfigError(f"{where}: {section_name}.{key} is not a mapping, so '{dotted}' names nothing")
+        value = {**getattr(section, key), entry: value}
     setattr(section, key, _coerce(value, hint, dotted, where))
 
 

@@ -210,6 +210,9 @@ def test_any_config_reads_a_recipe_or_a_bench_configs_multigrid_run(tmp_path):
     cfg = load_any_config(bench, ["data.crop=48"])
     assert cfg.multigrid.long_cycle and cfg.multigrid.short_cycle  # the multigrid arm, not the base config
     assert cfg.solver.base_lr == 0.1 and cfg.data.crop == 48
+    # the command line's keys come after the arm's switches: `plan --config BENCH multigrid.short_cycle=false`
+    no_short = load_any_config(bench, ["multigrid.short_cycle=false", "bench.seeds=1"])
+    assert no_short.multigrid.long_cycle and not no_short.multigrid.short_cycle
     recipe = tmp_path / "run.yaml"
     recipe.write_text("solver:\n  base_lr: 0.3\n")
     assert load_any_config(recipe) == load_config(recipe)

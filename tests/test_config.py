@@ -19,6 +19,16 @@ def test_yaml_and_overrides_apply(tmp_path):
     assert cfg.solver.momentum == 0.5 and cfg.train.amp == "bf16" and cfg.multigrid.short_cycle is False
 
 
+def test_a_mapping_entry_is_set_and_the_others_kept(tmp_path):
+    path = write(tmp_path, "model:\n  name: vit_tiny\n  options: {embed_dim: 64, depth: 3}\n")
+    cfg = load_config(path, ["model.options.pos_embed=per_grid", "model.options.depth=2"])
+    assert cfg.model.options == {"embed_dim": 64, "depth": 2, "pos_embed": "per_grid"}
+    with pytest.raises(ConfigError, match="command line: solver.base_lr is not a mapping"):
+        load_config(path, ["solver.base_lr.x=1"])
+    with pytest.raises(ConfigError, match="unknown key 'model.optons.depth'"):
+        load_config(path, ["model.optons.depth=1"])
+
+
 def test_int_is_accepted_for_float_and_converted(tmp_path):
     cfg = load_config(None, ["solver.base_lr=1"])
     assert isinstance(cfg.solver.base_lr, float)

@@ -75,18 +75,19 @@ def test_layer_decay_needs_a_vit_and_bad_values_are_refused():
         config(**{"solver.lr_batch_scaling": "cubic"})
 
 
-def test_sqrt_lr_scaling_divides_the_linear_lr_by_the_root_of_the_batch_factor():
+@pytest.mark.parametrize("rule, power", [("sqrt", 0.5), ("none", 1.0)])
+def test_sqrt_and_none_lr_scaling_divide_the_linear_lr_by_a_power_of_the_batch_factor(rule, power):
     schedule = MultigridSchedule(MultigridConfig())
-    linear, sqrt = LRConfig(warmup_epochs=0), LRConfig(warmup_epochs=0, batch_scaling="sqrt")
+    linear, scaled = LRConfig(warmup_epochs=0), LRConfig(warmup_epochs=0, batch_scaling=rule)
     factors = set()
     for epoch in [e + 0.5 for e in range(schedule.max_epoch)]:
         factor = schedule.stage_at(epoch).batch_factor
         factors.add(factor)
-        assert lr_at(epoch, schedule, sqrt) == pytest.approx(lr_at(epoch, schedule, linear) / factor**0.5)
+        assert lr_at(epoch, schedule, scaled) == pytest.approx(lr_at(epoch, schedule, linear) / factor**power)
     assert factors == {1, 2, 4, 8}
     baseline = MultigridSchedule(MultigridConfig(long_cycle=False))
     for epoch in (0.0, 100.0, 230.0):  # no long cycle: nothing to scale
-        assert lr_at(epoch, baseline, sqrt) == lr_at(epoch, baseline, linear)
+        assert lr_at(epoch, baseline, scaled) == lr_at(epoch, baseline, linear)
 
 
 def test_the_config_key_reaches_the_lr_rule():

@@ -67,6 +67,20 @@ def test_native_position_table_is_videomae_and_other_grids_interpolate_it():
     torch.testing.assert_close(half[0, -1], grid[6:, 4:, 4:].mean((0, 1, 2)))
 
 
+def test_per_grid_position_tables_are_videomae_tables_of_each_grids_own_length():
+    model = build_model("vit_tiny", 5, pos_embed="per_grid")
+    torch.testing.assert_close(model.position_embedding((8, 6, 6)), get_sinusoid_encoding_table(8 * 6 * 6, 96))
+    coarse = model.position_embedding((2, 3, 3))
+    torch.testing.assert_close(coarse, get_sinusoid_encoding_table(18, 96))
+    assert model.position_embedding((2, 3, 3)) is coarse  # made once per grid
+    interpolated = build_model("vit_tiny", 5).position_embedding((2, 3, 3))
+    assert not torch.allclose(coarse, interpolated)
+    clip = torch.randn(2, 3, 4, 48, 48)
+    assert model(clip).shape == (2, 5)
+    with pytest.raises(ValueError, match="pos_embed must be one of"):
+        build_model("vit_tiny", 5, pos_embed="learned")
+
+
 def test_drop_path_drops_whole_samples_in_training_only():
     torch.manual_seed(0)
     drop, x = DropPath(0.5), torch.ones(64, 3, 4)
@@ -149,3 +163,28 @@ def test_bn_plans_are_a_no_op_on_a_vit():
     assert not has_batchnorm(model)
     assert set_bn_groups(model, BNPlan(groups=4)) == 0
     assert set_bn_groups(model, BNPlan(sync_size=2)) == 0  # torch.distributed is not initialised here
+
+
+def test_the_vit_bench_options_build_what_they_name():
+    from mgvideo.bench import tta
+    from mgvideo.multigrid.lr import lr_at
+
+    spec, cfg = tta.load_bench(REPO / "mgvideo/configs/synthetic/bench_vit.yaml")
+    runs = {name: tta.variant_config(cfg, spec, name, 0)
+            for name in ["multigrid", "multigrid+noshort", "multigrid+tpt", "multigrid+pergrid",
+                         "multigrid+lrnone", "multigrid+ef2"]}
+    default = builders.build_schedule(runs["multigrid"])
+    assert {len(s.slots) for s in default.stages} == {3} and default.stages[0].crop == 24
+    no_short = builders.build_schedule(runs["multigrid+noshort"])
+    assert [s.crop for s in no_short.stages] == [s.crop for s in default.stages]
+    assert {len(s.slots) for s in no_short.stages} == {1}
+    tpt = builders.build_schedule(runs["multigrid+tpt"])  # temporal-first: fewer frames, the full crop
+    assert {s.crop for s in tpt.stages} == {32} and {len(s.slots) for s in tpt.stages} == {1}
+    assert [s.frames for s in tpt.stages[:4]] == [4, 8, 8, 16]
+    for name, rule in [("multigrid+pergrid", "per_grid"), ("multigrid", "interpolate")]:
+        model = runs[name].model
+        assert build_model(model.name, 20, **model.options).pos_embed_rule == rule
+    sqrt, none = builders.build_lr_config(runs["multigrid"]), builders.build_lr_config(runs["multigrid+lrnone"])
+    factor = default.stage_at(5.0).batch_factor
+    assert lr_at(5.0, default, none) == pytest.approx(lr_at(5.0, default, sqrt) / factor**0.5)
+    assert builders.build_schedule(runs["multigrid+ef2"]).max_epoch > default.max_epoch

@@ -41,13 +41,17 @@ def load_bench_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
 
 
 def load_any_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """A trainer recipe, or a bench config's multigrid run: what `plan`, `profile` and `bench data` read."""
+    """A trainer recipe, or a bench config's multigrid run: what `plan`, `profile` and `bench data` read.
+    The command line's keys come last, so that `multigrid.short_cycle=false` is not undone by the run's
+    switches."""
     cfg, bench, origins = load_bench_config(path, overrides)
     if bench is None:
         return cfg
+    given = dict(parse_override(item) for item in overrides)
     return bench_variant_config(cfg, bench.get("overrides"), "multigrid",
                                 {"multigrid.long_cycle": True, "multigrid.short_cycle": True},
-                                origins.get("bench.overrides", str(path)), multigrid_family=True)
+                                origins.get("bench.overrides", str(path)), multigrid_family=True,
+                                **{k: v for k, v in given.items() if not k.startswith("bench.")})
 
 
 def bench_variant_config(cfg: Config, overrides: Any, variant: str, switches: dict[str, Any], where: str,

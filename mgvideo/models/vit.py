@@ -3,7 +3,8 @@
 Tubelet patch embedding, pre-norm blocks with VideoMAE's q and v biases, attention through
 `scaled_dot_product_attention` (fused kernels on GPUs), mean pooling, a final norm and a linear head. The
 fixed sinusoid position table belongs to the native token grid (`frames`, `crop`); another grid gets that
-table laid out in 3-D and interpolated, so the native shape sees exactly the checkpoint's embeddings.
+table laid out in 3-D and interpolated, so the native shape sees exactly the checkpoint's embeddings
+(`pos_embed="per_grid"` instead gives each grid VideoMAE's table for its own token count).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgvideo.models.heads import HEAD_ACTIVATIONS
+
+POS_EMBEDS = ("interpolate", "per_grid")
 
 
 def sinusoid_table(tokens: int, dim: int) -> torch.Tensor:
@@ -94,7 +97,9 @@ class VideoViT(nn.Module):
     `frames` and `crop` fix the native token grid of the position table (the checkpoint's shape).
     `drop_path` is the last block's rate (linearly increasing from 0, as VideoMAE), `dropout` the head's.
     As the zoo's CNN heads, it returns logits, in eval mode too unless built with `head_act` softmax or
-    sigmoid (probabilities). `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each
+    sigmoid (probabilities). `pos_embed` says what a grid other than the native one gets: "interpolate"
+    (the native table resized in 3-D, so a token keeps its place in the clip) or "per_grid" (VideoMAE's
+    1-D table made for that grid's token count, as a model built at that shape would have). `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each
     clip's mean frame first, so the model sees what moves.
     """
 
@@ -103,11 +108,14 @@ class VideoViT(nn.Module):
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
                  dropout: float = 0.0, attn_dropout: float = 0.0, mean_pooling: bool = True,
                  norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, head_init_scale: float = 1.0,
-                 head_act: str = "none", remove_static: bool = False) -> None:
+                 head_act: str = "none", remove_static: bool = False, pos_embed: str = "interpolate") -> None:
         super().__init__()
         if head_act not in HEAD_ACTIVATIONS:
             raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {head_act!r}")
-        self.head_act, self.remove_static = head_act, remove_static
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
+        self.head_act, self.remove_static, self.pos_embed_rule = head_act, remove_static, pos_embed
+        self._grid_tables: dict[tuple[int, int, int], torch.Tensor] = {}
         if frames % tubelet_size or crop % patch_size:
             raise ValueError(f"native shape {frames}x{crop} is not a multiple of tubelet {tubelet_size} "
                              f"and patch {patch_size}")
@@ -145,10 +153,17 @@ class VideoViT(nn.Module):
         return self.num_layers + 1
 
     def position_embedding(self, grid: tuple[int, int, int]) -> torch.Tensor:
-        """The (1, tokens, dim) table for a token grid: the native one, or it trilinearly resized in 3-D."""
-        if tuple(grid) == self.grid:
+        """The (1, tokens, dim) table for a token grid: the native one; for another grid, it trilinearly
+        resized in 3-D ("interpolate") or the grid's own sinusoid table ("per_grid", made once per grid)."""
+        grid = tuple(grid)
+        if grid == self.grid:
             return self.pos_embed
         dim = self.pos_embed.shape[-1]
+        if self.pos_embed_rule == "per_grid":
+            table = self._grid_tables.get(grid)
+            if table is None or table.device != self.pos_embed.device:
+                table = self._grid_tables[grid] = sinusoid_table(math.prod(grid), dim).to(self.pos_embed.device)
+            return table
         table = self.pos_embed.reshape(1, *self.grid, dim).permute(0, 4, 1, 2, 3)
         table = F.interpolate(table, size=tuple(grid), mode="trilinear", align_corners=False)
         return table.flatten(2).transpose(1, 2)

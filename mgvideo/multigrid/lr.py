@@ -8,6 +8,9 @@ from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule
 
 
+BATCH_SCALINGS = ("linear", "sqrt", "none")
+
+
 @dataclass(frozen=True)
 class LRConfig:
     """Base LR and linear warmup. Defaults: the Kinetics SlowFast 8x8 recipe (PySlowFast's
@@ -20,8 +23,8 @@ class LRConfig:
     # The reference warms up over the same number of epochs whatever the schedule; True stretches the
     # warmup by the multigrid epoch stretch (max epoch / baseline max epoch).
     rescale_warmup: bool = False
-    # How the LR follows the long cycle's batch multiplier B: 'linear' (×B, the reference) or 'sqrt'
-    # (×√B, the usual rule for adaptive optimizers such as AdamW).
+    # How the LR follows the long cycle's batch multiplier B: 'linear' (×B, the reference), 'sqrt'
+    # (×√B, the usual rule for adaptive optimizers such as AdamW) or 'none' (the LR ignores B).
     batch_scaling: str = "linear"
 
     def __post_init__(self) -> None:
@@ -31,8 +34,9 @@ class LRConfig:
             raise ConfigError(f"warmup_epochs: must be >= 0 (got {self.warmup_epochs!r})")
         if not self.warmup_start_lr >= 0:
             raise ConfigError(f"warmup_start_lr: must be >= 0 (got {self.warmup_start_lr!r})")
-        if self.batch_scaling not in ("linear", "sqrt"):
-            raise ConfigError(f"batch_scaling: must be 'linear' or 'sqrt' (got {self.batch_scaling!r})")
+        if self.batch_scaling not in BATCH_SCALINGS:
+            raise ConfigError(f"batch_scaling: must be one of {', '.join(BATCH_SCALINGS)} "
+                              f"(got {self.batch_scaling!r})")
 
 
 def warmup_epochs(schedule: MultigridSchedule, cfg: LRConfig) -> float:
@@ -52,11 +56,13 @@ def check_warmup_of(schedule: MultigridSchedule, cfg: LRConfig) -> None:
 
 def policy_lr(epoch: float, schedule: MultigridSchedule, cfg: LRConfig) -> float:
     """The LR at a fractional epoch before warmup: base LR × the schedule's relative LR (steps with the
-    long-cycle batch multiplier B, or cosine × B), with B replaced by √B under `batch_scaling='sqrt'`."""
+    long-cycle batch multiplier B, or cosine × B), with B replaced by √B under `batch_scaling='sqrt'` and
+    by 1 under 'none'."""
     lr = cfg.base_lr * schedule.relative_lr(epoch)
-    if cfg.batch_scaling == "sqrt":
+    if cfg.batch_scaling != "linear":
         # The multiplier in force is the stage's: the fine-tuning stage shares the last stage's shape.
-        lr /= schedule.stage_at(epoch).batch_factor ** 0.5
+        factor = schedule.stage_at(epoch).batch_factor
+        lr /= factor ** 0.5 if cfg.batch_scaling == "sqrt" else factor
     return lr
 
 
