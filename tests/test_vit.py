@@ -69,7 +69,8 @@ def test_native_position_table_is_videomae_and_other_grids_interpolate_it():
 
 def test_per_grid_position_tables_are_videomae_tables_of_each_grids_own_length():
     model = build_model("vit_tiny", 5, pos_embed="per_grid")
-    torch.testing.assert_close(model.position_embedding((8, 6, 6)), get_sinusoid_encoding_table(8 * 6 * 6, 96))
+    native = model.position_embedding((8, 6, 6))
+    torch.testing.assert_close(native, get_sinusoid_encoding_table(8 * 6 * 6, 96))
     coarse = model.position_embedding((2, 3, 3))
     torch.testing.assert_close(coarse, get_sinusoid_encoding_table(18, 96))
     assert model.position_embedding((2, 3, 3)) is coarse  # made once per grid
@@ -184,7 +185,8 @@ def test_the_vit_bench_options_build_what_they_name():
     for name, rule in [("multigrid+pergrid", "per_grid"), ("multigrid", "interpolate")]:
         model = runs[name].model
         assert build_model(model.name, 20, **model.options).pos_embed_rule == rule
-    sqrt, none = builders.build_lr_config(runs["multigrid"]), builders.build_lr_config(runs["multigrid+lrnone"])
+    sqrt = builders.build_lr_config(runs["multigrid"])
+    none = builders.build_lr_config(runs["multigrid+lrnone"])
     factor = default.stage_at(5.0).batch_factor
     assert lr_at(5.0, default, none) == pytest.approx(lr_at(5.0, default, sqrt) / factor**0.5)
     assert builders.build_schedule(runs["multigrid+ef2"]).max_epoch > default.max_epoch

@@ -99,8 +99,9 @@ class VideoViT(nn.Module):
     As the zoo's CNN heads, it returns logits, in eval mode too unless built with `head_act` softmax or
     sigmoid (probabilities). `pos_embed` says what a grid other than the native one gets: "interpolate"
     (the native table resized in 3-D, so a token keeps its place in the clip) or "per_grid" (VideoMAE's
-    1-D table made for that grid's token count, as a model built at that shape would have). `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each
-    clip's mean frame first, so the model sees what moves.
+    1-D table made for that grid's token count, as a model built at that shape would have).
+    `remove_static` (not VideoMAE's; the CPU preset's, as c3d_tiny's) subtracts each clip's mean frame
+    first, so the model sees what moves.
     """
 
     def __init__(self, num_classes: int, frames: int = 16, crop: int = 224, tubelet_size: int = 2,
@@ -162,7 +163,8 @@ class VideoViT(nn.Module):
         if self.pos_embed_rule == "per_grid":
             table = self._grid_tables.get(grid)
             if table is None or table.device != self.pos_embed.device:
-                table = self._grid_tables[grid] = sinusoid_table(math.prod(grid), dim).to(self.pos_embed.device)
+                table = sinusoid_table(math.prod(grid), dim).to(self.pos_embed.device)
+                self._grid_tables[grid] = table
             return table
         table = self.pos_embed.reshape(1, *self.grid, dim).permute(0, 4, 1, 2, 3)
         table = F.interpolate(table, size=tuple(grid), mode="trilinear", align_corners=False)

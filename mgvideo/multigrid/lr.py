@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule
 
-
 BATCH_SCALINGS = ("linear", "sqrt", "none")
 
 
