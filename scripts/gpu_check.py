@@ -231,25 +231,35 @@ def _sync_steps(args: argparse.Namespace, amp: str) -> dict:
 
     from mgvideo.config import load_config
     from mgvideo.engine.run import build_run
-    from mgvideo.engine.trainer import close_window, train_step
+    from mgvideo.engine.step import step_settings
+    from mgvideo.engine.trainer import close_window, dropout_seeds, train_step
 
     run = build_run(load_config(args.config, [*args.overrides, f"train.amp={amp}"]), Path(tempfile.mkdtemp()))
-    run.data.sampler.set_epoch(run.schedule.max_epoch - 1)
+    epoch = run.schedule.max_epoch - 1
+    run.data.sampler.set_epoch(epoch)
     loaded = iter(run.data.loader)
     batches = [next(loaded) for _ in range(args.steps)]
+
+    def step(batch, number):  # as train_epoch's
+        settings = step_settings(run.schedule, epoch, batch.shape, len(batch), run.opt.lr_rule,
+                                 run.cfg.model.bn_base_size)
+        x = run.inputs(batch)
+        seeds = dropout_seeds(0, number, run.info, run.opt.micro_batches)
+        return (*train_step(run.opt, run.model, x.clips, x.labels, settings, seeds), x.clips)
+
     for batch in batches:  # warm-up at these shapes (cuDNN picks its kernels) before the checked steps
-        train_step(run, batch, lr=0.01)
+        step(batch, 0)
     result = {"device": run.inputs.device.type, "steps": 0, "sync": None}
     with _no_syncs(run.inputs.device):
         try:
-            for step, batch in enumerate(batches, 1):
-                loss, correct, clips = train_step(run, batch, lr=0.01)
-                run.window.add(step, 0, clips, loss, correct, batch.skipped, 0.01, 0.0, 0.0)
-                result["steps"] = step
+            for number, batch in enumerate(batches, 1):
+                loss, correct, clips = step(batch, number)
+                run.window.add(number, 0, clips, loss, correct, batch.skipped, 0.01, 0.0, 0.0)
+                result["steps"] = number
         except RuntimeError as err:  # CUDA's sync debug mode raises RuntimeError
             result["sync"] = str(err).splitlines()[0]
     run.state.step = result["steps"]
-    close_window(run, 0.0)  # the log point's sync, allowed
+    close_window(run)  # the log point's sync, allowed
     run.log.close()
     return result
 
@@ -268,7 +278,7 @@ def compile_shapes(args: argparse.Namespace) -> None:
     import torch
 
     from mgvideo.commands.profile import schedule_shapes, time_shape
-    from mgvideo.engine.step import backward, precision, step_plan
+    from mgvideo.engine.step import backward, bn_plan, precision
     from mgvideo.models.zoo import build_model
     from mgvideo.multigrid.batchnorm import convert_model, set_bn_groups
 
@@ -284,7 +294,7 @@ def compile_shapes(args: argparse.Namespace) -> None:
     compiled = torch.compile(net, dynamic=False, backend=args.backend)
     shapes = schedule_shapes(args.model, args.config, args.batch_size)
     for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]][: args.shapes]:
-        set_bn_groups(net, step_plan(b, stage_batch, 8))
+        set_bn_groups(net, bn_plan(b, stage_batch, 8))
         eager = time_shape(net, b, t, s, args.iters, device, True, amp)
         row = {"batch": b, "frames": t, "crop": s, "backend": args.backend, "compile_s": None,
                "eager_ms": round(1000 * eager["sec_per_iter"], 1)}

@@ -24,7 +24,7 @@ from mgvideo.data.loader import build_loader
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine.distributed import DistInfo
 from mgvideo.engine.evaluate import Inputs, evaluate_videos
-from mgvideo.engine.step import step_plan
+from mgvideo.engine.step import bn_plan
 from mgvideo.multigrid.batchnorm import set_bn_groups
 from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler
@@ -41,7 +41,7 @@ def evaluate_at(net, cfg, frames: int, crop: int, draws: int, clips: int) -> tup
     train_set = builders.build_dataset(cfg, "train", shape)
     val_set = builders.build_dataset(cfg, "val", shape)
     val = build_loader(val_set, FixedShapeBatchSampler(shape, len(val_set), 32), 1, False, 0)
-    set_bn_groups(net, step_plan(8, 8, cfg.model.bn_base_size))  # batches of 8: plain BN
+    set_bn_groups(net, bn_plan(8, 8, cfg.model.bn_base_size))  # batches of 8: plain BN
     top1, first = [], torch.empty(0)
     for draw in range(draws):
         sampler = FixedShapeBatchSampler(shape, len(train_set), 8, seed=1000 + draw, shuffle=True,

@@ -16,7 +16,7 @@ from mgvideo.config import load_config
 from mgvideo.engine import builders, trainer
 from mgvideo.engine.checkpoint import model_state
 from mgvideo.engine.device import device_plan
-from mgvideo.engine.step import step_plan
+from mgvideo.engine.step import bn_plan
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.batchnorm import SubBatchNorm3d, set_bn_groups
 
@@ -49,11 +49,11 @@ def test_fewer_devices_take_the_recipes_global_batch_and_lr_in_one_pass():
 
 @pytest.mark.parametrize("slot_batch", [64, 128, 256])  # the long-cycle batch, and short-cycle slots 2x, 4x
 def test_one_pass_of_the_recipes_clips_normalises_in_the_recipes_groups(slot_batch):
-    # One device holding 8 devices' 8 clips: step_plan gives 8 groups, and group j (clips j, j + 8, ...)
+    # One device holding 8 devices' 8 clips: bn_plan gives 8 groups, and group j (clips j, j + 8, ...)
     # is normalised exactly as the pass of clips j::8 alone, i.e. as one of the recipe's devices would.
     stage_batch = 64
-    one = step_plan(slot_batch, stage_batch, 8)
-    recipe_device = step_plan(slot_batch // 8, stage_batch // 8, 8, world_size=8)
+    one = bn_plan(slot_batch, stage_batch, 8)
+    recipe_device = bn_plan(slot_batch // 8, stage_batch // 8, 8, world_size=8)
     assert (one.groups, one.sync_size) == (8, 1) and recipe_device.plain
     assert slot_batch // one.groups == slot_batch // 8  # the same group size as the recipe's devices
     torch.manual_seed(0)
@@ -71,9 +71,9 @@ def test_fewer_devices_with_linear_lr_keep_the_per_device_batch():
     cfg = load_config(RECIPE, ["solver.device_scaling=linear_lr"])
     p = device_plan(cfg, 2)
     assert (p.batch, p.micro_batches, p.global_batch, p.lr_scale) == (8, 1, 16, 0.25)
-    lr = builders.build_lr_config(cfg, 2)
+    lr = builders.build_lr_config(cfg, p.lr_scale)
     assert (lr.base_lr, lr.warmup_start_lr) == pytest.approx((0.025, 0.0025))
-    assert builders.build_lr_config(cfg, 8).base_lr == pytest.approx(0.1)
+    assert builders.build_lr_config(cfg, device_plan(cfg, 8).lr_scale).base_lr == pytest.approx(0.1)
     assert "base LR 0.025 (0.1 x 2/8, linear scaling)" in p.describe(0.1)
 
 

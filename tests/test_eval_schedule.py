@@ -10,8 +10,9 @@ import pytest
 from mgvideo.config import load_config, override
 from mgvideo.engine import builders
 from mgvideo.engine.device import device_plan
-from mgvideo.engine.eval_schedule import epoch_clips, eval_steps
+from mgvideo.engine.eval_schedule import eval_steps
 from mgvideo.multigrid.fit import check_dataset_fits
+from mgvideo.multigrid.iterations import run_length
 from mgvideo.multigrid.sampler import MultigridBatchSampler
 
 BASE = ["data.frames=8", "data.crop=32", "solver.batch_size=4", "solver.steps=[0, 4]", "solver.max_epoch=5"]
@@ -85,6 +86,10 @@ def old_eval_steps(cfg, schedule, clips, resume_at=()):
         if eval_due(epoch):
             mark_evaluated()
     return evaluated
+
+
+def epoch_clips(schedule, videos, batch, world_size=1):
+    return [list(epoch) for epoch in run_length(schedule, videos, batch, world_size).epoch_clips]
 
 
 def run_layout(name, world_size=1, videos=300):

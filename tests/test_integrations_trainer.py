@@ -43,7 +43,7 @@ def trainer_steps(world_size: int = 1, rank: int = 0, dataset_size: int = TRAIN_
     the BN plan): epoch, per-device batch, T, S, LR, [BN groups, sync size], dataset indices."""
     cfg = tiny_config()
     schedule, plan = builders.build_schedule(cfg), device_plan(cfg, world_size)
-    lr_config, k = builders.build_lr_config(cfg, world_size), plan.micro_batches
+    lr_config, k = builders.build_lr_config(cfg, plan.lr_scale), plan.micro_batches
     sampler = MultigridBatchSampler(schedule, dataset_size, plan.batch, rank=rank, world_size=world_size,
                                     seed=cfg.train.seed)
     steps = []
@@ -108,7 +108,7 @@ def real_trainer(tmp_path_factory):
     plans, samplers = [], []
 
     def after_step(run):
-        bn = next(m for m in run.net.modules() if isinstance(m, SubBatchNorm3d))
+        bn = next(m for m in run.model.modules() if isinstance(m, SubBatchNorm3d))
         plans.append([bn.groups, bn.sync_size])
         samplers.append(run.data.sampler)
 

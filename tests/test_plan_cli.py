@@ -252,18 +252,18 @@ def test_flags_for_another_run_length_bring_no_kinetics_warmup(capsys):
 
 def expected_passes(recipe, overrides, devices):
     """What `train` does with each step: its passes (device_plan) and, per stage and slot, the clips, shape
-    and BN plan of one forward (`train_step` splits the step's batch; `set_plan` calls step_plan)."""
+    and BN plan of one forward (`train_step` splits the step's batch; `set_plan` calls bn_plan)."""
     from mgvideo.config import load_config, override
     from mgvideo.engine.builders import build_schedule
     from mgvideo.engine.device import device_plan
-    from mgvideo.engine.step import step_plan
+    from mgvideo.engine.step import bn_plan
 
     cfg = override(load_config(recipe), **overrides)
     schedule = build_schedule(cfg)
     plan = device_plan(cfg, devices, schedule)
     k = plan.micro_batches
     stages = [[(b // k, shape.frames, shape.crop,
-                step_plan(b, shape.stage_batch, cfg.model.bn_base_size, devices, k))
+                bn_plan(b, shape.stage_batch, cfg.model.bn_base_size, devices, k))
                for b, shape in schedule.shapes(stage, plan.batch)] for stage in schedule.stages]
     return k, stages
 

@@ -13,7 +13,8 @@ from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import run as engine_run
 from mgvideo.engine.compile import compile_model, warmup_plans
 from mgvideo.engine.run import build_run
-from mgvideo.engine.trainer import close_window, train, train_step
+from mgvideo.engine.step import step_settings
+from mgvideo.engine.trainer import close_window, dropout_seeds, train, train_step
 from mgvideo.multigrid.batchnorm import SubBatchNorm3d, bn_groups_for, set_bn_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,11 +44,15 @@ def test_steps_between_log_points_never_read_a_device_value(tmp_path, monkeypatc
         for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
             patch.setattr(torch.Tensor, name, refuse(name))
         for step, batch in enumerate(batches, 1):
-            loss, correct, clips = train_step(run, batch, lr=0.01)
-            run.window.add(step, 0, clips, loss, correct, batch.skipped, 0.01, 0.1, 0.01)
+            settings = step_settings(run.schedule, run.schedule.max_epoch - 1, batch.shape, len(batch),
+                                     run.opt.lr_rule, run.cfg.model.bn_base_size)
+            x = run.inputs(batch)
+            loss, correct = train_step(run.opt, run.model, x.clips, x.labels, settings,
+                                       dropout_seeds(0, step, run.info, run.opt.micro_batches))
+            run.window.add(step, 0, x.clips, loss, correct, batch.skipped, 0.01, 0.1, 0.01)
     assert reads == []
     run.state.step = 3
-    close_window(run, 0.5)  # the one sync: the three iterations, in one record per shape
+    close_window(run)  # the one sync: the three iterations, in one record per shape
     run.log.close()
     records = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     shapes = {tuple(b.clips.shape[2:4]) for b in batches}  # the short cycle: a shape per iteration

@@ -23,7 +23,8 @@ def fake_run(cfg=CFG, clips=2, iterations=10, **state):
     log.write = log.records.append
     data = SimpleNamespace(train_set=SimpleNamespace(store=None))  # no store: no misses to count
     return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), eval_steps=steps, batch=2,
-                           info=SimpleNamespace(world_size=1), log=log, clock=lambda: 12.5, data=data)
+                           info=SimpleNamespace(world_size=1), log=log, clock=lambda: 12.5, data=data,
+                           window=[])  # an empty log window: saving closes it first
 
 
 @pytest.fixture
@@ -102,4 +103,4 @@ def test_evaluation_points_advance_past_the_samples_seen():
 ])
 def test_precise_bn_is_capped_by_batches_and_clips(batches, clips, batch, world, expected):
     cfg = override(CFG, **{"train.precise_bn_batches": batches, "train.precise_bn_clips": clips})
-    assert trainer.precise_bn_batches(cfg, batch, world) == expected
+    assert trainer.precise_bn_batches(cfg.train, batch, world) == expected

@@ -188,7 +188,7 @@ def _build_inputs(cfg: Config, args: argparse.Namespace) -> PlanInputs:
     plan = device_plan(cfg, devices, schedule)  # the passes `train` splits each step into
     loader = LoaderNumbers(dataset_size, plan.batch, devices, 0 if no_bn else cfg.model.bn_base_size,
                            plan.micro_batches)
-    return PlanInputs(schedule, build_lr_config(cfg, devices), loader, plan, source)
+    return PlanInputs(schedule, build_lr_config(cfg, plan.lr_scale), loader, plan, source)
 
 
 def time_per_clip_fn(profile: Path | None,

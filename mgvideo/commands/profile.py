@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mgvideo.engine.step import backward, precision, step_plan
+from mgvideo.engine.step import backward, bn_plan, precision
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
 from mgvideo.multigrid.batchnorm import convert_model, set_bn_groups
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for b, t, s, stage_batch in [shapes[-1], *shapes[:-1]]:  # the full shape first: every ratio is known
-            plan = step_plan(b, stage_batch, bn_base)  # training's rule, on one device
+            plan = bn_plan(b, stage_batch, bn_base)  # training's rule, on one device
             set_bn_groups(model, plan)
             try:
                 row = time_shape(model, b, t, s, args.iters, device, args.channels_last, amp_dtype)

@@ -71,6 +71,7 @@ class Sample:
     label: int | torch.Tensor
     index: int
     skipped: int = 0
+    shape: ClipShape | None = None  # the shape asked for: collation hands it to the batch
 
 
 class VideoClipDataset(Dataset):
@@ -151,6 +152,11 @@ class VideoClipDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, Any]) -> Sample:
         index, shape = item if isinstance(item, tuple) else (item, self.shape)
+        sample = self._sample(index, shape)
+        sample.shape = shape
+        return sample
+
+    def _sample(self, index: int, shape: ClipShape) -> Sample:
         if not 0 <= index < len(self):
             raise IndexError(f"item {index} outside a dataset of {len(self)}")
         video, view = divmod(int(index), self.views)

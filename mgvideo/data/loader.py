@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mgvideo.data.datasets import Sample
+from mgvideo.multigrid.schedule import ClipShape
 
 PREFETCH_FACTOR = 2  # batches in flight per worker (torch's default): build_loader's, and shm_need_bytes's
 SHM_PAGE = 4096  # a shared-memory segment takes whole pages
@@ -24,28 +25,31 @@ SHM_PAGE = 4096  # a shared-memory segment takes whole pages
 @dataclass
 class Batch:
     """A collated batch: uint8 clips (B, C, T, H, W), labels (B,) int64 or (B, K) float, the video indices
-    used, and how many bad videos were skipped to fill it."""
+    used, how many bad videos were skipped to fill it, and the `ClipShape` its sampler dealt (its stage and
+    the stage's long-cycle batch: what a step's LR and BN plan need, engine/step.py `step_settings`)."""
 
     clips: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: int = 0
+    shape: ClipShape | None = None
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread when pin_memory is on."""
         pinned = (t.pin_memory() for t in (self.clips, self.labels, self.indices))
-        return Batch(*pinned, self.skipped)
+        return Batch(*pinned, self.skipped, self.shape)
 
     def __len__(self) -> int:
         return self.clips.shape[0]
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
-    """Stack samples of one shape; keeps the clips uint8."""
+    """Stack samples of one shape (the sampler deals one shape a batch); keeps the clips uint8."""
     labels = [s.label for s in samples]
     stacked = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels)
     return Batch(torch.stack([s.clip for s in samples]), stacked,
-                 torch.tensor([s.index for s in samples], dtype=torch.int64), sum(s.skipped for s in samples))
+                 torch.tensor([s.index for s in samples], dtype=torch.int64), sum(s.skipped for s in samples),
+                 samples[0].shape)
 
 
 def _seed_worker(worker_id: int) -> None:

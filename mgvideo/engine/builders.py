@@ -16,7 +16,6 @@ from mgvideo.data.datasets import VideoClipDataset
 from mgvideo.data.prepare import build_frame_cache, build_video_store, read_split
 from mgvideo.data.store import VideoStore, store_key
 from mgvideo.engine.cost_table import read_cost_table
-from mgvideo.engine.device import device_plan
 from mgvideo.engine.optim import build_optimizer  # noqa: F401  (callers import it from here)
 from mgvideo.errors import ConfigError, ScheduleError
 from mgvideo.models import build_model
@@ -84,10 +83,9 @@ def run_shape_multiple(cfg: Config) -> tuple[int, int]:
     return shape_multiple(cfg.model.name, cfg.model.options)
 
 
-def build_lr_config(cfg: Config, world_size: int = 1) -> LRConfig:
-    """The LR rule's inputs: base LR and warmup, scaled as `device_plan` says for `world_size` devices."""
-    s = cfg.solver
-    scale = device_plan(cfg, world_size).lr_scale
+def build_lr_config(cfg: Config, lr_scale: float = 1.0) -> LRConfig:
+    """The LR rule's inputs: base LR and warmup, times the devices' `lr_scale` (`device_plan`'s)."""
+    s, scale = cfg.solver, lr_scale
     return LRConfig(base_lr=s.base_lr * scale, warmup_epochs=s.warmup_epochs,
                     warmup_start_lr=s.warmup_start_lr * scale, rescale_warmup=s.rescale_warmup,
                     batch_scaling=s.lr_batch_scaling)

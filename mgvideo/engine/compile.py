@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mgvideo.config import Config
-from mgvideo.engine.step import backward, precision, step_plan
+from mgvideo.engine.step import backward, bn_plan, precision
 from mgvideo.multigrid.batchnorm import BNPlan, set_bn_groups
 from mgvideo.multigrid.schedule import MultigridSchedule
 
@@ -50,12 +50,12 @@ def compile_model(model: nn.Module, net: nn.Module, schedule: MultigridSchedule,
 def warmup_plans(schedule: MultigridSchedule, cfg: Config, batch: int, world_size: int = 1,
                  micro_batches: int = 1) -> list[tuple[int, int, int, BNPlan]]:
     """Every distinct forward training will see, as (clips, T, S, BN plan), for a per-device step batch
-    `batch`: the sampler's batches (`schedule.shapes`), the plan by `step_plan`, as `train_step` sets it."""
+    `batch`: the sampler's batches (`schedule.shapes`), the plan by `bn_plan`, as `train_step` sets it."""
     plans = []
     for stage in schedule.stages:
         for b, shape in schedule.shapes(stage, batch):
             plan = (b // micro_batches, shape.frames, shape.crop,
-                    step_plan(b, shape.stage_batch, cfg.model.bn_base_size, world_size, micro_batches))
+                    bn_plan(b, shape.stage_batch, cfg.model.bn_base_size, world_size, micro_batches))
             if plan not in plans:
                 plans.append(plan)
     return plans

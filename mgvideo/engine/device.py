@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from mgvideo.config import Config
-from mgvideo.engine.step import step_plan
+from mgvideo.engine.step import bn_plan
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
@@ -120,9 +120,9 @@ class DevicePlan:
         return f"per-device batch {self.batch}, {count}" + (f" ({'; '.join(why)})" if why else "")
 
     def _bn_groups(self) -> str:
-        """The BN groups of a long-cycle step, as training sets them (`step_plan`)."""
+        """The BN groups of a long-cycle step, as training sets them (`bn_plan`)."""
         args = (self.batch, self.batch, self.bn_base_size, self.devices, self.micro_batches)
-        size, sync = _group_size(*args), step_plan(*args).sync_size
+        size, sync = _group_size(*args), bn_plan(*args).sync_size
         return f"BN in groups of {size}" + (f" across {sync} devices" if sync > 1 else "")
 
 
@@ -203,6 +203,6 @@ def _check_bn_groups_kept(steps: list[tuple[int, ClipShape]], passes: int, accum
 
 
 def _group_size(batch: int, stage_batch: int, bn_base_size: int, world_size: int, passes: int) -> int:
-    """Clips per BN statistic when a step of `batch` clips takes `passes` passes (`step_plan`)."""
-    plan = step_plan(batch, stage_batch, bn_base_size, world_size, passes)
+    """Clips per BN statistic when a step of `batch` clips takes `passes` passes (`bn_plan`)."""
+    plan = bn_plan(batch, stage_batch, bn_base_size, world_size, passes)
     return batch // passes // plan.groups * plan.sync_size

@@ -1,6 +1,6 @@
 """When a run evaluates: the steps after which it does, computed once when the run is built from the
-batches its sampler will deal and the config's one evaluation cadence. The loop checks `step in eval_steps`,
-so a resumed run evaluates at exactly the steps of an uninterrupted one."""
+batches its sampler will deal (multigrid/iterations.py) and the config's one evaluation cadence. The loop
+checks `step in eval_steps`, so a resumed run evaluates at exactly the steps of an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import itertools
 from collections.abc import Sequence
 
 from mgvideo.config import TrainConfig
-from mgvideo.multigrid.sampler import count_batches
 from mgvideo.multigrid.schedule import MultigridSchedule
 
 
 def eval_steps(train: TrainConfig, schedule: MultigridSchedule,
                epoch_clips: Sequence[Sequence[int]]) -> list[int]:
     """The steps (iterations finished in the whole run) after which to evaluate, sorted; `epoch_clips[e]`
-    lists the clips, all devices together, of each iteration of epoch e (`epoch_clips`).
+    lists the clips, all devices together, of each iteration of epoch e (`RunLength.epoch_clips`).
 
     By the cadence the config sets (at most one): every `train.eval_period` epochs; each time the clips
     trained on pass a multiple of `train.eval_period_samples`; at the `train.eval_points` iterations
@@ -39,14 +38,3 @@ def eval_steps(train: TrainConfig, schedule: MultigridSchedule,
     else:
         steps = {ends[epoch] for epoch in schedule.eval_epochs()}
     return sorted(steps | {total} if total else steps)
-
-
-def epoch_clips(schedule: MultigridSchedule, videos: int, batch: int, world_size: int = 1) -> list[list[int]]:
-    """The clips, all devices together, of each iteration of each epoch, as `MultigridBatchSampler` deals
-    `videos` training clips in per-device base batches of `batch` (full batches only)."""
-    epochs = []
-    for epoch in range(schedule.max_epoch):
-        sizes = [size for size, _ in schedule.shapes(schedule.stage_at(epoch), batch)]
-        iterations = count_batches(videos // world_size, sizes, drop_last=True)
-        epochs.append([sizes[i % len(sizes)] * world_size for i in range(iterations)])
-    return epochs

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from mgvideo.config import Config
 from mgvideo.engine.device import DevicePlan
-from mgvideo.engine.step import step_plan
-from mgvideo.multigrid import LRConfig, MultigridSchedule, iterations_per_epoch, lr_at
+from mgvideo.engine.step import bn_plan
+from mgvideo.multigrid import LRConfig, MultigridSchedule, lr_at, run_length, stage_iterations
 from mgvideo.multigrid.lr import policy_lr, warmup_epochs
 from mgvideo.multigrid.schedule import Stage
 
@@ -52,11 +52,11 @@ def clean(value: float) -> float:
 # -- the table ----------------------------------------------------------------------------------------
 def bn_groups(stage_batch: int, bn_base_size: int, devices: int, passes: int = 1) -> str:
     """BN layout of one forward pass of a stage whose per-device long-cycle batch is `stage_batch`, split
-    into `passes` per step: the plan the trainer applies (`step_plan`); "none" for a model without BN
+    into `passes` per step: the plan the trainer applies (`bn_plan`); "none" for a model without BN
     (`bn_base_size` 0)."""
     if bn_base_size == 0:
         return "none"
-    plan = step_plan(stage_batch, stage_batch, bn_base_size, devices, passes)
+    plan = bn_plan(stage_batch, stage_batch, bn_base_size, devices, passes)
     if plan.sync_size > 1:
         return f"sync×{plan.sync_size}"
     return f"sub×{plan.groups}" if plan.groups > 1 else "BN"
@@ -73,10 +73,9 @@ def stage_lrs(schedule: MultigridSchedule, lr_cfg: LRConfig, stage: Stage) -> st
     return "→".join(f"{v:.3g}" for v in values)
 
 
-def stage_iterations(stage: Stage, loader: LoaderNumbers) -> int:
-    """Iterations per epoch of a stage on each device."""
-    factors = [slot.batch_factor for slot in stage.slots]
-    return iterations_per_epoch(loader.dataset_size, loader.batch_size, loader.devices, factors)
+def epoch_iterations(stage: Stage, loader: LoaderNumbers) -> int:
+    """Iterations per epoch of a stage on each device (multigrid/iterations.py)."""
+    return stage_iterations(stage, loader.dataset_size, loader.batch_size, loader.devices)
 
 
 def pass_slots(stage: Stage, loader: LoaderNumbers) -> list[list[int]]:
@@ -99,7 +98,7 @@ def stage_rows(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNumb
             "bn_groups": bn_groups(loader.batch_size * stage.batch_factor, loader.bn_base_size,
                                    loader.devices, loader.passes),
             "lr": stage_lrs(schedule, lr_cfg, stage),
-            "iterations_per_epoch": stage_iterations(stage, loader)})
+            "iterations_per_epoch": epoch_iterations(stage, loader)})
     return rows
 
 
@@ -126,8 +125,8 @@ def plan_figures(schedule: MultigridSchedule, lr_cfg: LRConfig, loader: LoaderNu
     the baseline (the same recipe without multigrid, on the same data and devices), with `per_clip(T, S)`
     the seconds a clip takes and `basis` the sentence saying where that came from."""
     cfg = schedule.cfg
-    baseline = cfg.max_epoch * iterations_per_epoch(loader.dataset_size, loader.batch_size, loader.devices)
-    iters = sum(s.epochs * stage_iterations(s, loader) for s in schedule.stages)
+    length = run_length(schedule, loader.dataset_size, loader.batch_size, loader.devices)
+    baseline, iters = length.baseline, length.total
     seconds = predicted_seconds(schedule, loader, per_clip)
     baseline_seconds = baseline * loader.batch_size * per_clip(cfg.frames, cfg.crop)
     return {"epochs": schedule.max_epoch, "baseline_epochs": cfg.max_epoch, "iterations": iters,
@@ -141,7 +140,7 @@ def predicted_seconds(schedule: MultigridSchedule, loader: LoaderNumbers,
                       per_clip: Callable[[int, int], float]) -> float:
     """Training time of the schedule with `per_clip(T, S)` seconds per clip on each device."""
     # An iteration of slot j trains batch_j clips; the sampler cycles the slots in turn.
-    return sum(st.epochs * stage_iterations(st, loader) * sum(
+    return sum(st.epochs * epoch_iterations(st, loader) * sum(
         loader.batch_size * s.batch_factor * per_clip(s.frames, s.crop) for s in st.slots) / len(st.slots)
         for st in schedule.stages)
 

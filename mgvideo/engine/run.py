@@ -21,8 +21,8 @@ from mgvideo.data.prepare import prepare_data
 from mgvideo.engine import builders, checkpoint, init_from, resume
 from mgvideo.engine import distributed as D
 from mgvideo.engine.compile import compile_model, use_compile_cache
-from mgvideo.engine.device import autocast_dtype, configure_device, device_plan, select_device
-from mgvideo.engine.eval_schedule import epoch_clips, eval_steps
+from mgvideo.engine.device import DevicePlan, autocast_dtype, configure_device, device_plan, select_device
+from mgvideo.engine.eval_schedule import eval_steps
 from mgvideo.engine.evaluate import Inputs
 from mgvideo.engine.runlog import RunLog, Stopwatch
 from mgvideo.engine.step import Optimization
@@ -30,6 +30,7 @@ from mgvideo.engine.window import LogWindow
 from mgvideo.errors import CheckpointError
 from mgvideo.models.zoo import get_preset
 from mgvideo.multigrid.fit import check_dataset_fits, short_epoch_warning
+from mgvideo.multigrid.iterations import RunLength, run_length
 from mgvideo.multigrid.sampler import FixedShapeBatchSampler, MultigridBatchSampler
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
@@ -82,11 +83,12 @@ class Run:
     info: D.DistInfo
     schedule: MultigridSchedule
     batch: int  # long-cycle base batch per device
-    net: nn.Module  # the model itself (evaluation, precise BN, checkpoints)
+    model: nn.Module  # the model itself (BN groups, evaluation, precise BN, checkpoints); opt.wrapped trains
     inputs: Inputs  # device, normalisation and memory format of model inputs
     opt: Optimization  # what a training step uses: wrapped model, optimizer, scaler, loss, LR rule
     data: RunData
     state: TrainState
+    length: RunLength  # the iterations of each epoch and the baseline's (multigrid/iterations.py)
     eval_steps: frozenset[int]  # the steps after which to evaluate (engine/eval_schedule.py)
     log: RunLog
     window: LogWindow  # figures since the last log point, still on the device
@@ -98,15 +100,12 @@ class Run:
 
 def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: MultigridSchedule | None = None,
               hooks: TestHooks | None = None) -> Run:
-    """Set up the device, data, model, optimizer and logs of a run, resuming from the newest checkpoint any
-    rank holds (engine/resume.py; else starting from `model.init_from` when set); `schedule` (if given)
-    replaces the config's."""
+    """Check the config against the folder, prepare the data, join the process group, then build the data,
+    the model and its optimization, and resume from the newest checkpoint any rank holds (engine/resume.py)
+    or start from `model.init_from`; `schedule` (if given) replaces the config's."""
     requested = select_device(cfg.train.device)
-    get_preset(cfg.model.name)  # a misspelt name fails here, before any data is prepared
     schedule = builders.build_schedule(cfg) if schedule is None else schedule
-    builders.check_warmup(cfg, schedule)
-    fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
-    _refuse_changed_config(out_dir, fp, force, cfg)  # before any work, and before anything changes
+    fp = _check_before_work(cfg, out_dir, schedule, force)
     prepare_data(cfg)  # before the process group: other ranks wait on a file lock, never a collective timeout
     info = D.init(requested, cfg.train.dist_timeout_minutes)
     device = D.local_device(requested, info)
@@ -114,69 +113,112 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
     torch.manual_seed(cfg.train.seed)
     devices = device_plan(cfg, info.world_size, schedule)
-    batch, amp_dtype = devices.batch, autocast_dtype(cfg, device)
-    full = builders.eval_shape(cfg, batch)
-    train_set = builders.build_dataset(cfg, "train", full)
-    check_dataset_fits(schedule, len(train_set), batch, info.world_size)  # no stage may train on nothing
-    short = short_epoch_warning(schedule, len(train_set), batch, info.world_size)
-    val_set = builders.build_dataset(cfg, "val", full)
+    full = builders.eval_shape(cfg, devices.batch)
+    train_set, val_set = build_datasets(cfg, schedule, full, devices.batch, info.world_size)
     facts = {"training videos": len(train_set), "validation videos": len(val_set)}
     agreed = resume.agree(cfg, out_dir, fp, force, info, facts, device)  # every rank: the same state
-    net = builders.build_network(cfg, cfg.data.num_classes).to(device)
-    if cfg.train.channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
-    optimizer = builders.build_optimizer(net, cfg, fused=device.type == "cuda")  # fp16: no sync per step
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    sampler = MultigridBatchSampler(schedule, len(train_set), batch, rank=info.rank,
+    model, optimizer, scaler = build_model_and_optimizer(cfg, device)
+    sampler = MultigridBatchSampler(schedule, len(train_set), devices.batch, rank=info.rank,
                                     world_size=info.world_size, seed=cfg.train.seed)
     state = TrainState()
-    resumed = _resume(agreed, net, optimizer, scaler, sampler, state)
+    resumed = _resume(agreed, model, optimizer, scaler, sampler, state)
     train_set.unreadable[state.unreadable] = True  # named in the summary, not warned about again
     pretrained = None if resumed or not cfg.model.init_from else init_from.load_pretrained(
-        net, cfg.model.init_from, cfg.data.num_classes)
-    model = _wrap(net, info, device)
-    if cfg.train.compile:
-        use_compile_cache()
-        model = compile_model(model, net, schedule, cfg, batch, device, amp_dtype, info.world_size,
-                              micro_batches=devices.micro_batches)
-    opt = Optimization(model, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
-                       builders.build_lr_config(cfg, info.world_size), cfg.solver.clip_grad_norm,
-                       devices.micro_batches)
-    micro = batch // devices.micro_batches  # what one forward pass holds
+        model, cfg.model.init_from, cfg.data.num_classes)
+    opt = build_optimization(cfg, model, optimizer, scaler, schedule, devices, info, device)
+    micro = devices.batch // devices.micro_batches  # what one forward pass holds
     data = _data(cfg, info, device, train_set, val_set, sampler, full, cfg.train.eval_batch_size or micro)
-    clips = epoch_clips(schedule, len(train_set), batch, info.world_size)
+    length = run_length(schedule, len(train_set), devices.batch, info.world_size)
     if sampler.resharded:
-        _rebase(state, sampler, clips)
-    lengths = [len(epoch) for epoch in clips]
+        length = _rebase(state, sampler, length)
     # Only now that every part is built: a refused command leaves the folder as it was.
     saves = resume.claim_folder(out_dir, info, agreed.token)
-    if saves:
-        save_config(cfg, out_dir / "config.yaml")
-        resume.restore_metrics(out_dir, agreed.metrics, state.records)
-    log = RunLog(out_dir, saves, state.records, sum(lengths), sum(lengths[: state.epoch]) + state.iteration,
-                 console=info.is_main)
-    if saves:
-        resume.set_aside(out_dir, agreed.unreadable, log.message)
-        stale = checkpoint.remove_stale_temps(out_dir / "checkpoints")
-        if stale:
-            names = ", ".join(p.name for p in stale)
-            log.message(f"removed {len(stale)} unfinished checkpoint writes: {names}")
+    log = _open_log(cfg, out_dir, saves, agreed, state, length, info)
     if resumed:
         log.message(f"resumed from {resumed} at epoch {state.epoch}, iteration {state.iteration}")
     if sampler.resharded:
         log.message(_reshard_line(cfg, sampler.resharded, info.world_size))
     if pretrained:
         log.message(pretrained.message())
+    _say_data(log, cfg, devices, train_set, val_set, schedule, info.world_size)
+    inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
+    return Run(cfg, out_dir, info, schedule, devices.batch, model, inputs, opt, data, state, length,
+               frozenset(eval_steps(cfg.train, schedule, length.epoch_clips)), log, LogWindow(device),
+               Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), saves, last_save=state.elapsed)
+
+
+def _check_before_work(cfg: Config, out_dir: Path, schedule: MultigridSchedule, force: bool) -> str:
+    """What can be refused before any work: an unknown model, a warmup longer than the run, a `last.pt` in
+    `out_dir` of another config. Returns the run's fingerprint."""
+    get_preset(cfg.model.name)  # a misspelt name fails here, before any data is prepared
+    builders.check_warmup(cfg, schedule)
+    fp = fingerprint(cfg, builders.schedule_fingerprint_data(schedule))
+    _refuse_changed_config(out_dir, fp, force, cfg)  # before anything changes
+    return fp
+
+
+def build_datasets(cfg: Config, schedule: MultigridSchedule, full: ClipShape, batch: int,
+                   world_size: int) -> tuple[VideoClipDataset, VideoClipDataset]:
+    """The training and validation sets; refuses a schedule with a stage whose batch exceeds the data."""
+    train_set = builders.build_dataset(cfg, "train", full)
+    check_dataset_fits(schedule, len(train_set), batch, world_size)  # no stage may train on nothing
+    return train_set, builders.build_dataset(cfg, "val", full)
+
+
+def build_model_and_optimizer(cfg: Config, device: torch.device
+                              ) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """The model on `device` (channels-last if asked), its optimizer and the fp16 gradient scaler."""
+    model = builders.build_network(cfg, cfg.data.num_classes).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = builders.build_optimizer(model, cfg, fused=device.type == "cuda")  # fp16: no sync per step
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg, device) == torch.float16)
+    return model, optimizer, scaler
+
+
+def build_optimization(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scaler: torch.amp.GradScaler, schedule: MultigridSchedule, devices: DevicePlan,
+                       info: D.DistInfo, device: torch.device) -> Optimization:
+    """What a step uses: the model wrapped for DDP (and compiled, one graph per shape, when asked), the
+    optimizer, the loss, the precision and the LR rule (after any resume: compiling warms up the model)."""
+    amp_dtype = autocast_dtype(cfg, device)
+    wrapped = _wrap(model, info, device)
+    if cfg.train.compile:
+        use_compile_cache()
+        wrapped = compile_model(wrapped, model, schedule, cfg, devices.batch, device, amp_dtype,
+                                info.world_size, micro_batches=devices.micro_batches)
+    return Optimization(wrapped, optimizer, scaler, builders.build_loss(cfg), amp_dtype,
+                        builders.build_lr_config(cfg, devices.lr_scale), cfg.solver.clip_grad_norm,
+                        devices.micro_batches)
+
+
+def _open_log(cfg: Config, out_dir: Path, saves: bool, agreed: resume.Agreed, state: TrainState,
+              length: RunLength, info: D.DistInfo) -> RunLog:
+    """The run's log, after the folder is claimed: the config and the metrics so far written where this
+    rank saves, unreadable checkpoints set aside and unfinished writes removed."""
+    if saves:
+        save_config(cfg, out_dir / "config.yaml")
+        resume.restore_metrics(out_dir, agreed.metrics, state.records)
+    done = length.steps_before(state.epoch) + state.iteration
+    log = RunLog(out_dir, saves, state.records, length.total, done, console=info.is_main)
+    if saves:
+        resume.set_aside(out_dir, agreed.unreadable, log.message)
+        stale = checkpoint.remove_stale_temps(out_dir / "checkpoints")
+        if stale:
+            names = ", ".join(p.name for p in stale)
+            log.message(f"removed {len(stale)} unfinished checkpoint writes: {names}")
+    return log
+
+
+def _say_data(log: RunLog, cfg: Config, devices: DevicePlan, train_set: VideoClipDataset,
+              val_set: VideoClipDataset, schedule: MultigridSchedule, world_size: int) -> None:
+    """The start-up lines on the devices and the data: where clips come from, missing videos, short epochs."""
     log.message(f"{devices.describe(cfg.solver.base_lr)}; data: {_data_source(cfg, train_set)}")
     for split, dataset in (("train", train_set), ("val", val_set)):
         if line := builders.missing_line(cfg, split, dataset):
             log.message(line)
-    if short:
+    if short := short_epoch_warning(schedule, len(train_set), devices.batch, world_size):
         log.message(f"warning: {short}")
-    inputs = Inputs(device, cfg.data.mean, cfg.data.std, cfg.train.channels_last)
-    return Run(cfg, out_dir, info, schedule, batch, net, inputs, opt, data, state,
-               frozenset(eval_steps(cfg.train, schedule, clips)), log, LogWindow(device),
-               Stopwatch(state.elapsed, state.wall), hooks or TestHooks(), saves, last_save=state.elapsed)
 
 
 def _data_source(cfg: Config, dataset: VideoClipDataset) -> str:
@@ -201,14 +243,15 @@ def _refuse_changed_config(out_dir: Path, expected: str, force: bool, cfg: Confi
         checkpoint.check_fingerprint(saved, expected, str(last), force, changes)
 
 
-def _rebase(state: TrainState, sampler: MultigridBatchSampler, clips: list[list[int]]) -> None:
+def _rebase(state: TrainState, sampler: MultigridBatchSampler, length: RunLength) -> RunLength:
     """After a restart with another number of processes: count the run's steps in this world size's
     iterations, so that evaluation points and the run's end fall where this world size puts them."""
     if sampler.epoch == state.epoch and state.iteration:  # resumed inside an epoch: its re-based length
         sizes = sampler.epoch_batch_sizes()
-        clips[state.epoch] = [size * sampler.world_size for size in sizes]
+        length = length.with_epoch(state.epoch, [size * sampler.world_size for size in sizes])
         state.iteration = sampler.position
-    state.step = sum(len(epoch) for epoch in clips[: state.epoch]) + state.iteration
+    state.step = length.steps_before(state.epoch) + state.iteration
+    return length
 
 
 def _reshard_line(cfg: Config, saved_world: int, world: int) -> str:
@@ -262,7 +305,7 @@ def save_state(run: Run, name: str = "last.pt") -> Path:
     if run.saves:  # rank 0, and each node whose --out rank 0 does not share
         checkpoint.save(
             {
-                "model": run.net.state_dict(), "optimizer": run.opt.optimizer.state_dict(),
+                "model": run.model.state_dict(), "optimizer": run.opt.optimizer.state_dict(),
                 "scaler": run.opt.scaler.state_dict(),
                 "sampler": run.data.sampler.state_dict(consumed=run.state.iteration),
                 "rng": checkpoint.rng_state(), "state": dataclasses.asdict(run.state),
@@ -296,13 +339,13 @@ def take_store_misses(run: Run) -> tuple[int, list[str]]:
     return int(counts.sum()), [records[i].path for i in counts.nonzero().flatten().tolist()]
 
 
-def _resume(agreed: resume.Agreed, net: nn.Module, optimizer: torch.optim.Optimizer,
+def _resume(agreed: resume.Agreed, model: nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler, sampler: MultigridBatchSampler, state: TrainState) -> str | None:
     saved = agreed.saved
     if saved is None:
         return None
-    init_from.check_class_count(net, saved["model"], agreed.source)  # a class count names data.num_classes
-    checkpoint.load_model_weights(net, saved["model"], agreed.source)
+    init_from.check_class_count(model, saved["model"], agreed.source)  # a class count names data.num_classes
+    checkpoint.load_model_weights(model, saved["model"], agreed.source)
     optimizer.load_state_dict(saved["optimizer"])
     checkpoint.load_scaler_state(scaler, saved.get("scaler"), agreed.source)
     sampler.load_state_dict(saved["sampler"])

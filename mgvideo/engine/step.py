@@ -1,7 +1,9 @@
 """The step context every forward of a run shares, and one training step with no host sync.
 
-The step context is two decisions, each defined once here: `step_plan`, the BN groups of a forward, and
-`precision`, the autocast and kernels it runs under (`backward` takes the same kernels). Training, precise
+The step context is two decisions, each defined once here: `bn_plan`, the BN groups of a forward, and
+`precision`, the autocast and kernels it runs under (`backward` takes the same kernels). `step_settings` is
+the step rule: a step's LR and BN plan from the schedule, the fractional epoch and the batch's shape; our
+trainer, the Lightning callback and the Accelerate recipe all call it. Training, precise
 BN, evaluation, the compile warm-up and `mgvideo profile` all call them, so the warm-up passes exactly the
 compile guards that training meets.
 
@@ -17,14 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for
-from mgvideo.multigrid.lr import LRConfig
+from mgvideo.multigrid.batchnorm import BNPlan, bn_groups_for, set_bn_groups
+from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
+from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
 
 # mkldnn.flags() (safe_kernels) also sets oneDNN's TF32 mode, which warns each time; registered once here.
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
@@ -32,20 +35,21 @@ warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
 @dataclass
 class Optimization:
-    """What a step needs: the model training calls (DDP/compile-wrapped), the optimizer, the loss, the
-    precision (autocast dtype and GradScaler, enabled for fp16 only) and the LR rule."""
+    """What a step needs: the model training calls (`wrapped`: DDP/compile around the run's model), the
+    optimizer, the loss, the precision (autocast dtype and GradScaler, enabled for fp16 only) and the LR
+    rule."""
 
-    model: nn.Module
+    wrapped: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
     amp_dtype: torch.dtype | None
-    lr: LRConfig
+    lr_rule: LRConfig
     clip_grad_norm: float = 0.0
     micro_batches: int = 1  # forward/backward passes per optimizer step (device.device_plan; 1 in general)
 
 
-def step_plan(batch: int, stage_batch: int, bn_base_size: int, world_size: int = 1,
+def bn_plan(batch: int, stage_batch: int, bn_base_size: int, world_size: int = 1,
               micro_batches: int = 1) -> BNPlan:
     """The BN groups of each forward of a step of `batch` clips on one device, in a stage whose long-cycle
     batch is `stage_batch` (per device): `stage_batch // bn_base_size` groups, so one pass of the clips of
@@ -55,6 +59,30 @@ def step_plan(batch: int, stage_batch: int, bn_base_size: int, world_size: int =
     (which puts clip c in group c mod groups), so the passes normalise exactly as the single pass."""
     k = micro_batches
     return bn_groups_for(batch // k, stage_batch // k, bn_base_size, world_size)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What a training step sets before its forward: the LR and the BN groups of each forward pass."""
+
+    lr: float
+    bn: BNPlan
+
+
+def step_settings(schedule: MultigridSchedule, epoch: float, shape: ClipShape, batch: int, lr_rule: LRConfig,
+                  bn_base_size: int, world_size: int = 1, micro_batches: int = 1) -> StepSettings:
+    """The step rule: the LR at the fractional `epoch` (multigrid/lr.py), and the BN groups of a step of
+    `batch` clips on one device dealt at `shape` (its stage's long-cycle batch, `shape.stage_batch`)."""
+    return StepSettings(lr_at(epoch, schedule, lr_rule),
+                        bn_plan(batch, shape.stage_batch, bn_base_size, world_size, micro_batches))
+
+
+def apply_step_settings(settings: StepSettings, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer],
+                        ) -> None:
+    """Write the step's LR into every optimizer and its BN groups into `model` (a no-op without BN)."""
+    for optimizer in optimizers:
+        set_lr(optimizer, settings.lr)
+    set_bn_groups(model, settings.bn)
 
 
 @contextlib.contextmanager
@@ -87,7 +115,7 @@ def forward_backward(opt: Optimization, clips: torch.Tensor, labels: torch.Tenso
     Returns the detached loss and the number of correct top-1 predictions, both still on the device.
     """
     with precision(clips.device, opt.amp_dtype):
-        logits = opt.model(clips)
+        logits = opt.wrapped(clips)
     loss = opt.loss_fn(logits.float(), labels)
     backward(opt.scaler.scale(loss * scale if scale != 1.0 else loss), clips.device, opt.amp_dtype)
     with torch.no_grad():

@@ -1,8 +1,9 @@
 """The training loop. `train` reads top to bottom: build once, then for each epoch train, evaluate at the
 run's evaluation steps, refresh BN statistics at stage ends, checkpoint. Shapes change through the batch
-sampler alone; nothing is rebuilt at a stage change. One step (engine/step.py) never waits for the device;
-its figures are reduced every `train.log_period` iterations (engine/window.py). The plumbing lives in
-engine/run.py, which builds the run (engine/builders.py, device.py, compile.py, eval_schedule.py).
+sampler alone; nothing is rebuilt at a stage change. Each batch carries its shape, and the step rule
+(engine/step.py `step_settings`) gives its LR and BN groups. A step never waits for the device; its figures
+are reduced every `train.log_period` iterations (engine/window.py). Evaluating and saving close that log
+window themselves. The plumbing lives in engine/run.py, which builds the run.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from mgvideo.config import Config
-from mgvideo.data.loader import Batch
+from mgvideo.config import Config, TrainConfig
 from mgvideo.engine import builders, checkpoint
 from mgvideo.engine import distributed as D
-from mgvideo.engine.device import per_device_batch
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
 from mgvideo.engine.records import EvalRecord, PreciseBNRecord
@@ -32,12 +32,20 @@ from mgvideo.engine.run import (
     take_store_misses,
     unreadable_videos,
 )
-from mgvideo.engine.step import forward_backward, gradient_sync, optimizer_step, precision, step_plan
+from mgvideo.engine.step import (
+    Optimization,
+    StepSettings,
+    apply_step_settings,
+    bn_plan,
+    forward_backward,
+    gradient_sync,
+    optimizer_step,
+    precision,
+    step_settings,
+)
 from mgvideo.engine.window import NonFiniteLossError
 from mgvideo.multigrid.batchnorm import has_batchnorm, set_bn_groups
-from mgvideo.multigrid.lr import lr_at, set_lr
 from mgvideo.multigrid.precise_bn import update_bn_stats
-from mgvideo.multigrid.sampler import iterations_per_epoch
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule, Stage
 
 __all__ = ["NonFiniteLossError", "TestHooks", "train"]
@@ -57,7 +65,7 @@ def train(cfg: Config, out_dir: str | Path, force: bool = False, schedule: Multi
             train_epoch(run, epoch)
             state.epoch, state.iteration = epoch + 1, 0
             end_epoch(run, epoch)
-            save_state(run)
+            save(run)
         return finish(run)
     finally:
         run.log.close()
@@ -65,72 +73,65 @@ def train(cfg: Config, out_dir: str | Path, force: bool = False, schedule: Multi
 
 
 def train_epoch(run: Run, epoch: int) -> None:
-    """One pass over the training set, at the shapes and batch sizes the sampler picks per iteration.
-
-    Nothing in the loop waits for the device: figures are reduced and logged every `train.log_period`
-    iterations, at the epoch's end, and before an evaluation or a checkpoint.
-    """
-    state, data = run.state, run.data
+    """One pass over the training set, at the shapes and batch sizes the sampler deals. Nothing waits for
+    the device but the log points: every `train.log_period` iterations and the epoch's end."""
+    state, data, cfg = run.state, run.data, run.cfg
     data.sampler.set_epoch(epoch)
     data.train_set.set_epoch(epoch)
     iterations = len(data.sampler)
-    run.opt.model.train()
+    run.opt.wrapped.train()
     waited = time.perf_counter()
     for batch in data.loader:
         started = time.perf_counter()
-        lr = lr_at(epoch + state.iteration / iterations, run.schedule, run.opt.lr)
-        loss, correct, clips = train_step(run, batch, lr)
+        settings = step_settings(run.schedule, epoch + state.iteration / iterations, batch.shape, len(batch),
+                                 run.opt.lr_rule, cfg.model.bn_base_size, run.info.world_size,
+                                 run.opt.micro_batches)
+        x = run.inputs(batch)
+        loss, correct = train_step(run.opt, run.model, x.clips, x.labels, settings,
+                                   dropout_seeds(cfg.train.seed, state.step, run.info, run.opt.micro_batches))
         state.iteration, state.step = state.iteration + 1, state.step + 1
         state.samples += len(batch) * run.info.world_size
-        run.window.add(state.step, data.sampler.stage.index, clips, loss, correct, batch.skipped, lr,
+        run.window.add(state.step, batch.shape.stage, x.clips, loss, correct, batch.skipped, settings.lr,
                        time.perf_counter() - waited, started - waited)
-        late = False
-        if state.step % run.cfg.train.log_period == 0 or state.iteration == iterations:
-            late = close_window(run, epoch + state.iteration / iterations)
-        # An evaluation at the epoch's last batch is left to end_epoch, which then skips the stage-end
-        # precise BN.
-        if state.iteration < iterations and state.step in run.eval_steps:
-            close_window(run, epoch + state.iteration / iterations)
+        save_requested = False
+        if state.step % cfg.train.log_period == 0 or state.iteration == iterations:
+            save_requested = close_window(run)
+        if state.iteration < iterations and state.step in run.eval_steps:  # the last batch's: end_epoch's
             evaluate(run, epoch)
-        if checkpoint_due(run, late):
-            close_window(run, epoch + state.iteration / iterations)
-            save_state(run)
+        if checkpoint_due(cfg.train, state.step, save_requested):
+            save(run)
         if run.hooks.after_step is not None:
             run.hooks.after_step(run)
         waited = time.perf_counter()
 
 
-def train_step(run: Run, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Set the LR and the batch's BN plan, then forward and backward over the step's micro-batches and one
-    optimizer step.
+def train_step(opt: Optimization, model: nn.Module, clips: torch.Tensor, labels: torch.Tensor,
+               settings: StepSettings, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Set the step's LR and BN groups on the optimizer and `model`, then forward and backward over the
+    step's passes and one optimizer step.
 
-    Micro-batch i takes every `micro_batches`-th clip from i, as rank r + i·world_size of a run with that
-    many more devices would, with the same BN groups and dropout draws; DDP all-reduces once, after the last.
-    Returns the mean loss and the top-1 hits as device tensors (no sync) and the clips on the device.
+    Pass i takes every `micro_batches`-th clip from i, as rank r + i·world_size of a run with that many
+    more devices would, with the same BN groups and, seeded by `seeds[i]`, the same dropout draws; DDP
+    all-reduces once, after the last. Returns the mean loss and the top-1 hits as device tensors (no sync).
     """
-    x = run.inputs(batch)
-    k, info = run.opt.micro_batches, run.info
-    set_plan(run, len(batch), run.data.sampler.stage_batch)
-    set_lr(run.opt.optimizer, lr)
-    loss = correct = torch.zeros((), device=x.clips.device)
+    apply_step_settings(settings, model, [opt.optimizer])
+    k = opt.micro_batches
+    loss = correct = torch.zeros((), device=clips.device)
     for i in range(k):
-        # Dropout draws depend only on (seed, step, rank), so a resumed run makes the same draws.
-        torch.manual_seed((run.cfg.train.seed * 1_000_003 + run.state.step) * 1031 + info.rank
-                          + i * info.world_size)
-        with gradient_sync(run.opt.model, i == k - 1):
-            part_loss, part_correct = forward_backward(run.opt, x.clips[i::k], x.labels[i::k], 1 / k)
+        torch.manual_seed(seeds[i])
+        with gradient_sync(opt.wrapped, i == k - 1):
+            part_loss, part_correct = forward_backward(opt, clips[i::k], labels[i::k], 1 / k)
         loss, correct = loss + part_loss / k, correct + part_correct
-    optimizer_step(run.opt)
-    return loss, correct, x.clips
+    optimizer_step(opt)
+    return loss, correct
 
 
-def set_plan(run: Run, batch: int, stage_batch: int) -> None:
-    """The BN groups of a step of `batch` clips per device (`step_plan`, as the compile warm-up sets them)."""
-    set_bn_groups(run.net, step_plan(batch, stage_batch, run.cfg.model.bn_base_size, run.info.world_size,
-                                     run.opt.micro_batches))
+def dropout_seeds(seed: int, step: int, info: D.DistInfo, passes: int) -> list[int]:
+    """The seed of each pass of a step: from (seed, step, rank) only, so a resumed run draws the same."""
+    return [(seed * 1_000_003 + step) * 1031 + info.rank + i * info.world_size for i in range(passes)]
 
 
-def close_window(run: Run, epoch: float) -> bool:
+def close_window(run: Run) -> bool:
     """Reduce and log the figures since the last log point (the loop's one sync); returns rank 0's
     'checkpoint now' (`train.checkpoint_minutes`), shared with every rank by the same collective.
 
@@ -138,25 +139,32 @@ def close_window(run: Run, epoch: float) -> bool:
     """
     if not len(run.window):
         return False
-    minutes = run.cfg.train.checkpoint_minutes
-    late = run.info.is_main and minutes > 0 and run.clock() - run.last_save >= 60 * minutes
+    state, minutes = run.state, run.cfg.train.checkpoint_minutes
+    requested = run.info.is_main and minutes > 0 and run.clock() - run.last_save >= 60 * minutes
     iterations = len(run.window)
-    records, skipped, late = run.window.close(run.info, run.state.step, epoch, run.clock, late)
-    run.state.skipped += skipped
+    epoch = state.epoch + state.iteration / max(len(run.data.sampler), 1)
+    records, skipped, requested = run.window.close(run.info, state.step, epoch, run.clock, requested)
+    state.skipped += skipped
     for record in records:
         run.log.write(record)
     last = records[-1]
     seconds = sum(r.seconds for r in records)
     clips_per_s = sum(r.batch for r in records) / max(seconds, 1e-9)
     run.log.progress(iterations, last.stage, f"T={last.frames} S={last.crop}", clips_per_s)
-    return late
+    return requested
 
 
-def checkpoint_due(run: Run, late: bool) -> bool:
-    """Every `checkpoint_every_iters` steps, or when rank 0's clock said so at the last log point (`late`):
-    no collective of its own."""
-    every = run.cfg.train.checkpoint_every_iters
-    return late or bool(every and run.state.step % every == 0)
+def save(run: Run, name: str = "last.pt") -> None:
+    """Close the log window (so the state's counters are complete), then write the resumable state."""
+    close_window(run)
+    save_state(run, name)
+
+
+def checkpoint_due(train: TrainConfig, step: int, requested: bool) -> bool:
+    """Every `train.checkpoint_every_iters` steps, or when rank 0's clock asked at the last log point
+    (`requested`): no collective of its own."""
+    every = train.checkpoint_every_iters
+    return requested or bool(every and step % every == 0)
 
 
 def end_epoch(run: Run, epoch: int) -> None:
@@ -176,9 +184,9 @@ def end_epoch(run: Run, epoch: int) -> None:
                                       time=run.clock(), seconds=round(time.perf_counter() - started, 3)))
     note_store_misses(run, epoch)
     if stage_end:
-        save_state(run, f"stage_{stage.index:02d}.pt")
+        save(run, f"stage_{stage.index:02d}.pt")
     elif period and (epoch + 1) % period == 0:
-        save_state(run, f"epoch_{epoch + 1:03d}.pt")
+        save(run, f"epoch_{epoch + 1:03d}.pt")
 
 
 def note_store_misses(run: Run, epoch: int) -> None:
@@ -194,39 +202,42 @@ def note_store_misses(run: Run, epoch: int) -> None:
 
 def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     """Precise BN: exact BN statistics over training batches at `shape`; none without BN."""
-    if not has_batchnorm(run.net):
+    if not has_batchnorm(run.model):
         return
-    num = plan_batches(run, shape, batch, precise_bn_batches(run.cfg, batch, run.info.world_size), epoch)
+    wanted = precise_bn_batches(run.cfg.train, batch, run.info.world_size)
+    num = plan_batches(run, shape, batch, wanted, epoch)
     if num == 0:
         return
     k = run.opt.micro_batches  # as in training: a forward holds every k-th clip, with the same BN groups
-    set_plan(run, batch, shape.stage_batch)
+    plan = bn_plan(batch, shape.stage_batch, run.cfg.model.bn_base_size, run.info.world_size, k)
+    set_bn_groups(run.model, plan)
     clips = (x[i::k] for b in run.data.precise for x in [run.inputs(b).clips] for i in range(k))
     with precision(run.inputs.device, run.opt.amp_dtype):  # as training normalised: under its autocast
-        update_bn_stats(run.net, clips, num * k, average_across_ranks=run.info.enabled)  # DDP: ranks merged
+        update_bn_stats(run.model, clips, num * k, average_across_ranks=run.info.enabled)  # DDP: ranks merged
 
 
-def precise_bn_batches(cfg: Config, batch: int, world_size: int) -> int:
+def precise_bn_batches(train: TrainConfig, batch: int, world_size: int) -> int:
     """How many per-device batches of `batch` clips precise BN uses: `train.precise_bn_batches`, capped
     by `train.precise_bn_clips` (all devices together) when that is set."""
-    t = cfg.train
+    t = train
     if t.precise_bn_clips == 0:
         return t.precise_bn_batches
     return min(t.precise_bn_batches, math.ceil(t.precise_bn_clips / (batch * world_size)))
 
 
 def evaluate(run: Run, epoch: int) -> dict[str, float]:
-    """Validation at the full shape, after precise BN at that shape so the statistics match it. The
-    run's training clock is paused throughout: evaluation is not training time."""
+    """Validation at the full shape, after precise BN at that shape so the statistics match it. The log
+    window is closed first, and the run's training clock paused throughout: evaluation is not training."""
+    close_window(run)
     full = builders.eval_shape(run.cfg, run.batch)
     with run.clock.paused():
         started = time.perf_counter()
         refresh_bn(run, run.batch, full, epoch)
         refreshed = time.perf_counter()
-        result, scores, labels = evaluate_videos(run.net, run.data.val, run.inputs, run.info, "sum",
+        result, scores, labels = evaluate_videos(run.model, run.data.val, run.inputs, run.info, "sum",
                                                  run.cfg.multi_label, run.cfg.test.max_failed_fraction,
                                                  run.opt.amp_dtype)
-        if run.state.step == run.log.total_iterations and not run.cfg.multi_label:
+        if run.state.step == run.length.total and not run.cfg.multi_label:
             save_val_hits(run, scores, labels, result.get("failed", []))
         state = run.state
         state.last_eval, state.eval_step = result, state.step
@@ -269,8 +280,7 @@ def finish(run: Run) -> dict[str, Any]:
     summary = {
         "val": state.last_eval, "wall_clock_s": round(run.clock(), 1), "iterations": state.step,
         "epochs": run.schedule.max_epoch, "baseline_epochs": run.cfg.solver.max_epoch,
-        "samples": state.samples,
-        "baseline_iterations": baseline_iterations(run.cfg, len(train_set), run.info.world_size),
+        "samples": state.samples, "baseline_iterations": run.length.baseline,
     }
     # The one iteration saving: the baseline schedule's iterations on the same data over this run's.
     summary["iteration_saving"] = round(summary["baseline_iterations"] / max(state.step, 1), 3)
@@ -281,7 +291,7 @@ def finish(run: Run) -> dict[str, Any]:
                    unreadable_videos=unreadable, replaced_clips=state.skipped,
                    store_misses=state.store_misses)
     if run.saves:  # every node's --out gets the final weights and summary
-        checkpoint.save(run.net.state_dict(), run.out_dir / "model_final.pt")
+        checkpoint.save(run.model.state_dict(), run.out_dir / "model_final.pt")
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_run(run.out_dir)
         if unreadable:
@@ -289,11 +299,3 @@ def finish(run: Run) -> dict[str, Any]:
                             f"other videos instead): {', '.join(unreadable)}")
     D.barrier(run.info)
     return summary
-
-
-def baseline_iterations(cfg: Config, dataset_size: int, world_size: int) -> int:
-    """Iterations the baseline schedule (no long or short cycle) would take on the same data."""
-    base = builders.baseline_config(cfg)
-    schedule = builders.build_schedule(base)
-    batch = per_device_batch(base, world_size)
-    return schedule.max_epoch * iterations_per_epoch(dataset_size, batch, world_size)

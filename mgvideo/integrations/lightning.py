@@ -28,7 +28,7 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from mgvideo.errors import ConfigError
 from mgvideo.integrations.step import configure_step
 from mgvideo.multigrid.lr import LRConfig
-from mgvideo.multigrid.sampler import Batch, MultigridBatchSampler
+from mgvideo.multigrid.sampler import DealtBatch, MultigridBatchSampler
 from mgvideo.multigrid.schedule import MultigridSchedule
 
 NAME = "MultigridCallback"
@@ -40,7 +40,7 @@ class EpochBatches:
     def __init__(self, sampler: MultigridBatchSampler):
         self._multigrid = sampler  # not `.sampler`: Lightning would call its set_epoch with its own count
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[DealtBatch]:
         return iter(self._multigrid)
 
 

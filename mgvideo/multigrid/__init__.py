@@ -9,6 +9,7 @@ from mgvideo.multigrid.batchnorm import (
     sync_group,
 )
 from mgvideo.multigrid.fit import check_dataset_fits
+from mgvideo.multigrid.iterations import RunLength, run_length, stage_iterations
 from mgvideo.multigrid.lr import LRConfig, lr_at, set_lr
 from mgvideo.multigrid.precise_bn import update_bn_stats
 from mgvideo.multigrid.sampler import (
@@ -27,6 +28,7 @@ __all__ = [
     "MultigridBatchSampler",
     "MultigridConfig",
     "MultigridSchedule",
+    "RunLength",
     "Slot",
     "Stage",
     "SubBatchNorm3d",
@@ -36,8 +38,10 @@ __all__ = [
     "count_batches",
     "iterations_per_epoch",
     "lr_at",
+    "run_length",
     "set_bn_groups",
     "set_lr",
+    "stage_iterations",
     "sync_group",
     "update_bn_stats",
 ]

@@ -5,7 +5,7 @@ shorter than the short cycle leaves its last shapes untrained, a warning."""
 from __future__ import annotations
 
 from mgvideo.errors import ScheduleError
-from mgvideo.multigrid.sampler import count_batches
+from mgvideo.multigrid.iterations import stage_iterations
 from mgvideo.multigrid.schedule import MultigridSchedule, Slot, Stage
 
 
@@ -47,8 +47,7 @@ def short_epoch_warning(schedule: MultigridSchedule, dataset_size: int, batch_si
     """
     per_device = dataset_size // world_size
     cycled = [stage for stage in schedule.stages if stage.epochs > 0 and len(stage.slots) > 1]
-    runs = {stage.index: count_batches(per_device, [batch_size * s.batch_factor for s in stage.slots], True)
-            for stage in cycled}
+    runs = {stage.index: stage_iterations(stage, dataset_size, batch_size, world_size) for stage in cycled}
     short = [stage for stage in cycled if runs[stage.index] < len(stage.slots)]
     if not short:
         return None

@@ -15,7 +15,7 @@ from torch.utils.data import Sampler
 from mgvideo.errors import ConfigError
 from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule, Stage
 
-Batch = list[tuple[int, ClipShape]]
+DealtBatch = list[tuple[int, ClipShape]]  # what a batch sampler deals: (dataset index, shape) per clip
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -58,7 +58,7 @@ class _Resume:
     position: int = 0
 
 
-class _ShardedBatchSampler(Sampler[Batch]):
+class _ShardedBatchSampler(Sampler[DealtBatch]):
     """Shared machinery: the epoch's seeded permutation, sharding, batching and the resume position.
 
     The position is global: ranks consume the permutation's prefix together, so a state saved with W
@@ -117,11 +117,11 @@ class _ShardedBatchSampler(Sampler[Batch]):
         rest = len(range(self.rank, self._usable(resume.clips) - resume.clips, self.world_size))
         return resume.position + count_batches(rest, self._rotated_sizes(resume.phase), self.drop_last)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[DealtBatch]:
         self._position = self._resume.position if self._pending else 0
         return self._pass()
 
-    def _pass(self) -> Iterator[Batch]:
+    def _pass(self) -> Iterator[DealtBatch]:
         # The resume point is used up at the first batch drawn, not at iter(): a multi-worker DataLoader
         # calls iter() twice per pass and throws the first iterator away.
         resume = self._resume if self._pending else _Resume()
@@ -129,7 +129,7 @@ class _ShardedBatchSampler(Sampler[Batch]):
         self._position = resume.position
         yield from self._batches(resume)
 
-    def _batches(self, resume: _Resume) -> Iterator[Batch]:
+    def _batches(self, resume: _Resume) -> Iterator[DealtBatch]:
         indices, cycle = self._rank_indices(resume), self._cycle()
         offset = count = 0
         while offset < len(indices):
