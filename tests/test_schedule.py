@@ -231,8 +231,11 @@ def test_schedule_module_imports_no_torch(name):
 def test_full_shape_is_what_validation_reads():
     # The README's own-loop example gives it to VideoClipDataset; the trainer validates at the same shape.
     from mgvideo.config import load_config
-    from mgvideo.engine.builders import build_schedule, eval_shape
+    from mgvideo.engine.builders import build_schedule
+    from mgvideo.multigrid.schedule import ClipShape
 
     for recipe in ("configs/kinetics/slowfast_r50_8x8_multigrid.yaml", "configs/synthetic/tiny.yaml"):
         cfg = load_config(recipe)
-        assert build_schedule(cfg).full_shape(8) == eval_shape(cfg, 8)
+        d = cfg.data  # the data's full shape at its sampling rate, whatever the schedule
+        full = ClipShape(d.frames, d.crop, d.sampling_rate, d.sampling_rate, d.crop, 8, -1, 0)
+        assert build_schedule(cfg).full_shape(8) == full

@@ -22,9 +22,9 @@ def fake_run(cfg=CFG, clips=2, iterations=10, **state):
     log = SimpleNamespace(records=[])
     log.write = log.records.append
     data = SimpleNamespace(train_set=SimpleNamespace(store=None))  # no store: no misses to count
-    return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), eval_steps=steps, batch=2,
-                           info=SimpleNamespace(world_size=1), log=log, clock=lambda: 12.5, data=data,
-                           window=[])  # an empty log window: saving closes it first
+    return SimpleNamespace(cfg=cfg, schedule=schedule, state=TrainState(**state), eval_steps=steps,
+                           base_batch=2, info=SimpleNamespace(world_size=1), log=log, clock=lambda: 12.5,
+                           data=data, window=[])  # an empty log window: saving closes it first
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def evaluate_checkpoint(cfg: Config, weights_path: str | Path, out_dir: str | Pa
     check_class_count(net, weights, str(weights_path))  # names data.num_classes, not the architecture
     checkpoint.load_model_weights(net, weights, str(weights_path))
     net.to(device)
-    shape = builders.eval_shape(cfg, cfg.test.batch_size)
+    shape = builders.build_schedule(cfg).full_shape(cfg.test.batch_size)
     dataset = builders.build_dataset(cfg, "test", shape)
     missing = builders.missing_line(cfg, "test", dataset)
     if missing and info.is_main:

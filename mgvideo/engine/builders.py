@@ -109,13 +109,6 @@ def schedule_fingerprint_data(schedule: MultigridSchedule) -> dict:
     return data
 
 
-def eval_shape(cfg: Config, batch: int) -> ClipShape:
-    """The validation shape: the full T×S at the recipe's sampling rate, the same for every schedule."""
-    d = cfg.data
-    return ClipShape(frames=d.frames, crop=d.crop, min_rate=d.sampling_rate, max_rate=d.sampling_rate,
-                     base_crop=d.crop, stage_batch=batch, stage=-1, slot=0)
-
-
 def build_loss(cfg: Config) -> nn.Module:
     """Cross-entropy (with optional label smoothing), or BCE on logits for multi-label data."""
     if cfg.multi_label:

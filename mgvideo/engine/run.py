@@ -82,7 +82,7 @@ class Run:
     out_dir: Path
     info: D.DistInfo
     schedule: MultigridSchedule
-    batch: int  # long-cycle base batch per device
+    base_batch: int  # the long-cycle base batch per device (a stage's batch: this times its factor)
     model: nn.Module  # the model itself (BN groups, evaluation, precise BN, checkpoints); opt.wrapped trains
     inputs: Inputs  # device, normalisation and memory format of model inputs
     opt: Optimization  # what a training step uses: wrapped model, optimizer, scaler, loss, LR rule
@@ -113,7 +113,7 @@ def build_run(cfg: Config, out_dir: Path, force: bool = False, schedule: Multigr
     limit_cpu_threads(resolve_workers(cfg.data.workers))  # torch's threads + loader workers <= cores
     torch.manual_seed(cfg.train.seed)
     devices = device_plan(cfg, info.world_size, schedule)
-    full = builders.eval_shape(cfg, devices.batch)
+    full = schedule.full_shape(devices.batch)  # what validation reads
     train_set, val_set = build_datasets(cfg, schedule, full, devices.batch, info.world_size)
     facts = {"training videos": len(train_set), "validation videos": len(val_set)}
     agreed = resume.agree(cfg, out_dir, fp, force, info, facts, device)  # every rank: the same state
@@ -279,7 +279,7 @@ def _data(cfg: Config, info: D.DistInfo, device: torch.device, train_set: VideoC
                    pool.view("train"), pool.view("val", val_sampler))
 
 
-def plan_batches(run: Run, shape: ClipShape, batch: int, num_batches: int, epoch: int) -> int:
+def fill_precise_bn(run: Run, shape: ClipShape, batch: int, num_batches: int, epoch: int) -> int:
     """Fill the precise-BN loader with up to `num_batches` training batches at `shape`; returns how many."""
     sampler = FixedShapeBatchSampler(shape, len(run.data.train_set), batch, rank=run.info.rank,
                                      world_size=run.info.world_size, seed=run.cfg.train.seed + 7919,

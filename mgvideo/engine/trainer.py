@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mgvideo.config import Config, TrainConfig
-from mgvideo.engine import builders, checkpoint
+from mgvideo.engine import checkpoint
 from mgvideo.engine import distributed as D
 from mgvideo.engine.evaluate import evaluate_videos
 from mgvideo.engine.plots import plot_run
@@ -27,7 +27,7 @@ from mgvideo.engine.run import (
     Run,
     TestHooks,
     build_run,
-    plan_batches,
+    fill_precise_bn,
     save_state,
     take_store_misses,
     unreadable_videos,
@@ -179,7 +179,7 @@ def end_epoch(run: Run, epoch: int) -> None:
         evaluate(run, epoch)  # its precise BN at the eval shape supersedes the stage-end one
     elif stage_end:
         started = time.perf_counter()
-        refresh_bn(run, *stage_shape(run, stage), epoch)
+        refresh_bn(run, *stage_shape(run.schedule, stage, run.base_batch), epoch)
         run.log.write(PreciseBNRecord(step=run.state.step, epoch=epoch + 1, stage=stage.index,
                                       time=run.clock(), seconds=round(time.perf_counter() - started, 3)))
     note_store_misses(run, epoch)
@@ -205,7 +205,7 @@ def refresh_bn(run: Run, batch: int, shape: ClipShape, epoch: int) -> None:
     if not has_batchnorm(run.model):
         return
     wanted = precise_bn_batches(run.cfg.train, batch, run.info.world_size)
-    num = plan_batches(run, shape, batch, wanted, epoch)
+    num = fill_precise_bn(run, shape, batch, wanted, epoch)
     if num == 0:
         return
     k = run.opt.micro_batches  # as in training: a forward holds every k-th clip, with the same BN groups
@@ -229,10 +229,10 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     """Validation at the full shape, after precise BN at that shape so the statistics match it. The log
     window is closed first, and the run's training clock paused throughout: evaluation is not training."""
     close_window(run)
-    full = builders.eval_shape(run.cfg, run.batch)
+    full = run.schedule.full_shape(run.base_batch)
     with run.clock.paused():
         started = time.perf_counter()
-        refresh_bn(run, run.batch, full, epoch)
+        refresh_bn(run, run.base_batch, full, epoch)
         refreshed = time.perf_counter()
         result, scores, labels = evaluate_videos(run.model, run.data.val, run.inputs, run.info, "sum",
                                                  run.cfg.multi_label, run.cfg.test.max_failed_fraction,
@@ -267,9 +267,9 @@ def read_val_hits(path: Path) -> list[int]:
     return data["hits"] if isinstance(data, dict) else data
 
 
-def stage_shape(run: Run, stage: Stage) -> tuple[int, ClipShape]:
+def stage_shape(schedule: MultigridSchedule, stage: Stage, base_batch: int) -> tuple[int, ClipShape]:
     """The long-cycle shape of a stage (its last short-cycle slot) and its per-device batch."""
-    return run.schedule.shapes(stage, run.batch)[-1]
+    return schedule.shapes(stage, base_batch)[-1]
 
 
 def finish(run: Run) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 from torch import nn
 
 from mgvideo.errors import ConfigError
@@ -139,20 +140,16 @@ def model_fields(family: str) -> list[str]:
 def shape_multiple(model: str | nn.Module, overrides: dict[str, Any] | None = None) -> tuple[int, int]:
     """(frames, crop) multiples a model needs, for `MultigridConfig(shape_multiple=...)`: a SlowFast's alpha
     (its slow pathway takes every alpha-th frame, and the fusions stride by alpha), a ViT's tubelet and
-    patch sizes; (1, 1) for other CNNs. `model` is a preset name (with its `overrides`) or a built model
-    (its `shape_multiple` attribute, (1, 1) where it has none)."""
-    if isinstance(model, nn.Module):
-        model = getattr(model, "module", model)  # DDP
-        return tuple(getattr(model, "shape_multiple", (1, 1)))
-    preset = PRESETS.get(model)
-    if preset is None:  # not a preset: building it reports that (get_preset)
-        return (1, 1)
-    kwargs = {**preset.kwargs, **(overrides or {})}
-    if preset.family == "vit":
-        return (int(kwargs.get("tubelet_size", 2)), int(kwargs.get("patch_size", 16)))
-    if preset.family == "slowfast":
-        return (int(kwargs.get("alpha", 4)), 1)
-    return (1, 1)
+    patch sizes; (1, 1) for other CNNs. `model` is a built model or a preset name with its `overrides`,
+    built on the meta device (no memory, no compute): the model's own `shape_multiple` attribute is the one
+    definition, (1, 1) where it has none."""
+    if not isinstance(model, nn.Module):
+        if model not in PRESETS:  # not a preset: building it reports that (get_preset)
+            return (1, 1)
+        with torch.device("meta"):
+            model = build_model(model, 1, **(overrides or {}))
+    model = getattr(model, "module", model)  # DDP
+    return tuple(getattr(model, "shape_multiple", (1, 1)))
 
 
 def get_preset(name: str) -> Preset:
