@@ -72,6 +72,7 @@ def test_workers_follow_the_sampler_and_the_epoch(ds):
     for epoch_a, epoch_b in zip(a, b):
         shapes = [tuple(x.clips.shape) for x in epoch_b]
         assert shapes == [(4, 3, 2, 8, 8), (2, 3, 4, 16, 16), (1, 3, 3, 12, 12)]
+        assert [y.shape for y in epoch_b] == [dealt[0][1] for dealt in BATCHES]  # the batch carries its shape
         for x, y in zip(epoch_a, epoch_b):
             assert isinstance(y, Batch) and y.clips.dtype == torch.uint8
             assert torch.equal(x.clips, y.clips) and torch.equal(x.labels, y.labels)
@@ -87,6 +88,8 @@ def test_to_device_normalises_on_the_device():
     assert out.clips.dtype == torch.float32
     assert out.clips[0, :, 0, 0, 0].tolist() == pytest.approx([-1.0, 2.0, 0.0])
     assert out.labels.tolist() == [0, 1] and out.skipped == 2
+    shaped = Batch(batch.clips, batch.labels, batch.indices, 2, shape(2, 2))
+    assert to_device(shaped, "cpu", (0,) * 3, (1,) * 3).shape == shape(2, 2)
     last = to_device(batch, "cpu", mean=(0.5,) * 3, std=(0.5,) * 3, channels_last=True)
     assert last.clips.is_contiguous(memory_format=torch.channels_last_3d)
 

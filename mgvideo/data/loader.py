@@ -241,4 +241,4 @@ def to_device(batch: Batch, device: torch.device | str, mean: Sequence[float], s
     if channels_last:
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
     return Batch(clips, batch.labels.to(device, non_blocking=non_blocking),
-                 batch.indices.to(device, non_blocking=non_blocking), batch.skipped)
+                 batch.indices.to(device, non_blocking=non_blocking), batch.skipped, batch.shape)

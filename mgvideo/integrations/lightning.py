@@ -109,7 +109,7 @@ class MultigridCallback(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         configure_step(pl_module, trainer.optimizers, self.sampler, self.lr_config, self.iteration,
-                       extract_batch_size(batch), self.bn_base_size)
+                       extract_batch_size(batch), self.bn_base_size, shape=getattr(batch, "shape", None))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
