@@ -1,8 +1,9 @@
 """Run configuration: plain dataclasses loaded from YAML, with dotted `key=value` overrides.
 
 Every value is checked against its field's type and range before any work starts; a bad key or value
-raises ConfigError naming the key and, where known, the file and line. Nothing here is global: the
-trainer receives a `Config` and passes its sections down.
+raises ConfigError naming the key and, where known, the file and line. The schedule's inputs (the keys of
+mgvideo/schedule_keys.py's table) are checked by the schedule itself, and take its defaults (`mirror`).
+Nothing here is global: the trainer receives a `Config` and passes its sections down.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import yaml
 
 from mgvideo.config_parse import assign, parse_override, read_yaml
 from mgvideo.errors import ConfigError
+from mgvideo.multigrid.progressive import ProgressiveConfig
+from mgvideo.schedule_keys import check_config, mirror
 
 
 def runtime(default: Any) -> Any:
@@ -43,8 +46,8 @@ class DataConfig:
     test_list: str = "val.csv"
     labels_file: str = ""  # SSv2: the labels JSON; Kinetics: optional class-name list so splits agree
     num_classes: int = 400
-    frames: int = 8
-    crop: int = 224
+    frames: int = 8  # the generic recipe's clip, not the schedule's default (see schedule_keys.py)
+    crop: int = mirror("crop")
     sampling_rate: int = 8
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
@@ -68,7 +71,7 @@ class DataConfig:
     synthetic_seed: int = 0  # for dataset=synthetic: the generator's seed (the data draw); 0 is the tuned one
 
     def validate(self, where: str) -> None:
-        _check_signs(where, "data", self, positive=("num_classes", "frames", "crop", "sampling_rate"),
+        _check_signs(where, "data", self, positive=("num_classes",),
                      non_negative=("cache_max_gb", "synthetic_seed"))
         if self.workers < -1:
             raise ConfigError(f"{where}: data.workers must be >= 0, or -1 for one per core, "
@@ -97,16 +100,16 @@ class ModelConfig:
 class MultigridSection:
     """The method's knobs. Both cycles off gives the baseline: a one-stage schedule."""
 
-    long_cycle: bool = True
-    short_cycle: bool = True
-    epoch_factor: float = 1.5
-    long_cycle_factors: list[list[float]] = field(
-        default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
-    )
-    short_cycle_factors: list[float] = field(default_factory=lambda: [0.5, 0.5**0.5])
-    short_cycle_relative: bool = False  # True: short-cycle crops follow the stage's crop (PySlowFast #429)
-    scale_jitter: Literal["reference", "same_view"] = "reference"  # same_view: coarse crops keep the view
-    eval_freq: int = 3
+    long_cycle: bool = mirror("long_cycle")
+    short_cycle: bool = mirror("short_cycle")
+    epoch_factor: float = mirror("epoch_factor")
+    long_cycle_factors: list[list[float]] = mirror("long_cycle_factors")
+    short_cycle_factors: list[float] = mirror("short_cycle_factors")
+    # True: short-cycle crops follow the stage's crop (PySlowFast #429)
+    short_cycle_relative: bool = mirror("short_cycle_relative")
+    # same_view: coarse crops keep the view
+    scale_jitter: Literal["reference", "same_view"] = mirror("scale_jitter")
+    eval_freq: int = mirror("eval_freq")
     # [frames, crop] multiples every shape is rounded to; [] takes them from the model (a ViT's tubelet and
     # patch sizes, so that the token count per batch stays constant; CNNs: none).
     shape_multiple: list[int] = field(default_factory=list)
@@ -116,11 +119,11 @@ class MultigridSection:
     schedule: Literal["multigrid", "random", "progressive"] = "multigrid"
     # The closing phase, beyond the paper (defaults: the reference). False: fine-tune at the full shape
     # only; a fraction > 0: fine-tune for that share of the baseline's epochs, uncompressed.
-    finetune_short_cycle: bool = True
-    finetune_fraction: float = 0.0
-    progressive_start_scale: float = 0.5
-    progressive_ramp_end: float = 0.8
-    progressive_crop_step: int = 8
+    finetune_short_cycle: bool = mirror("finetune_short_cycle")
+    finetune_fraction: float = mirror("finetune_fraction")
+    progressive_start_scale: float = mirror("start_scale", ProgressiveConfig)
+    progressive_ramp_end: float = mirror("ramp_end", ProgressiveConfig)
+    progressive_crop_step: int = mirror("crop_step", ProgressiveConfig)
     # Each shape's batch: 'flops' (∝ 1 / (T·S²), the reference's) or 'measured' (a step costs what a full
     # step costs, from `cost_table`: `mgvideo profile MODEL --config RECIPE --json` rows). The path is a
     # runtime key: the schedule it yields is fingerprinted, so a moved file resumes, a re-measured one not.
@@ -128,7 +131,6 @@ class MultigridSection:
     cost_table: str = runtime("")
 
     def validate(self, where: str) -> None:
-        _check_signs(where, "multigrid", self, positive=("epoch_factor", "eval_freq"))
         if (self.batch_rule == "measured") != bool(self.cost_table):
             raise ConfigError(f"{where}: multigrid.batch_rule: measured needs multigrid.cost_table (a file "
                               "of `mgvideo profile MODEL --config RECIPE --json` rows), and a cost_table "
@@ -137,11 +139,6 @@ class MultigridSection:
         if self.batch_rule == "measured" and self.schedule == "progressive":
             raise ConfigError(f"{where}: multigrid.batch_rule: measured sizes the multigrid and random "
                               "schedules' batches; progressive keeps one batch (use batch_rule: flops)")
-        for pair in self.long_cycle_factors:
-            if len(pair) != 2 or min(pair) <= 0:
-                raise ConfigError(f"{where}: multigrid.long_cycle_factors needs [t, s] pairs > 0, got {pair}")
-        if any(f <= 0 for f in self.short_cycle_factors):
-            raise ConfigError(f"{where}: multigrid.short_cycle_factors must be > 0")
         if self.shape_multiple and (len(self.shape_multiple) != 2 or min(self.shape_multiple) < 1):
             raise ConfigError(f"{where}: multigrid.shape_multiple must be [] or [frames, crop] multiples "
                               f">= 1, got {self.shape_multiple}")
@@ -153,10 +150,10 @@ class SolverConfig:
 
     batch_size: int = 64
     base_lr: float = 0.1
-    lr_policy: Literal["steps", "cosine"] = "steps"
-    steps: list[int] = field(default_factory=lambda: [0, 94, 154, 196])
-    max_epoch: int = 239
-    gamma: float = 0.1
+    lr_policy: Literal["steps", "cosine"] = mirror("lr_policy")
+    steps: list[int] = mirror("steps")
+    max_epoch: int = mirror("max_epoch")
+    gamma: float = mirror("gamma")
     warmup_epochs: float = 34.0
     warmup_start_lr: float = 0.01
     rescale_warmup: bool = False  # True: stretch the warmup by the multigrid epoch factor
@@ -184,18 +181,12 @@ class SolverConfig:
     lr_batch_scaling: Literal["linear", "sqrt", "none"] = "linear"
 
     def validate(self, where: str) -> None:
-        _check_signs(where, "solver", self, positive=("batch_size", "base_lr", "max_epoch", "accumulate"),
+        _check_signs(where, "solver", self, positive=("batch_size", "base_lr", "accumulate"),
                      non_negative=("warmup_epochs", "warmup_start_lr", "weight_decay", "clip_grad_norm",
                                    "momentum", "recipe_devices", "max_clips_per_pass"))
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"{where}: solver.label_smoothing must be in [0, 1), "
                               f"got {self.label_smoothing}")
-        steps = self.steps
-        if self.lr_policy == "steps":
-            if not steps or steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
-                raise ConfigError(f"{where}: solver.steps must start at 0 and increase, got {steps}")
-            if steps[-1] >= self.max_epoch:
-                raise ConfigError(f"{where}: solver.max_epoch ({self.max_epoch}) must exceed the last step")
         if self.nesterov and self.momentum == 0 and self.optimizer == "sgd":
             raise ConfigError(f"{where}: solver.nesterov needs solver.momentum > 0")
         if not 0 < self.layer_decay <= 1:
@@ -320,7 +311,7 @@ def build_config(raw: dict[str, Any], lines: dict[str, int], source: str,
     try:
         validate(cfg, source)
     except ConfigError as err:  # name the line of the key at fault, or the command line
-        named = [k for k in lines if "." in k and f"{k} " in str(err)]
+        named = [k for k in lines if "." in k and (f"{k} " in str(err) or f"{k}:" in str(err))]
         if not named:
             raise
         where = f"{source}:{lines[named[0]]}" if lines[named[0]] else "command line"
@@ -381,9 +372,11 @@ def config_changes(saved: dict[str, Any] | None, cfg: Config) -> list[str]:
 
 
 def validate(cfg: Config, source: str = "<config>") -> None:
-    """Each section's range checks, then the checks across sections that types alone cannot express."""
+    """Each section's range checks, the schedule's checks of its inputs, then the checks across sections that
+    types alone cannot express."""
     for section in dataclasses.fields(cfg):
         getattr(cfg, section.name).validate(source)
+    check_config(cfg, source)
     if cfg.train.eval_period and cfg.multigrid.long_cycle:
         raise ConfigError(f"{source}: train.eval_period is for single-stage runs (multigrid.long_cycle: "
                           "false); a multigrid run evaluates per stage (multigrid.eval_freq)")

@@ -23,62 +23,48 @@ from mgvideo.errors import ConfigError, MgvideoError, ScheduleError
 from mgvideo.multigrid import MultigridSchedule
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import check_warmup_of
+from mgvideo.schedule_keys import SCHEDULE_KEYS, Flag, positive_int
 
 # Kinetics-400 training clips as used by PySlowFast runs: 240436 / 64 gives the 3756 iterations per
 # epoch logged in SlowFast issue #277 (the full K400 list has 246535; downloads miss some).
 K400_TRAIN_SIZE = 240436
 
 
-# -- flag parsing -------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x.strip())
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(","))
-
-
-def _pairs(text: str) -> tuple[tuple[float, float], ...]:
-    pairs = tuple(_float_list(p) for p in text.split(";"))
-    if any(len(p) != 2 for p in pairs):
-        raise ValueError
-    return pairs
-
-
-_int_list.__name__ = "comma-separated integers"
-_float_list.__name__ = "comma-separated numbers"
-_pairs.__name__ = "';'-separated t,s pairs"
-_positive_int.__name__ = "positive integer"
-
+# -- flags --------------------------------------------------------------------------------------------
 # Without --config, `plan` plans this recipe (PySlowFast's SLOWFAST_8x8_R50_stepwise_multigrid) on 8
 # devices, with the schedule flags below as shorthands for the config keys they set.
 DEFAULT_RECIPE = "kinetics/slowfast_r50_8x8_multigrid"
 FLAG_DEVICES = 8
-# Each schedule flag and the config key it sets. --batch-size is per device: solver.batch_size is that
-# times --devices. Beside --config a schedule flag is an error: the recipe sets that key.
-FLAG_KEYS = {
-    "frames": "data.frames", "crop": "data.crop", "sampling_rate": "data.sampling_rate",
-    "steps": "solver.steps", "max_epoch": "solver.max_epoch", "gamma": "solver.gamma",
-    "epoch_factor": "multigrid.epoch_factor", "long_cycle_factors": "multigrid.long_cycle_factors",
-    "short_cycle_factors": "multigrid.short_cycle_factors", "long_cycle": "multigrid.long_cycle",
-    "short_cycle": "multigrid.short_cycle", "short_cycle_relative": "multigrid.short_cycle_relative",
-    "lr_policy": "solver.lr_policy", "base_lr": "solver.base_lr", "warmup_epochs": "solver.warmup_epochs",
-    "warmup_start_lr": "solver.warmup_start_lr", "rescale_warmup": "solver.rescale_warmup",
-    "batch_size": "solver.batch_size", "bn_base_size": "model.bn_base_size", "model": "model.name",
-}
+# Each flag that is a shorthand for a config key: the schedule's, from the table's rows that have a flag
+# (mgvideo/schedule_keys.py), then the LR rule's, the loader's and the model's. --batch-size is per
+# device: solver.batch_size is that times --devices. Beside --config such a flag is an error: the recipe
+# sets that key.
+FLAGS: tuple[tuple[str, str, Flag], ...] = tuple(
+    (r.field, r.key, r.flag) for r in SCHEDULE_KEYS if r.flag) + (
+    ("base_lr", "solver.base_lr", Flag(float, "(0.1)")),
+    ("warmup_epochs", "solver.warmup_epochs",
+     Flag(float, "(34, the Kinetics recipe's; 0, PySlowFast's default, where --steps or --max-epoch describe "
+                 "another run)")),
+    ("warmup_start_lr", "solver.warmup_start_lr", Flag(float, "(0.01)")),
+    ("rescale_warmup", "solver.rescale_warmup",
+     Flag(const=True, help="stretch warmup by the multigrid epoch factor")),
+    ("batch_size", "solver.batch_size", Flag(positive_int, "base per-device batch (8)")),
+    ("bn_base_size", "model.bn_base_size", Flag(positive_int, "clips per BN group (8)")),
+    ("model", "model.name",
+     Flag(metavar="NAME", help="round shapes to this zoo model's multiple (a SlowFast's alpha, a ViT's "
+                               "tubelet and patch), as training it would; default: none, the schedule "
+                               "alone")),
+)
+FLAG_KEYS = {name: key for name, key, _ in FLAGS}
 # What a schedule error calls the model's shape multiple, written as the flag that brings it in.
 MULTIPLE_WORDS = ("multigrid.shape_multiple", "shape_multiple")
 
 
-def _flag(field: str) -> str:
-    return "--" + ("no-" if field in ("long_cycle", "short_cycle") else "") + field.replace("_", "-")
+_OPTIONS = {name: flag.option(name) for name, _, flag in FLAGS}
+
+
+def _flag(name: str) -> str:
+    return _OPTIONS[name]
 
 
 def refuse_ignored_flags(args: argparse.Namespace) -> None:
@@ -248,38 +234,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan", help="print, plot or dump a multigrid schedule",
         description=DESCRIPTION)
-    p.add_argument("--frames", type=_positive_int, help="default clip length T (32)")
-    p.add_argument("--crop", type=_positive_int, help="default crop S (224)")
-    p.add_argument("--sampling-rate", type=_positive_int, help="(2)")
-    p.add_argument("--steps", type=_int_list,
-                   help="baseline LR steps in epochs (default 0,94,154,196; with cosine: equal slices)")
-    p.add_argument("--max-epoch", type=int, help="baseline epochs (239)")
-    p.add_argument("--gamma", type=float, help="(0.1)")
-    p.add_argument("--epoch-factor", type=float, help="multigrid trains this many times the epochs (1.5)")
-    p.add_argument("--long-cycle-factors", type=_pairs,
-                   help='(t, s) pairs, e.g. "0.25,0.7071;0.5,0.7071;0.5,1;1,1"')
-    p.add_argument("--short-cycle-factors", type=_float_list, help='e.g. "0.5,0.7071"')
-    p.add_argument("--no-long-cycle", dest="long_cycle", action="store_const", const=False)
-    p.add_argument("--no-short-cycle", dest="short_cycle", action="store_const", const=False)
-    p.add_argument("--short-cycle-relative", action="store_const", const=True,
-                   help="short-cycle crops from the current crop, not the default one (issue #429)")
-    p.add_argument("--lr-policy", choices=("steps", "cosine"))
-    p.add_argument("--base-lr", type=float, help="(0.1)")
-    p.add_argument("--warmup-epochs", type=float,
-                   help="(34, the Kinetics recipe's; 0, PySlowFast's default, where --steps or --max-epoch "
-                        "describe another run)")
-    p.add_argument("--warmup-start-lr", type=float, help="(0.01)")
-    p.add_argument("--rescale-warmup", action="store_const", const=True,
-                   help="stretch warmup by the multigrid epoch factor")
-    p.add_argument("--batch-size", type=_positive_int, help="base per-device batch (8)")
-    p.add_argument("--bn-base-size", type=_positive_int, help="clips per BN group (8)")
-    p.add_argument("--model", metavar="NAME",
-                   help="round shapes to this zoo model's multiple (a SlowFast's alpha, a ViT's tubelet and "
-                        "patch), as training it would; default: none, the schedule alone")
-    p.add_argument("--dataset-size", type=_positive_int,
+    for name, _, flag in FLAGS:
+        flag.add_to(p, name)
+    p.add_argument("--dataset-size", type=positive_int,
                    help="training clips (default: the recipe's list; without --config, Kinetics-400's "
                         "240436)")
-    p.add_argument("--devices", type=_positive_int,
+    p.add_argument("--devices", type=positive_int,
                    help="devices to plan for (default: the recipe's solver.recipe_devices, else 1; without "
                         "--config, 8); the recipe's batch and LR are mapped onto them as "
                         "solver.device_scaling says (accumulation or linear LR scaling)")

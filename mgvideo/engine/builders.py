@@ -23,50 +23,28 @@ from mgvideo.models.state_dict import shorten
 from mgvideo.models.zoo import shape_multiple
 from mgvideo.multigrid.batchnorm import convert_model
 from mgvideo.multigrid.lr import LRConfig, check_warmup_of
-from mgvideo.multigrid.progressive import ProgressiveConfig, ProgressiveSchedule
+from mgvideo.multigrid.progressive import ProgressiveSchedule
 from mgvideo.multigrid.random_shapes import RandomShapeSchedule
-from mgvideo.multigrid.schedule import ClipShape, MultigridConfig, MultigridSchedule
+from mgvideo.multigrid.schedule import ClipShape, MultigridSchedule
+from mgvideo.schedule_keys import keyed, multigrid_config, progressive_config
 
 LIST_KEYS = {"train": "train_list", "val": "val_list", "test": "test_list"}  # each split's list (data.*)
 
-# The config key behind each MultigridConfig field, so that a schedule error names what to edit.
-SCHEDULE_KEYS = {
-    "frames": "data.frames", "crop": "data.crop", "sampling_rate": "data.sampling_rate",
-    "steps": "solver.steps", "max_epoch": "solver.max_epoch", "gamma": "solver.gamma",
-    "lr_policy": "solver.lr_policy",
-    "epoch_factor": "multigrid.epoch_factor", "long_cycle_factors": "multigrid.long_cycle_factors",
-    "short_cycle_factors": "multigrid.short_cycle_factors", "scale_jitter": "multigrid.scale_jitter",
-    "eval_freq": "multigrid.eval_freq", "finetune_fraction": "multigrid.finetune_fraction",
-    "progressive start_scale": "multigrid.progressive_start_scale",
-    "progressive ramp_end": "multigrid.progressive_ramp_end",
-    "progressive crop_step": "multigrid.progressive_crop_step", "cost_table": "multigrid.cost_table",
-}
-
 
 def build_schedule(cfg: Config) -> MultigridSchedule:
-    """The multigrid schedule of this run (a one-stage schedule for the baseline)."""
-    d, m, s = cfg.data, cfg.multigrid, cfg.solver
+    """The multigrid schedule of this run (a one-stage schedule for the baseline): its inputs as the table
+    in mgvideo/schedule_keys.py reads them, and an error naming the config key at fault."""
+    m = cfg.multigrid
     table = read_cost_table(m.cost_table, "multigrid.cost_table") if m.batch_rule == "measured" else None
     try:
-        config = MultigridConfig(
-            frames=d.frames, crop=d.crop, steps=tuple(s.steps), max_epoch=s.max_epoch, gamma=s.gamma,
-            lr_policy=s.lr_policy, long_cycle=m.long_cycle, short_cycle=m.short_cycle,
-            epoch_factor=m.epoch_factor, long_cycle_factors=tuple(tuple(f) for f in m.long_cycle_factors),
-            short_cycle_factors=tuple(m.short_cycle_factors), sampling_rate=d.sampling_rate,
-            short_cycle_relative=m.short_cycle_relative, scale_jitter=m.scale_jitter,
-            eval_freq=m.eval_freq, shape_multiple=run_shape_multiple(cfg),
-            finetune_short_cycle=m.finetune_short_cycle, finetune_fraction=m.finetune_fraction,
-            cost_table=table,
-        )
+        config = multigrid_config(cfg, shape_multiple=run_shape_multiple(cfg), cost_table=table)
         if m.schedule == "random":
             return RandomShapeSchedule(config, cfg.train.seed)
         if m.schedule == "progressive":
-            return ProgressiveSchedule(config, ProgressiveConfig(
-                m.progressive_start_scale, m.progressive_ramp_end, m.progressive_crop_step))
+            return ProgressiveSchedule(config, progressive_config(cfg))
         return MultigridSchedule(config)
     except ScheduleError as err:
-        field, _, problem = str(err).partition(": ")
-        raise ScheduleError(f"{SCHEDULE_KEYS.get(field, field)}: {problem}") from None
+        raise keyed(err) from None
 
 
 def baseline_config(cfg: Config) -> Config:

@@ -118,8 +118,10 @@ def _fail(name: str, problem: str, value: object) -> ScheduleError:
     return ScheduleError(f"{name}: {problem} (got {value!r})")
 
 
-def _validate(cfg: MultigridConfig) -> None:
-    """Raise ScheduleError naming the first invalid field."""
+def validate_config(cfg: MultigridConfig, recipe: bool = True) -> None:
+    """Raise ScheduleError naming the first invalid field. `recipe=False` checks the values alone, not
+    whether the recipe builds (a long cycle's two steps, the full shape against the model's multiple): what
+    a config file is checked against when it is read (mgvideo.schedule_keys)."""
     for name in ("frames", "crop", "sampling_rate", "eval_freq", "cosine_cycles"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -137,7 +139,8 @@ def _validate(cfg: MultigridConfig) -> None:
         raise _fail("steps", "must start at 0", steps)
     if any(b <= a for a, b in zip(steps, steps[1:])):
         raise _fail("steps", "must be strictly increasing", steps)
-    if cfg.long_cycle and cfg.lr_policy == "steps" and len(steps) < 2:  # cosine makes its own steps
+    # Cosine makes its own steps.
+    if recipe and cfg.long_cycle and cfg.lr_policy == "steps" and len(steps) < 2:
         raise _fail("steps", "the long cycle needs two steps or more, e.g. [0, N] (the last LR step "
                     "fine-tunes at the full shape), or the long cycle off", steps)
     if not isinstance(cfg.max_epoch, int) or cfg.max_epoch <= (steps[-1] if steps else 0):
@@ -160,7 +163,7 @@ def _validate(cfg: MultigridConfig) -> None:
     multiple = tuple(cfg.shape_multiple)
     if len(multiple) != 2 or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in multiple):
         raise _fail("shape_multiple", "must be two positive integers (frames, crop)", cfg.shape_multiple)
-    if cfg.frames % multiple[0] or cfg.crop % multiple[1]:
+    if recipe and (cfg.frames % multiple[0] or cfg.crop % multiple[1]):
         raise _fail("shape_multiple", f"the full shape {cfg.frames}x{cfg.crop} must be a multiple of it",
                     cfg.shape_multiple)
 
@@ -256,7 +259,7 @@ class MultigridSchedule:
 
     def __init__(self, cfg: MultigridConfig | None = None):
         cfg = cfg or MultigridConfig()
-        _validate(cfg)
+        validate_config(cfg)
         self.cfg = cfg
         self.base_steps = _lr_steps(cfg)
         self.raw_epoch_sum = float("nan")  # reference intermediates; long cycle only
