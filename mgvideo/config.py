@@ -39,7 +39,7 @@ def added(default: Any) -> Any:
 class DataConfig:
     """Where the videos are and what a full-size training clip is (the reference's T, S and rate)."""
 
-    dataset: Literal["kinetics", "ssv2", "charades", "synthetic"] = "kinetics"
+    dataset: str = "kinetics"  # a registered format: one of data.formats.dataset_names()
     root: str = "data/kinetics"
     train_list: str = "train.csv"
     val_list: str = "val.csv"
@@ -71,6 +71,9 @@ class DataConfig:
     synthetic_seed: int = 0  # for dataset=synthetic: the generator's seed (the data draw); 0 is the tuned one
 
     def validate(self, where: str) -> None:
+        from mgvideo.data.formats import dataset_format  # here: importing the config imports no torch
+
+        dataset_format(self.dataset, where)
         _check_signs(where, "data", self, positive=("num_classes",),
                      non_negative=("cache_max_gb", "synthetic_seed"))
         if self.workers < -1:
@@ -269,8 +272,10 @@ class Config:
 
     @property
     def multi_label(self) -> bool:
-        """Charades is multi-label (sigmoid, mAP, max ensembling); the others are single-label."""
-        return self.data.dataset == "charades"
+        """Whether the dataset's format is multi-label (Charades: sigmoid, mAP, max ensembling)."""
+        from mgvideo.data.formats import dataset_format
+
+        return dataset_format(self.data.dataset).multi_label
 
 
 def runtime_keys() -> frozenset[str]:

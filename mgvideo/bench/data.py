@@ -25,6 +25,7 @@ import numpy as np
 from mgvideo.bench.data_cost import STAGES, breakdown
 from mgvideo.data.annotations import Annotations, read_kinetics
 from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.formats import dataset_format
 from mgvideo.data.loader import build_loader
 from mgvideo.data.store import VideoStore
 from mgvideo.errors import ConfigError
@@ -122,7 +123,7 @@ def _setup(args: argparse.Namespace, scratch: str):
     if args.list:
         root = args.root or os.path.dirname(os.path.abspath(args.list))
         return schedule, batch, read_kinetics(args.list, root), _given_store(args, root), args.list
-    if cfg is not None and cfg.data.dataset == "synthetic":
+    if cfg is not None and dataset_format(cfg.data.dataset).generated:
         from mgvideo.data.prepare import ensure_synthetic_data
 
         ensure_synthetic_data(cfg)

@@ -9,8 +9,8 @@ import os
 import sys
 
 from mgvideo.data import synthetic
-from mgvideo.data.annotations import FORMATS, read_annotations
 from mgvideo.data.decode import FrameListReader, PyAVReader, truncation
+from mgvideo.data.formats import FORMATS, annotation_formats, dataset_format, read_annotations
 from mgvideo.errors import AnnotationError, VideoDecodeError
 
 CHECK_HELP = """Scan every video an annotation file lists, without training. Each row is checked by opening
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     check.add_argument("annotation", help="annotation file (list, split JSON or frame-list CSV)")
     check.add_argument("--root", help="directory the listed paths are relative to (default: the "
                        "annotation file's folder)")
-    check.add_argument("--format", choices=FORMATS, default="kinetics")
+    check.add_argument("--format", choices=annotation_formats(), default="kinetics")
     check.add_argument("--labels", help="ssv2 only: the labels JSON (template -> id)")
     check.add_argument("--classes", help="kinetics only: class-list file for label names")
     check.add_argument("--ext", default=".webm", help="ssv2 only: video file extension (default .webm)")
@@ -94,13 +94,13 @@ def run_prepare(args: argparse.Namespace) -> int:
     from mgvideo.engine.builders import build_schedule
 
     cfg = load_any_config(args.config)
-    fmt = {"ssv2": "ssv2", "charades": "charades"}.get(cfg.data.dataset, "kinetics")
-    if fmt != "kinetics":
+    fmt = dataset_format(cfg.data.dataset)
+    if not fmt.plain_list:
         raise AnnotationError(f"{args.list}: data prepare reads Kinetics-style lists (path label); "
                               f"the recipe's dataset is {cfg.data.dataset}")
     errors: list[AnnotationError] = []
     root = args.root or os.path.dirname(os.path.abspath(args.list))  # the list's paths and the keys: one root
-    annotations = read_annotations(fmt, args.list, root, errors=errors)
+    annotations = fmt.reader(args.list, root, errors=errors)
     for err in errors:
         print(f"{args.list}:{err.line}: {err}", file=sys.stderr)
     paths = [r.path for r in annotations.records if r.frame_paths is None]
@@ -142,13 +142,7 @@ def check_video(record, full: bool = False) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Scan the dataset; report good and bad rows (exit 2 if any row is bad)."""
-    options = {}
-    if args.format == "ssv2":
-        if not args.labels:
-            raise AnnotationError(f"{args.annotation}: --format ssv2 needs --labels LABELS_JSON")
-        options["labels"], options["ext"] = args.labels, args.ext
-    if args.format == "kinetics" and args.classes:
-        options["classes"] = args.classes
+    options = check_options(args)
     errors: list[AnnotationError] = []
     annotations = read_annotations(args.format, args.annotation, args.root, errors=errors, **options)
     bad = [{"line": err.line, "path": args.annotation, "reason": str(err)} for err in errors]
@@ -173,12 +167,30 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if not bad else 2
 
 
+def check_options(args: argparse.Namespace) -> dict:
+    """The reader options of `--format`: its labels file, from the flag named after its labels option
+    (--labels, --classes; required where the format has a default file), with its `data.*` options from
+    the flags of the same names (--ext)."""
+    fmt = FORMATS[args.format]
+    options = {option: getattr(args, option) for option, _ in fmt.config_options if hasattr(args, option)}
+    labels = getattr(args, fmt.labels_option, None) if fmt.labels_option else None
+    if fmt.labels_default and not labels:
+        metavar = fmt.labels_default.upper().replace(".", "_")  # labels.json -> LABELS_JSON
+        raise AnnotationError(f"{args.annotation}: --format {args.format} needs --{fmt.labels_option} "
+                              f"{metavar}")
+    if labels:
+        options[fmt.labels_option] = labels
+    return options
+
+
 def unchecked_names_warning(args: argparse.Namespace, annotations) -> str:
-    """For a Kinetics list labelled by class names but checked without --classes: every name in the file
-    became a class, so a misspelt one passed unnoticed."""
-    if args.format != "kinetics" or args.classes or not annotations.class_names:
+    """For a list labelled by class names (Kinetics) but checked without its optional class list
+    (--classes): every name in the file became a class, so a misspelt one passed unnoticed."""
+    fmt = FORMATS[args.format]
+    optional = fmt.labels_option and not fmt.labels_default
+    if not optional or getattr(args, fmt.labels_option, None) or not annotations.class_names:
         return ""
-    names = annotations.class_names
-    return (f"{args.annotation}: labels are class names and no --classes was given, so each of its "
+    names, flag = annotations.class_names, f"--{fmt.labels_option}"
+    return (f"{args.annotation}: labels are class names and no {flag} was given, so each of its "
             f"{len(names)} distinct names counts as a class and a misspelt one is not caught; give "
-            "--classes FILE (the list data.labels_file names) to check them")
+            f"{flag} FILE (the list data.labels_file names) to check them")

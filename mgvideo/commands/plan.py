@@ -17,6 +17,7 @@ from typing import Any
 
 from mgvideo.bench.bench_config import load_any_config
 from mgvideo.config import Config, load_config, override, resolve_recipe
+from mgvideo.data.formats import K400_TRAIN_SIZE, dataset_format
 from mgvideo.engine import plan_report, plan_rules
 from mgvideo.engine.plan_report import LoaderNumbers, PlanInputs
 from mgvideo.errors import ConfigError, MgvideoError, ScheduleError
@@ -24,10 +25,6 @@ from mgvideo.multigrid import MultigridSchedule
 from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import check_warmup_of
 from mgvideo.schedule_keys import SCHEDULE_KEYS, Flag, positive_int
-
-# Kinetics-400 training clips as used by PySlowFast runs: 240436 / 64 gives the 3756 iterations per
-# epoch logged in SlowFast issue #277 (the full K400 list has 246535; downloads miss some).
-K400_TRAIN_SIZE = 240436
 
 
 # -- flags --------------------------------------------------------------------------------------------
@@ -120,31 +117,26 @@ def plan_config(args: argparse.Namespace) -> Config:
         raise name_flags(err) from None
 
 
-# Training-set sizes assumed when a recipe's list is not on this machine: what PySlowFast runs use.
-KNOWN_SIZES = {"kinetics": (K400_TRAIN_SIZE, "Kinetics-400's training clips"),
-               "ssv2": (168913, "Something-Something V2's training videos"),
-               "charades": (7985, "Charades' training videos")}
-
-
 def recipe_dataset_size(cfg: Config) -> tuple[int, str]:
     """Clips in the recipe's training list, and where that figure came from (the list, or, when it is
-    not here, the published size of the dataset it names)."""
+    not here, the published size of the dataset it names: its format's `known_size`, what PySlowFast runs
+    use)."""
     from mgvideo.data.prepare import read_split
 
-    path = Path(cfg.data.root) / cfg.data.train_list
+    path, fmt = Path(cfg.data.root) / cfg.data.train_list, dataset_format(cfg.data.dataset)
     try:
         return len(read_split(cfg, cfg.data.train_list).records), f"the videos listed in {path}"
     except MgvideoError:
-        if cfg.data.dataset == "synthetic":
+        if fmt.generated:
             from mgvideo.data.synthetic import SIZES
 
             spec = SIZES.get(cfg.data.synthetic_size)
             if spec is not None:
                 return spec.train_per_class * cfg.data.num_classes, (
                     f"the synthetic '{cfg.data.synthetic_size}' set, not generated yet")
-        if cfg.data.dataset not in KNOWN_SIZES:
+        if fmt.known_size is None:
             raise ConfigError(f"--dataset-size: {path} is not here to count; give --dataset-size N") from None
-        size, what = KNOWN_SIZES[cfg.data.dataset]
+        size, what = fmt.known_size
         return size, f"{what} ({path} is not here; --dataset-size N to change)"
 
 

@@ -1,5 +1,6 @@
 """Annotation readers: Kinetics-style lists, Something-Something V2 JSON, Charades frame lists, and a generic
-multi-label list. Each returns an `Annotations` of `VideoRecord`s; a bad row raises AnnotationError naming
+multi-label list (`formats.FORMATS` says which format a dataset uses; `formats.read_annotations` picks by
+name). Each returns an `Annotations` of `VideoRecord`s; a bad row raises AnnotationError naming
 file and line, or, when an `errors` list is passed (for `mgvideo data check`), is appended there instead.
 Relative video paths resolve against `root`, or by default against the annotation file's folder;
 `missing_videos` finds the listed videos that are not there, before any is read.
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from mgvideo.errors import AnnotationError
 
-FORMATS = ("kinetics", "ssv2", "charades", "multilabel")
 LIST_FOLDER_AT = 16  # from this many listed files in one folder, one listing is cheaper than a stat each
 
 
@@ -236,20 +236,13 @@ def read_charades(path: str | os.PathLike, root: str | os.PathLike | None = None
     return Annotations(records, _num_classes(path, records, num_classes, errors), True)
 
 
-def read_annotations(fmt: str, path: str | os.PathLike, root: str | os.PathLike | None = None,
-                     errors: list | None = None, **options) -> Annotations:
-    """Dispatch on `fmt` (one of FORMATS); `options` go to the reader (ssv2 needs `labels=`)."""
-    if fmt == "kinetics":
-        return read_kinetics(path, root, errors=errors, **options)
-    if fmt == "multilabel":
-        return read_multilabel(path, root, errors=errors, **options)
-    if fmt == "charades":
-        return read_charades(path, root, errors=errors, **options)
-    if fmt == "ssv2":
-        if "labels" not in options:
-            raise AnnotationError(f"{path}: the ssv2 format needs the labels JSON (labels=...)")
-        return read_ssv2(path, options.pop("labels"), root, errors=errors, **options)
-    raise AnnotationError(f"{path}: unknown annotation format {fmt!r}; choose one of {FORMATS}")
+def read_ssv2_list(path: str | os.PathLike, root: str | os.PathLike | None = None, errors: list | None = None,
+                   **options) -> Annotations:
+    """`read_ssv2` with the readers' common signature (`formats.DatasetFormat.reader`): the labels JSON
+    comes as `labels=`."""
+    if "labels" not in options:
+        raise AnnotationError(f"{path}: the ssv2 format needs the labels JSON (labels=...)")
+    return read_ssv2(path, options.pop("labels"), root, errors=errors, **options)
 
 
 def existing_files(paths: Iterable[str]) -> set[str]:

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from mgvideo.config import Config
 from mgvideo.data import store as S
-from mgvideo.data.annotations import Annotations, read_annotations
+from mgvideo.data.annotations import Annotations
 from mgvideo.data.cache import FrameCache, cache_directory
 from mgvideo.data.datasets import REFERENCE_JITTER, largest_short_side
+from mgvideo.data.formats import dataset_format
 from mgvideo.data.loader import resolve_workers
 from mgvideo.errors import CacheError, ConfigError
 from mgvideo.multigrid.schedule import MultigridSchedule
@@ -134,12 +135,12 @@ def _running(pid: int) -> bool:
 
 
 def ensure_synthetic_data(cfg: Config, workers: int | None = None) -> None:
-    """For `data.dataset: synthetic`, generate the videos into `data.root` unless a complete set of this
-    version is there. A named size (synthetic.SIZES) is rendered by `workers` processes (None: the
-    generator's default of up to 2, which suits a shared machine; the videos are the same for any number); a
-    TRAINxVAL size always uses that default."""
+    """For a generated dataset (`data.dataset: synthetic`), generate the videos into `data.root` unless a
+    complete set of this version is there. A named size (synthetic.SIZES) is rendered by `workers` processes
+    (None: the generator's default of up to 2, which suits a shared machine; the videos are the same for any
+    number); a TRAINxVAL size always uses that default."""
     d = cfg.data
-    if d.dataset != "synthetic":
+    if not dataset_format(d.dataset).generated:
         return
     from mgvideo.data import synthetic  # imported lazily: only synthetic runs need it
 
@@ -175,7 +176,7 @@ def build_frame_cache(cfg: Config) -> FrameCache | None:
     """The run's decoded-frame cache (`data.cache`), sized for the largest clip any split asks for and
     bounded by `data.cache_max_gb`."""
     d = cfg.data
-    mode = ("disk" if d.dataset == "synthetic" else "none") if d.cache == "auto" else d.cache
+    mode = dataset_format(d.dataset).cache_default if d.cache == "auto" else d.cache
     if mode == "none":
         return None
     side = largest_short_side(d.crop, cfg.test.crop_size or d.crop)
@@ -317,18 +318,17 @@ def fill_frame_cache(cfg: Config, cache: FrameCache, log: Callable[[str], None] 
 
 
 def read_split(cfg: Config, list_name: str) -> Annotations:
-    """Read one split's annotation file (`data.root / list_name`) in the dataset's format."""
+    """Read one split's annotation file (`data.root / list_name`) with the dataset format's reader, given
+    its labels file (`data.labels_file`, else the format's default) and its `data.*` options."""
     d = cfg.data
-    root = Path(d.root)
-    fmt = {"kinetics": "kinetics", "synthetic": "kinetics", "ssv2": "ssv2", "charades": "charades"}[d.dataset]
-    options: dict = {}
-    if fmt == "ssv2":
-        options["labels"] = root / (d.labels_file or "labels.json")
-        options["ext"] = d.ssv2_ext
-    elif fmt == "kinetics" and d.labels_file:
-        options["classes"] = root / d.labels_file
-    check_data_paths(cfg, list_name, options.get("labels") or options.get("classes"))
-    annotations = read_annotations(fmt, root / list_name, root, **options)
+    root, fmt = Path(d.root), dataset_format(d.dataset)
+    labels_name = d.labels_file or fmt.labels_default
+    labels = root / labels_name if fmt.labels_option and labels_name else None
+    options: dict = {option: getattr(d, key) for option, key in fmt.config_options}
+    if labels is not None:
+        options[fmt.labels_option] = labels
+    check_data_paths(cfg, list_name, labels)
+    annotations = fmt.reader(root / list_name, root, **options)
     if annotations.num_classes > d.num_classes:
         raise ConfigError(f"data.num_classes is {d.num_classes} but {root / list_name} has "
                           f"{annotations.num_classes} classes")

@@ -13,6 +13,7 @@ from torch import nn
 from mgvideo.config import Config, override
 from mgvideo.data.annotations import VideoRecord, missing_videos
 from mgvideo.data.datasets import VideoClipDataset
+from mgvideo.data.formats import dataset_format
 from mgvideo.data.prepare import build_frame_cache, build_video_store, read_split
 from mgvideo.data.store import VideoStore, store_key
 from mgvideo.engine.cost_table import read_cost_table
@@ -110,7 +111,7 @@ def build_dataset(cfg: Config, split: str, shape: ClipShape) -> VideoClipDataset
         gone = set(missing)
         annotations.records = [r for i, r in enumerate(listed) if i not in gone]
     dataset = VideoClipDataset(
-        annotations, shape, mode=split, sampling="segment" if d.dataset == "ssv2" else "rate",
+        annotations, shape, mode=split, sampling=dataset_format(d.dataset).sampling,
         flip=d.flip, test_clips=t.clips, test_crops=t.crops, test_size=t.crop_size or d.crop,
         seed=cfg.train.seed, cache=build_frame_cache(cfg), store=store,
     )
