@@ -71,7 +71,7 @@ class DataConfig:
     synthetic_seed: int = 0  # for dataset=synthetic: the generator's seed (the data draw); 0 is the tuned one
 
     def validate(self, where: str) -> None:
-        from mgvideo.data.formats import dataset_format  # here: importing the config imports no torch
+        from mgvideo.data.formats import dataset_format  # here, not at the top: mgvideo.data imports config
 
         dataset_format(self.dataset, where)
         _check_signs(where, "data", self, positive=("num_classes",),

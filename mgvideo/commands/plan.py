@@ -26,7 +26,6 @@ from mgvideo.multigrid.fit import check_dataset_fits
 from mgvideo.multigrid.lr import check_warmup_of
 from mgvideo.schedule_keys import SCHEDULE_KEYS, Flag, positive_int
 
-
 # -- flags --------------------------------------------------------------------------------------------
 # Without --config, `plan` plans this recipe (PySlowFast's SLOWFAST_8x8_R50_stepwise_multigrid) on 8
 # devices, with the schedule flags below as shorthands for the config keys they set.
