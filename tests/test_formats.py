@@ -22,7 +22,7 @@ from mgvideo.data.formats import (
     register_format,
 )
 from mgvideo.data.prepare import build_frame_cache
-from mgvideo.engine.builders import build_dataset, eval_shape
+from mgvideo.engine.builders import build_dataset, build_schedule
 from mgvideo.errors import AnnotationError, ConfigError
 
 
@@ -95,7 +95,7 @@ def test_a_new_format_is_one_reader_plus_one_row(toy, tmp_path, capsys):
     cfg = load_config(None, keys)  # the config accepts it
     assert cfg.data.dataset == "toy" and not cfg.multi_label
 
-    dataset = build_dataset(cfg, "train", eval_shape(cfg, 1))  # read with its reader, sampled its way
+    dataset = build_dataset(cfg, "train", build_schedule(cfg).full_shape(1))  # read with its reader, sampled its way
     assert [Path(r.path).name for r in dataset.records] == ["a.mp4", "b.mp4"]
     assert dataset.sampling == "segment" and dataset.num_classes == 2
 

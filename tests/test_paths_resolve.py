@@ -66,7 +66,7 @@ def test_a_list_whose_paths_all_miss_is_one_line_before_any_work(tmp_path, capsy
 def test_missing_training_videos_are_left_out_and_named_and_the_run_trains(tmp_path, caplog):
     root = make_root(tmp_path / "data", absent=(1, 4))
     cfg = config(root)
-    train_set = builders.build_dataset(cfg, "train", builders.eval_shape(cfg, 2))
+    train_set = builders.build_dataset(cfg, "train", builders.build_schedule(cfg).full_shape(2))
     assert [os.path.basename(r.path) for r in train_set.records] == ["v0.mp4", "v2.mp4", "v3.mp4", "v5.mp4"]
     assert train_set.missing == [str(root / "videos" / "v1.mp4"), str(root / "videos" / "v4.mp4")]
     line = builders.missing_line(cfg, "train", train_set)
@@ -90,7 +90,7 @@ def test_missing_validation_videos_are_refused_at_the_start_beyond_the_failure_f
 def test_missing_validation_videos_within_the_fraction_count_as_failed_from_the_start(tmp_path):
     root = make_root(tmp_path / "data", absent=(2,))
     cfg = config(root, "test.max_failed_fraction=0.5")
-    val_set = builders.build_dataset(cfg, "val", builders.eval_shape(cfg, 2))
+    val_set = builders.build_dataset(cfg, "val", builders.build_schedule(cfg).full_shape(2))
     assert val_set.num_videos == 4 and val_set.unreadable.tolist() == [False, False, True, False]
     assert val_set.missing == [str(root / "videos" / "v2.mp4")]
     line = builders.missing_line(cfg, "val", val_set)
@@ -116,9 +116,9 @@ def test_a_node_with_only_the_store_is_not_refused(tmp_path):
     assert prepare_store(videos[:4], str(store), [24, 32], root=str(root))["done"] == 4
     shutil.rmtree(root / "videos")  # the store travels without the originals
     cfg = config(root, f"data.store={store}")
-    train_set = builders.build_dataset(cfg, "train", builders.eval_shape(cfg, 2))
+    train_set = builders.build_dataset(cfg, "train", builders.build_schedule(cfg).full_shape(2))
     assert train_set.num_videos == 4 and train_set.missing == videos[4:]  # neither stored nor there
-    assert train_set[(0, builders.eval_shape(cfg, 2))].skipped == 0  # served by the store
+    assert train_set[(0, builders.build_schedule(cfg).full_shape(2))].skipped == 0  # served by the store
 
 
 def test_frame_lists_are_checked_by_their_first_frame(tmp_path):
@@ -143,4 +143,4 @@ def test_build_dataset_refuses_an_unresolved_list_with_config_error(tmp_path):
     root = make_root(tmp_path / "data", listed="clips")
     cfg = config(root)
     with pytest.raises(ConfigError, match=r"^data.root: none of the 4 videos listed in .*val.csv"):
-        builders.build_dataset(cfg, "val", builders.eval_shape(cfg, 2))
+        builders.build_dataset(cfg, "val", builders.build_schedule(cfg).full_shape(2))

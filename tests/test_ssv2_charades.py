@@ -37,7 +37,7 @@ def test_ssv2_trains_with_segment_sampling_and_no_flip(tmp_path):
                        f"data.test_list={root / 'something-something-v2-validation.json'}",
                        f"data.labels_file={root / 'something-something-v2-labels.json'}",
                        "data.ssv2_ext=.mp4")
-    train_set = builders.build_dataset(cfg, "train", builders.eval_shape(cfg, 2))
+    train_set = builders.build_dataset(cfg, "train", builders.build_schedule(cfg).full_shape(2))
     assert (train_set.sampling, train_set.flip, len(train_set)) == ("segment", False, 10)
     summary = train(cfg, tmp_path)
     assert summary["iterations"] == 10  # 10 clips, batch 2, 2 epochs
