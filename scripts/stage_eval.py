@@ -35,7 +35,8 @@ def evaluate_at(net, cfg, frames: int, crop: int, draws: int, clips: int) -> tup
     and the first draw's per-clip hits (in video order)."""
     info = DistInfo()
     rate = cfg.data.sampling_rate * max(cfg.data.frames // frames, 1)  # the same time span as a full clip
-    shape = replace(builders.build_schedule(cfg).full_shape(8), frames=frames, crop=crop, min_rate=rate, max_rate=rate,
+    full = builders.build_schedule(cfg).full_shape(8)
+    shape = replace(full, frames=frames, crop=crop, min_rate=rate, max_rate=rate,
                     same_view=cfg.multigrid.scale_jitter == "same_view")
     inputs = Inputs(torch.device("cpu"), cfg.data.mean, cfg.data.std, cfg.train.channels_last)
     train_set = builders.build_dataset(cfg, "train", shape)

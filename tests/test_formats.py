@@ -95,7 +95,8 @@ def test_a_new_format_is_one_reader_plus_one_row(toy, tmp_path, capsys):
     cfg = load_config(None, keys)  # the config accepts it
     assert cfg.data.dataset == "toy" and not cfg.multi_label
 
-    dataset = build_dataset(cfg, "train", build_schedule(cfg).full_shape(1))  # read with its reader, sampled its way
+    full = build_schedule(cfg).full_shape(1)
+    dataset = build_dataset(cfg, "train", full)  # read with its reader, sampled its way
     assert [Path(r.path).name for r in dataset.records] == ["a.mp4", "b.mp4"]
     assert dataset.sampling == "segment" and dataset.num_classes == 2
 
