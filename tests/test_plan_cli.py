@@ -252,7 +252,7 @@ def test_flags_for_another_run_length_bring_no_kinetics_warmup(capsys):
 
 def expected_passes(recipe, overrides, devices):
     """What `train` does with each step: its passes (device_plan) and, per stage and slot, the clips, shape
-    and BN plan of one forward (`train_step` splits the step's batch; `set_plan` calls bn_plan)."""
+    and BN plan of one forward (`train_step` splits the step's batch; the step rule's `bn_plan` groups it)."""
     from mgvideo.config import load_config, override
     from mgvideo.engine.builders import build_schedule
     from mgvideo.engine.device import device_plan
