@@ -181,3 +181,21 @@ def test_plan_without_a_profile_prints_no_rule_comparison(capsys):
 
     assert main(["plan", "--config", "configs/synthetic/tiny.yaml", "--json"]) == 0
     assert "batch_rules" not in json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("bench", ["bench", "bench_vit"])
+def test_the_bench_option_measured_trains_the_shipped_table(bench):
+    """`multigrid+measured` reads the table shipped beside the bench (measured on the development CPU):
+    it has a row for every shape of the multigrid arm, and each slot gets the batch the table asks for."""
+    from mgvideo.bench import tta
+
+    spec, cfg = tta.load_bench(Path(f"configs/synthetic/{bench}.yaml"))
+    flops = build_schedule(tta.variant_config(cfg, spec, "multigrid", 0))
+    measured_cfg = tta.variant_config(cfg, spec, "multigrid+measured", 0)
+    assert measured_cfg.multigrid.batch_rule == "measured"
+    table = read_cost_table(measured_cfg.multigrid.cost_table, "multigrid.cost_table")
+    measured = build_schedule(measured_cfg)
+    assert shapes_of(measured) == shapes_of(flops)
+    full = (cfg.data.frames, cfg.data.crop)
+    slots = [slot for st in measured.stages[:-1] for slot in st.slots]  # the last: the closing phase
+    assert [s.batch_factor for s in slots] == [table.batch_factor(s.frames, s.crop, full) for s in slots]

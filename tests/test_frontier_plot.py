@@ -1,0 +1,57 @@
+"""scripts/frontier_plot.py: final top-1 against training FLOPs from bench summaries."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("frontier_plot", REPO / "scripts" / "frontier_plot.py")
+    module = sys.modules["frontier_plot"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def summary(runs):
+    return {"runs": [{"variant": v, "seed": s, "final_top1": top1, "train_gflops": gf, "iterations": it}
+                     for v, s, top1, gf, it in runs]}
+
+
+RUNS = [("baseline", 0, 60.0, 100.0, 5400), ("baseline", 1, 70.0, 102.0, 5400),
+        ("baseline@0.5", 0, 30.0, 50.5, 2700), ("multigrid", 0, 50.0, 25.0, 1514),
+        ("multigrid", 1, 56.0, 26.0, 1514)]
+
+
+def test_points_are_means_over_seeds_against_the_full_baselines_flops():
+    points = _load().variant_points(summary(RUNS))
+    assert points["baseline"] == {"flops": 1.0, "top1": 65.0, "low": 60.0, "high": 70.0, "seeds": 2,
+                                  "iterations": 5400}
+    assert points["multigrid"]["flops"] == pytest.approx(25.5 / 101.0)
+    assert points["multigrid"]["top1"] == 53.0 and points["baseline@0.5"]["seeds"] == 1
+
+
+def test_it_prints_one_row_per_variant_and_draws_a_panel_per_draw(tmp_path, capsys, monkeypatch):
+    module = _load()
+    paths = []
+    for draw in (1, 2):
+        path = tmp_path / f"d{draw}" / "tta.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(summary(RUNS)))
+        paths.append(str(path))
+    monkeypatch.setattr(sys, "argv", ["frontier_plot", *paths, "--out", str(tmp_path / "f.png")])
+    module.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| baseline", "| baseline@0.5", "| multigrid"]
+    assert "53.00 (n=2) | 53.00 (n=2)" in out
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_a_summary_without_the_baseline_is_an_error():
+    with pytest.raises(SystemExit, match="baseline"):
+        _load().variant_points(summary(RUNS[3:]))
