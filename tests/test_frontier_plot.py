@@ -18,8 +18,8 @@ def _load():
 
 
 def summary(runs):
-    return {"runs": [{"variant": v, "seed": s, "final_top1": top1, "train_gflops": gf, "iterations": it}
-                     for v, s, top1, gf, it in runs]}
+    return {"runs": [{"variant": v, "seed": s, "final_top1": top1, "train_gflops": gf, "iterations": it,
+                      "train_s": gf} for v, s, top1, gf, it in runs]}
 
 
 RUNS = [("baseline", 0, 60.0, 100.0, 5400), ("baseline", 1, 70.0, 102.0, 5400),
@@ -55,3 +55,14 @@ def test_it_prints_one_row_per_variant_and_draws_a_panel_per_draw(tmp_path, caps
 def test_a_summary_without_the_baseline_is_an_error():
     with pytest.raises(SystemExit, match="baseline"):
         _load().variant_points(summary(RUNS[3:]))
+
+
+def test_pooled_deltas_pair_seeds_within_each_draw():
+    module = _load()
+    other = summary([("baseline", 0, 80.0, 100.0, 5400), ("multigrid", 0, 70.0, 25.0, 1514)])
+    deltas = module.paired_deltas([summary(RUNS), other], "multigrid")
+    assert sorted(deltas) == [-14.0, -10.0, -10.0]  # 50 - 60, 56 - 70, then 70 - 80 of the other draw
+    low, high = module.bootstrap_interval(deltas)
+    assert -14.0 <= low <= high <= -10.0
+    assert module.bootstrap_interval(deltas) == (low, high)  # deterministic
+    assert module.time_ratio(summary(RUNS), "missing") is None
