@@ -46,9 +46,12 @@ def test_it_prints_one_row_per_variant_and_draws_a_panel_per_draw(tmp_path, caps
     monkeypatch.setattr(sys, "argv", ["frontier_plot", *paths, "--out", str(tmp_path / "f.png")])
     module.main()
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    per_draw, pooled = out.split("\n\n")[:2]
+    rows = [line for line in per_draw.splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| baseline", "| baseline@0.5", "| multigrid"]
-    assert "53.00 (n=2) | 53.00 (n=2)" in out
+    assert "53.00 (n=2) | 53.00 (n=2)" in per_draw
+    # pooled: 4 pairs of -10 / -14; the time ratio 101 / 25.5 on each draw
+    assert "| multigrid | 2 | 4 | -12.00 (" in pooled and "3.96x / 3.96x" in pooled
     assert (tmp_path / "f.png").stat().st_size > 1000
 
 
