@@ -173,7 +173,7 @@ def test_the_vit_bench_options_build_what_they_name():
     spec, cfg = tta.load_bench(REPO / "mgvideo/configs/synthetic/bench_vit.yaml")
     runs = {name: tta.variant_config(cfg, spec, name, 0)
             for name in ["multigrid", "multigrid+noshort", "multigrid+tpt", "multigrid+pergrid",
-                         "multigrid+lrnone", "multigrid+ef2"]}
+                         "multigrid+sqrt", "multigrid+ef15", "multigrid+sqrt+ef15"]}
     default = builders.build_schedule(runs["multigrid"])
     assert {len(s.slots) for s in default.stages} == {3} and default.stages[0].crop == 24
     no_short = builders.build_schedule(runs["multigrid+noshort"])
@@ -185,8 +185,12 @@ def test_the_vit_bench_options_build_what_they_name():
     for name, rule in [("multigrid+pergrid", "per_grid"), ("multigrid", "interpolate")]:
         model = runs[name].model
         assert build_model(model.name, 20, **model.options).pos_embed_rule == rule
-    sqrt = builders.build_lr_config(runs["multigrid"])
-    none = builders.build_lr_config(runs["multigrid+lrnone"])
+    # The arm since issue 29: AdamW's LR ignores the batch, 2x the baseline's epochs; +sqrt+ef15 was the arm.
+    assert runs["multigrid"].solver.lr_batch_scaling == "none" and runs["multigrid"].multigrid.epoch_factor == 2
+    none = builders.build_lr_config(runs["multigrid"])
+    sqrt = builders.build_lr_config(runs["multigrid+sqrt"])
     factor = default.stage_at(5.0).batch_factor
-    assert lr_at(5.0, default, none) == pytest.approx(lr_at(5.0, default, sqrt) / factor**0.5)
-    assert builders.build_schedule(runs["multigrid+ef2"]).max_epoch > default.max_epoch
+    assert factor > 1 and lr_at(5.0, default, sqrt) == pytest.approx(lr_at(5.0, default, none) * factor**0.5)
+    previous = runs["multigrid+sqrt+ef15"]
+    assert previous.solver.lr_batch_scaling == "sqrt" and previous.multigrid.epoch_factor == 1.5
+    assert builders.build_schedule(runs["multigrid+ef15"]).max_epoch == default.max_epoch * 3 // 4
