@@ -186,7 +186,8 @@ def test_the_vit_bench_options_build_what_they_name():
         model = runs[name].model
         assert build_model(model.name, 20, **model.options).pos_embed_rule == rule
     # The arm since issue 29: AdamW's LR ignores the batch, 2x the baseline's epochs; +sqrt+ef15 was the arm.
-    assert runs["multigrid"].solver.lr_batch_scaling == "none" and runs["multigrid"].multigrid.epoch_factor == 2
+    arm = runs["multigrid"]
+    assert arm.solver.lr_batch_scaling == "none" and arm.multigrid.epoch_factor == 2
     none = builders.build_lr_config(runs["multigrid"])
     sqrt = builders.build_lr_config(runs["multigrid+sqrt"])
     factor = default.stage_at(5.0).batch_factor
