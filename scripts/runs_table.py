@@ -1,5 +1,6 @@
-"""Final top-1, training time, iterations and per-stage ms per iteration of the run folders a bench or
-`tta.train_fresh` left in OUT/seedS/VARIANT, each variant against a reference variant of the same seeds.
+"""Final top-1, training time, iterations, and per-stage ms per iteration and share of it spent waiting
+for data, of the run folders a bench or `tta.train_fresh` left in OUT/seedS/VARIANT, each variant against
+a reference variant of the same seeds.
 
     python scripts/runs_table.py runs/cnn29_d1 runs/cnn29_d2 --reference multigrid
 """
@@ -57,8 +58,9 @@ def main() -> None:
             print(f"| {name} | {shown} | {delta} | {seconds:.1f} | {by_seed[seeds[0]]['iterations']} |")
         for name, by_seed in sorted(runs.items()):
             first = by_seed[min(by_seed)]
-            stages = ", ".join(f"{s['stage']}: {s['ms_per_iter']:.0f}" for s in first["stages"])
-            print(f"{name}, seed {min(by_seed)}: ms per iteration by stage: {stages}")
+            stages = ", ".join(f"{s['stage']}: {s['ms_per_iter']:.0f} ({100 * s['data_wait']:.0f} %)"
+                               for s in first["stages"])
+            print(f"{name}, seed {min(by_seed)}: ms per iteration by stage (waiting for data): {stages}")
 
 
 if __name__ == "__main__":
