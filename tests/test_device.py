@@ -1,13 +1,25 @@
-"""Backend settings of a CUDA run: TF32 readable through torch's legacy and new precision APIs alike.
+"""Backend settings of a run. CUDA: TF32 readable through torch's legacy and new precision APIs alike.
+CPU: glibc keeps freed memory for reuse.
 
 The flags are process-wide settings that need no GPU, so these tests run on the CPU; a fixture puts
 every flag back as it found it, so that no other test sees TF32.
 """
 
+import platform
+import sys
+
 import pytest
 import torch
 
-from mgvideo.engine.device import configure_device, enable_tf32
+import mgvideo.engine.device as device_module
+from mgvideo.engine.device import (
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    MALLOC_ENV,
+    configure_device,
+    enable_tf32,
+    keep_freed_memory,
+)
 
 B = torch.backends
 # The new API's (backend, op) settings, parents before children, so that restoring them in this order
@@ -65,3 +77,41 @@ def test_enable_tf32_agrees_whatever_was_set_before(precision_flags, before):
         B.cuda.matmul.allow_tf32 = B.cudnn.allow_tf32 = False
     enable_tf32()
     assert_tf32_everywhere()
+
+
+class RecordingLibc:
+    """A C library stand-in: records mallopt calls and answers as glibc does (1: done)."""
+
+    def __init__(self, answer: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answer = answer
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.answer
+
+
+def test_the_cpu_keeps_freed_memory_unless_the_user_set_malloc(monkeypatch):
+    for name in MALLOC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    libc = RecordingLibc()
+    assert keep_freed_memory(libc)
+    # glibc's largest fixed mapping threshold (which also stops it from moving) and a heap that keeps its top
+    assert libc.calls == [(M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 2**31 - 1)]
+    assert not keep_freed_memory(RecordingLibc(answer=0))  # refused: reported as not applied
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    untouched = RecordingLibc()
+    assert not keep_freed_memory(untouched) and untouched.calls == []
+
+
+def test_a_cpu_run_applies_it_to_this_process(monkeypatch, precision_flags):
+    applied = []
+    monkeypatch.setattr(device_module, "keep_freed_memory", lambda: applied.append(True))
+    device_module.configure_device(torch.device("cuda"))
+    assert applied == []
+    device_module.configure_device(torch.device("cpu"))
+    assert applied == [True]
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        for name in MALLOC_ENV:
+            monkeypatch.delenv(name, raising=False)
+        assert keep_freed_memory()  # the real C library takes the settings

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mgvideo.engine.device import configure_device
 from mgvideo.engine.step import backward, bn_plan, precision
 from mgvideo.errors import ConfigError
 from mgvideo.models.zoo import PRESETS, build_model, shape_multiple
@@ -166,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("profile: --device cuda requested but CUDA is not available")
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as in training
+    configure_device(device)  # as in training
     bn_base = args.bn_base_size or _config_bn_base_size(args.config)
     options = _config_model_options(args.config, args.model)
     model = convert_model(build_model(args.model, args.num_classes, **options), bn_base).to(device).train()
