@@ -5,7 +5,9 @@ seconds and iterations as JSON lines; `mgvideo bench tta --report-only` then rep
 
     python scripts/train_variants.py BENCH.yaml OUT VARIANT[,VARIANT...] SEEDS [key=value ...]
 
-SEEDS is a count (3: seeds 0, 1, 2) or a list ("0,2"; "2," for seed 2 alone).
+SEEDS is a count (3: seeds 0, 1, 2) or a list ("0,2"; "2," for seed 2 alone). A variant named again
+trains again, into VARIANT~2 (~3, ...): a repeat in the same process, to time a process's first run
+against the ones after it.
 """
 
 import json
@@ -20,17 +22,27 @@ def seeds_of(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x] if "," in text else list(range(int(text)))
 
 
+def folder_names(variants: list[str]) -> list[tuple[str, str]]:
+    """Each variant with its run folder's name: its own, then NAME~2, NAME~3 for its repeats."""
+    seen: dict[str, int] = {}
+    named = []
+    for variant in variants:
+        seen[variant] = seen.get(variant, 0) + 1
+        named.append((variant, variant if seen[variant] == 1 else f"{variant}~{seen[variant]}"))
+    return named
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 4:
         raise SystemExit(__doc__)
     config, out, variants, seeds, *overrides = argv
     spec, cfg = load_bench(config, overrides)
     for seed in seeds_of(seeds):
-        for variant in variants.split(","):
-            folder = Path(out) / f"seed{seed}" / variant
+        for variant, folder_name in folder_names(variants.split(",")):
+            folder = Path(out) / f"seed{seed}" / folder_name
             records, _ = train_fresh(variant_config(cfg, spec, variant, seed), folder, reuse=True)
             last = [r for r in records if isinstance(r, EvalRecord)][-1]
-            print(json.dumps({"seed": seed, "variant": variant, "top1": last.top1,
+            print(json.dumps({"seed": seed, "variant": folder_name, "top1": last.top1,
                               "time": round(last.time, 1), "step": last.step}), flush=True)
 
 

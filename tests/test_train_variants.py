@@ -25,3 +25,9 @@ def test_seeds_are_a_count_or_a_list():
 def test_too_few_arguments_print_the_usage():
     with pytest.raises(SystemExit, match="SEEDS is a count"):
         _load().main(["configs/synthetic/bench.yaml", "out"])
+
+
+def test_a_variant_named_again_trains_into_its_own_folder():
+    assert _load().folder_names(["baseline", "multigrid", "baseline", "baseline"]) == [
+        ("baseline", "baseline"), ("multigrid", "multigrid"), ("baseline", "baseline~2"),
+        ("baseline", "baseline~3")]

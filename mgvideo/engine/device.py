@@ -65,10 +65,10 @@ def keep_freed_memory(libc: object | None = None) -> bool:
     By default glibc maps large blocks afresh and unmaps them when freed, and trims the heap's free top,
     raising its mapping threshold only as freed blocks show their sizes. A CPU step frees and reallocates
     its activations (tens of MB) every iteration, so a process pays page faults for them for a whole run:
-    the first training run of a process took 13-19 % longer than the same run after it (README, "Results",
-    CNN and ViT benches), and 0-1 % with these settings. Training then holds its peak memory until it
-    ends. Not applied where `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is set (the user's choice)
-    or where the C library is not glibc. Returns whether it was applied."""
+    the CNN bench's multigrid run took 91-95 s as a process's first run and 77-80 s after it, and 82-83 s
+    in every position with these settings (README, "Results on this machine"). Training then holds its peak
+    memory until it ends. Not applied where `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is set
+    (the user's choice) or where the C library is not glibc. Returns whether it was applied."""
     if any(name in os.environ for name in MALLOC_ENV):
         return False
     if libc is None:
