@@ -3,7 +3,6 @@ spare, rehearsed on the CPU with the same order and scaled limits); `--smoke`, t
 at toy size, so that the script cannot rot between GPU runs, each part bringing back its headline figure
 within its scaled limit; and a part stopped at its limit keeps the rows it finished."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,22 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 
-
-def _load_script(name: str):
-    """scripts/NAME.py as the module NAME, registered before it runs: gpu_check imports gpu_check_report by
-    that name (scripts/ is on the path when run as a script), and dataclasses look a module up there."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_load_script("gpu_check_report")
-gpu_check = _load_script("gpu_check")
+load_script("gpu_check_report")
+gpu_check = load_script("gpu_check")
 
 
 def _plan(*args: str) -> dict:

@@ -1,19 +1,11 @@
 """scripts/runs_table.py: per-variant top-1, the paired change against the reference, and the stage costs
 (with the share of time spent waiting for data) of run folders."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("runs_table", REPO / "scripts" / "runs_table.py")
-    module = sys.modules["runs_table"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_modules import load_script
 
 
 def _run(folder: Path, top1: float, seconds: float, waits: tuple[float, float]) -> None:
@@ -36,7 +28,7 @@ def test_the_table_pairs_seeds_and_shows_each_stages_wait(tmp_path, monkeypatch,
         _run(out / f"seed{seed}" / "multigrid+x", other, 80.0, (0.5, 0.0))
     (out / "seed0" / "unfinished").mkdir()  # no summary: left out
     monkeypatch.setattr(sys, "argv", ["runs_table.py", str(out)])
-    _load().main()
+    load_script("runs_table").main()
     text = capsys.readouterr().out
     assert "unfinished" not in text
     row = next(line for line in text.splitlines() if line.startswith("| multigrid+x |"))
