@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 from pathlib import Path
+
+import mgvideo.bench.tta_stats as S
 
 
 def variant_points(summary: dict) -> dict[str, dict]:
@@ -33,21 +34,20 @@ def variant_points(summary: dict) -> dict[str, dict]:
     return points
 
 
-def paired_deltas(summaries: list[dict], variant: str) -> list[float]:
-    """Final top-1 of the variant minus the full baseline's, per (draw, seed) both ran."""
+def paired_deltas(summaries: list[dict], variant: str, reference: str = "baseline") -> list[float]:
+    """Final top-1 of the variant minus the reference's (the full baseline's), per (draw, seed) both ran."""
     deltas = []
     for summary in summaries:
         top1 = {(r["variant"], r["seed"]): r["final_top1"] for r in summary["runs"]}
-        deltas += [v - top1[("baseline", seed)] for (name, seed), v in top1.items()
-                   if name == variant and ("baseline", seed) in top1]
+        deltas += [v - top1[(reference, seed)] for (name, seed), v in top1.items()
+                   if name == variant and (reference, seed) in top1]
     return deltas
 
 
-def bootstrap_interval(values: list[float], resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile interval of the mean, resampling the values (deterministic for a seed)."""
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+def bootstrap_interval(values: list[float]) -> tuple[float, float]:
+    """95 % interval of the mean of paired values, resampling them: the bench's own bootstrap
+    (`tta_stats.bootstrap_interval`), each value a seed of one clip (deterministic)."""
+    return S.bootstrap_interval([[v] for v in values])
 
 
 def time_ratio(summary: dict, variant: str) -> float | None:
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--labels", help="comma-separated panel titles (default: the summaries' folders)")
     parser.add_argument("--variants", help="comma-separated variants to show (default: all); the baseline's "
                         "budgets are always shown")
+    parser.add_argument("--reference", default="baseline",
+                        help="the variant the pooled change is taken against (default: the full baseline)")
     args = parser.parse_args()
     labels = args.labels.split(",") if args.labels else [p.parent.name for p in args.summaries]
     summaries = [json.loads(p.read_text()) for p in args.summaries]
@@ -87,12 +89,12 @@ def main() -> None:
         first = next(d[name] for d in draws if name in d)
         print(f"| {name} | " + " | ".join(cells) + f" | {first['iterations']} | {first['flops']:.3f} |")
 
-    print("\n| variant | draws | seed pairs | Δ top-1 vs baseline, pooled (95 % CI) "
+    print(f"\n| variant | draws | seed pairs | Δ top-1 vs {args.reference}, pooled (95 % CI) "
           "| training-time ratio per draw |")
     print("|---|---|---|---|---|")
     for name in names:
-        deltas = paired_deltas(summaries, name)
-        if name == "baseline" or len(deltas) < 2:
+        deltas = paired_deltas(summaries, name, args.reference)
+        if name == args.reference or len(deltas) < 2:
             continue
         low, high = bootstrap_interval(deltas)
         ratios = [time_ratio(summary, name) for summary in summaries]

@@ -1,20 +1,10 @@
 """scripts/frontier_plot.py: final top-1 against training FLOPs from bench summaries."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("frontier_plot", REPO / "scripts" / "frontier_plot.py")
-    module = sys.modules["frontier_plot"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_modules import load_script
 
 
 def summary(runs):
@@ -28,7 +18,7 @@ RUNS = [("baseline", 0, 60.0, 100.0, 5400), ("baseline", 1, 70.0, 102.0, 5400),
 
 
 def test_points_are_means_over_seeds_against_the_full_baselines_flops():
-    points = _load().variant_points(summary(RUNS))
+    points = load_script("frontier_plot").variant_points(summary(RUNS))
     assert points["baseline"] == {"flops": 1.0, "top1": 65.0, "low": 60.0, "high": 70.0, "seeds": 2,
                                   "iterations": 5400}
     assert points["multigrid"]["flops"] == pytest.approx(25.5 / 101.0)
@@ -36,7 +26,7 @@ def test_points_are_means_over_seeds_against_the_full_baselines_flops():
 
 
 def test_it_prints_one_row_per_variant_and_draws_a_panel_per_draw(tmp_path, capsys, monkeypatch):
-    module = _load()
+    module = load_script("frontier_plot")
     paths = []
     for draw in (1, 2):
         path = tmp_path / f"d{draw}" / "tta.json"
@@ -57,14 +47,15 @@ def test_it_prints_one_row_per_variant_and_draws_a_panel_per_draw(tmp_path, caps
 
 def test_a_summary_without_the_baseline_is_an_error():
     with pytest.raises(SystemExit, match="baseline"):
-        _load().variant_points(summary(RUNS[3:]))
+        load_script("frontier_plot").variant_points(summary(RUNS[3:]))
 
 
 def test_pooled_deltas_pair_seeds_within_each_draw():
-    module = _load()
+    module = load_script("frontier_plot")
     other = summary([("baseline", 0, 80.0, 100.0, 5400), ("multigrid", 0, 70.0, 25.0, 1514)])
     deltas = module.paired_deltas([summary(RUNS), other], "multigrid")
     assert sorted(deltas) == [-14.0, -10.0, -10.0]  # 50 - 60, 56 - 70, then 70 - 80 of the other draw
+    assert module.paired_deltas([summary(RUNS), other], "multigrid", "baseline@0.5") == [20.0]  # 50 - 30
     low, high = module.bootstrap_interval(deltas)
     assert -14.0 <= low <= high <= -10.0
     assert module.bootstrap_interval(deltas) == (low, high)  # deterministic
